@@ -1,0 +1,99 @@
+"""The one place boto3 sessions and clients are made, and AWS errors become one clear line.
+
+Every command builds an ``AwsTarget`` from ``--profile/--region/--endpoint-url`` (the usual AWS_* environment
+variables apply as boto3 reads them) and asks it for clients; tests pass a target pointing at moto.
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from recordio_pack.errors import RecordioPackError
+
+__all__ = ["AwsTarget", "AwsError", "aws_errors"]
+
+# Standard retry mode with a generous budget: throttling is retried with backoff before it is an error.
+_RETRIES = {"mode": "standard", "max_attempts": 10}
+
+
+class AwsError(RecordioPackError):
+    """An AWS call that failed, explained in one line."""
+
+
+@dataclass(frozen=True)
+class AwsTarget:
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    _session: Any = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "AwsTarget":
+        return cls(getattr(args, "profile", None), getattr(args, "region", None),
+                   getattr(args, "endpoint_url", None))
+
+    def session(self) -> Any:
+        if self._session is None:
+            import boto3
+
+            with aws_errors("starting an AWS session"):
+                object.__setattr__(self, "_session", boto3.Session(profile_name=self.profile,
+                                                                   region_name=self.region))
+        return self._session
+
+    def client(self, service: str, region: str | None = None, **config: Any) -> Any:
+        from botocore.config import Config
+
+        with aws_errors(f"creating the {service} client"):
+            return self.session().client(
+                service, region_name=region or self.region, endpoint_url=self.endpoint_url,
+                config=Config(retries=_RETRIES, **config))
+
+    @property
+    def region_name(self) -> str | None:
+        return self.region or self.session().region_name
+
+
+def _explain(error: Exception, doing: str) -> str:
+    from botocore import exceptions as bx
+
+    if isinstance(error, bx.NoCredentialsError):
+        return (f"{doing}: no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "or run on an instance with a role)")
+    if isinstance(error, bx.ProfileNotFound):
+        return f"{doing}: {error}"
+    if isinstance(error, bx.NoRegionError):
+        return f"{doing}: no AWS region given (use --region or set AWS_REGION)"
+    if isinstance(error, bx.EndpointConnectionError):
+        return f"{doing}: cannot reach {error.kwargs.get('endpoint_url', 'the endpoint')} (wrong --region or --endpoint-url?)"
+    if isinstance(error, bx.ClientError):
+        info = error.response.get("Error", {})
+        code = info.get("Code", "Unknown")
+        message = info.get("Message", "")
+        operation = getattr(error, "operation_name", "?")
+        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403", "Forbidden"):
+            return f"{doing}: access denied for {operation} ({message or code}); the IAM policies in aws/policies list what each role needs"
+        if code in ("Throttling", "ThrottlingException", "RequestLimitExceeded", "SlowDown"):
+            return f"{doing}: AWS kept throttling {operation} after retries ({code}); try again later or lower --concurrency"
+        if code in ("NoSuchBucket", "404", "NotFound") and operation in ("HeadBucket", "ListObjectsV2", "PutObject", "HeadObject", "CreateMultipartUpload", "GetObject"):
+            return f"{doing}: {operation} failed: {code} {message}".rstrip()
+        if code in ("AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "PermanentRedirect"):
+            return f"{doing}: wrong region for this resource ({code}: {message})"
+        return f"{doing}: {operation} failed: {code}: {message}".rstrip(": ")
+    if isinstance(error, bx.WaiterError):
+        return f"{doing}: {error}"
+    return f"{doing}: {type(error).__name__}: {error}"
+
+
+@contextmanager
+def aws_errors(doing: str) -> Iterator[None]:
+    """Turn botocore/boto3 exceptions raised inside into ``AwsError`` with one explanatory line."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as error:
+        raise AwsError(_explain(error, doing)) from error

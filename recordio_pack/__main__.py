@@ -1,0 +1,5 @@
+import sys
+
+from recordio_pack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""Content checksums for the manifest: SHA-256 (integrity) and CRC32 (what S3 stores as a full-object checksum)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["Digests", "DigestingWriter", "file_digests", "crc32_base64"]
+
+CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class Digests:
+    size: int
+    sha256: str  # hex
+    crc32: str  # 8 hex digits, big-endian, as zlib computes it
+
+    def as_dict(self) -> dict[str, object]:
+        return {"bytes": self.size, "sha256": self.sha256, "crc32": self.crc32}
+
+
+class _Running:
+    def __init__(self) -> None:
+        self.size = 0
+        self.sha = hashlib.sha256()
+        self.crc = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.size += len(data)
+        self.sha.update(data)
+        self.crc = zlib.crc32(data, self.crc)
+
+    def digests(self) -> Digests:
+        return Digests(self.size, self.sha.hexdigest(), f"{self.crc:08x}")
+
+
+class DigestingWriter:
+    """A binary file wrapper that checksums everything written through it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self._running = _Running()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._running.update(data)
+        return self.raw.write(data)
+
+    def digests(self) -> Digests:
+        return self._running.digests()
+
+
+def file_digests(path: str | Path) -> Digests:
+    running = _Running()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            running.update(chunk)
+    return running.digests()
+
+
+def crc32_base64(crc32_hex: str) -> str:
+    """The manifest's hex CRC32 in the base64 form S3 reports as ``ChecksumCRC32``."""
+    return base64.b64encode(bytes.fromhex(crc32_hex)).decode("ascii")

@@ -1,0 +1,214 @@
+"""The RecordIO byte layout in one place: framing, magic escaping, IRHeader, `.idx` and `.lst` lines.
+
+Pure functions on bytes and strings; nothing here touches a file system.
+
+Framing (dmlc-core ``recordio.cc``): a record is ``u32 magic`` + ``u32 lrec`` + payload + zero padding to a
+multiple of 4, little-endian, ``lrec = cflag << 29 | length``.  A 4-byte-aligned word of the payload equal to
+the magic is cut out and ends a segment (cflag 1 for the first segment, 2 for middle ones, 3 for the last; 0
+when the record is not split), so a reader that resynchronises on the magic never lands inside a payload.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+__all__ = [
+    "MAGIC", "MAGIC_BYTES", "MAX_PAYLOAD", "CFLAG_WHOLE", "CFLAG_FIRST", "CFLAG_MIDDLE", "CFLAG_LAST",
+    "IRHEADER", "FramingError", "IRHeader", "LstEntry", "encode_lrec", "decode_lrec", "frame", "padded",
+    "read_record", "pack_payload", "unpack_payload", "format_idx_line", "parse_idx_line",
+    "format_lst_line", "parse_lst_line", "lst_path_problem",
+]
+
+FORMAT_VERSION = 1
+MAGIC = 0xCED7230A
+MAGIC_BYTES = struct.pack("<I", MAGIC)  # b"\x0a\x23\xd7\xce"
+HEADER = struct.Struct("<II")  # magic, lrec
+LENGTH_BITS = 29
+LENGTH_MASK = (1 << LENGTH_BITS) - 1
+MAX_PAYLOAD = LENGTH_MASK  # a payload must be shorter than 2**29 bytes
+CFLAG_WHOLE, CFLAG_FIRST, CFLAG_MIDDLE, CFLAG_LAST = 0, 1, 2, 3
+IRHEADER = struct.Struct("<IfQQ")  # flag (label count when > 0), label, id, id2
+LABEL = struct.Struct("<f")
+
+
+class FramingError(ValueError):
+    """A `.rec` byte stream that does not follow the RecordIO framing; ``offset`` says where."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} at byte {offset}")
+        self.offset = offset
+
+
+def encode_lrec(cflag: int, length: int) -> int:
+    if not 0 <= cflag <= 3:
+        raise ValueError(f"cflag must be 0..3, got {cflag}")
+    if not 0 <= length <= LENGTH_MASK:
+        raise ValueError(f"segment length {length} does not fit in 29 bits")
+    return (cflag << LENGTH_BITS) | length
+
+
+def decode_lrec(lrec: int) -> tuple[int, int]:
+    """Split ``lrec`` into ``(cflag, length)``."""
+    return lrec >> LENGTH_BITS, lrec & LENGTH_MASK
+
+
+def padded(length: int) -> int:
+    """``length`` rounded up to a multiple of 4."""
+    return (length + 3) & ~3
+
+
+def _aligned_magic_positions(payload: bytes | memoryview) -> Iterator[int]:
+    data = bytes(payload) if isinstance(payload, memoryview) else payload
+    limit = len(data) & ~3  # only whole aligned words are scanned, as dmlc does
+    position = data.find(MAGIC_BYTES)
+    while position != -1 and position + 4 <= limit:
+        if position % 4 == 0:
+            yield position
+            position = data.find(MAGIC_BYTES, position + 4)
+        else:
+            position = data.find(MAGIC_BYTES, position + 1)
+
+
+def frame(payload: bytes) -> bytes:
+    """Frame one record: header(s), escaped segments and the zero padding, ready to append to a `.rec`."""
+    length = len(payload)
+    if length > MAX_PAYLOAD:
+        raise ValueError(f"record payload of {length} bytes exceeds the RecordIO limit of {MAX_PAYLOAD} bytes")
+    parts: list[bytes] = []
+    start = 0
+    for position in _aligned_magic_positions(payload):
+        cflag = CFLAG_FIRST if start == 0 else CFLAG_MIDDLE
+        parts.append(HEADER.pack(MAGIC, encode_lrec(cflag, position - start)))
+        parts.append(payload[start:position])
+        start = position + 4
+    cflag = CFLAG_LAST if start else CFLAG_WHOLE
+    parts.append(HEADER.pack(MAGIC, encode_lrec(cflag, length - start)))
+    parts.append(payload[start:] if start else payload)
+    parts.append(b"\0" * (padded(length) - length))
+    return b"".join(parts)
+
+
+def read_record(data: bytes | memoryview, offset: int) -> tuple[bytes, int]:
+    """Read the record that starts at ``offset`` of ``data``; return ``(payload, offset of the next record)``.
+
+    Raises FramingError on a wrong magic, a bad continuation flag, a truncated segment or non-zero padding.
+    """
+    view = memoryview(data)
+    size = len(view)
+    parts: list[bytes] = []
+    position = offset
+    expect_continuation = False
+    while True:
+        if position + 8 > size:
+            raise FramingError("truncated record header", position)
+        magic, lrec = HEADER.unpack_from(view, position)
+        if magic != MAGIC:
+            raise FramingError(f"bad magic 0x{magic:08x}", position)
+        cflag, length = decode_lrec(lrec)
+        if expect_continuation and cflag not in (CFLAG_MIDDLE, CFLAG_LAST):
+            raise FramingError(f"segment flag {cflag} where a continuation (2 or 3) was expected", position)
+        if not expect_continuation and cflag not in (CFLAG_WHOLE, CFLAG_FIRST):
+            raise FramingError(f"segment flag {cflag} at the start of a record", position)
+        body = position + 8
+        end = body + padded(length)
+        if end > size:
+            raise FramingError(f"truncated record: segment of {length} bytes runs past the end", position)
+        if any(view[body + length:end]):
+            raise FramingError("non-zero padding", body + length)
+        if cflag in (CFLAG_FIRST, CFLAG_MIDDLE) and length % 4:
+            raise FramingError(f"split segment of unaligned length {length}", position)
+        parts.append(bytes(view[body:body + length]))
+        position = end
+        if cflag in (CFLAG_WHOLE, CFLAG_LAST):
+            return (parts[0] if len(parts) == 1 else MAGIC_BYTES.join(parts)), position
+        expect_continuation = True
+
+
+@dataclass(frozen=True)
+class IRHeader:
+    """MXNet's image record header. ``labels`` has one value for a plain label, more for a label vector."""
+
+    labels: tuple[float, ...]
+    id: int = 0
+    id2: int = 0
+    vector: bool = False  # True: written as flag=len(labels) + float32 vector, even for one label
+
+    @property
+    def label(self) -> float:
+        return self.labels[0] if self.labels else 0.0
+
+
+def pack_payload(header: IRHeader, image: bytes) -> bytes:
+    """IRHeader (+ float32 label vector when ``header.vector``) followed by the encoded image."""
+    if header.vector:
+        count = len(header.labels)
+        head = IRHEADER.pack(count, 0.0, header.id, header.id2)
+        return head + struct.pack(f"<{count}f", *header.labels) + image
+    return IRHEADER.pack(0, header.label, header.id, header.id2) + image
+
+
+def unpack_payload(payload: bytes) -> tuple[IRHeader, memoryview]:
+    """Split a payload into its header and the image bytes (a view into ``payload``)."""
+    if len(payload) < IRHEADER.size:
+        raise ValueError(f"payload of {len(payload)} bytes is shorter than the {IRHEADER.size}-byte IRHeader")
+    flag, label, record_id, record_id2 = IRHEADER.unpack_from(payload)
+    view = memoryview(payload)
+    if flag == 0:
+        return IRHeader((label,), record_id, record_id2), view[IRHEADER.size:]
+    end = IRHEADER.size + 4 * flag
+    if end > len(payload):
+        raise ValueError(f"IRHeader flag {flag} announces more labels than the payload holds")
+    labels = struct.unpack_from(f"<{flag}f", payload, IRHEADER.size)
+    return IRHeader(tuple(labels), record_id, record_id2, vector=True), view[end:]
+
+
+def format_idx_line(key: int, offset: int) -> str:
+    return f"{key}\t{offset}\n"
+
+
+def parse_idx_line(line: str) -> tuple[int, int]:
+    fields = line.rstrip("\r\n").split("\t")
+    if len(fields) != 2:
+        raise ValueError(f"an .idx line has two tab-separated fields, got {line!r}")
+    return int(fields[0]), int(fields[1])
+
+
+@dataclass(frozen=True)
+class LstEntry:
+    """One `.lst` line: im2rec's ``index<TAB>label[<TAB>label...]<TAB>path``."""
+
+    index: int
+    labels: tuple[float, ...]
+    path: str
+
+
+def lst_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written to a `.lst` line, or None."""
+    if "\t" in path:
+        return "path contains a tab, which a .lst line cannot hold"
+    if "\n" in path or "\r" in path:
+        return "path contains a line break, which a .lst line cannot hold"
+    return None
+
+
+def format_lst_line(entry: LstEntry) -> str:
+    problem = lst_path_problem(entry.path)
+    if problem:
+        raise ValueError(f"{entry.path!r}: {problem}")
+    labels = "\t".join(f"{label:f}" for label in entry.labels)
+    return f"{entry.index}\t{labels}\t{entry.path}\n"
+
+
+def parse_lst_line(line: str) -> LstEntry:
+    """Parse a `.lst` line the way im2rec reads it (fields stripped, last field is the path)."""
+    fields = [field.strip() for field in line.strip().split("\t")]
+    if len(fields) < 3:
+        raise ValueError(f"a .lst line needs index, label and path, got {line!r}")
+    labels = tuple(float(field) for field in fields[1:-1])
+    if not all(math.isfinite(label) for label in labels):
+        raise ValueError(f"non-finite label in {line!r}")
+    return LstEntry(int(fields[0]), labels, fields[-1])
+

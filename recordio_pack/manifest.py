@@ -1,0 +1,121 @@
+"""``NAME.manifest.json``: what a packed dataset is, so resume, verify, backup and restore can check it.
+
+Written last and atomically, only when every shard is complete; its presence means the dataset is whole.
+No timestamps: the same inputs and options give the same manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from recordio_pack import __version__
+from recordio_pack.digest import Digests
+from recordio_pack.recordio import atomic_output
+
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_SUFFIX", "FileRecord", "ShardRecord", "Manifest", "manifest_path",
+           "find_manifests"]
+
+MANIFEST_FORMAT = "recordio-pack.manifest/1"
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file of the dataset, relative to the manifest's folder, with its size and checksums."""
+
+    name: str
+    bytes: int
+    sha256: str
+    crc32: str  # hex; digest.crc32_base64 gives S3's ChecksumCRC32 form
+
+    @classmethod
+    def of(cls, name: str, digests: Digests) -> "FileRecord":
+        return cls(name, digests.size, digests.sha256, digests.crc32)
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    index: int
+    records: int
+    rejects: int
+    rec: FileRecord
+    idx: FileRecord
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ShardRecord":
+        return cls(data["index"], data["records"], data["rejects"], FileRecord(**data["rec"]),
+                   FileRecord(**data["idx"]))
+
+
+@dataclass
+class Manifest:
+    name: str
+    fingerprint: str
+    options: dict[str, Any]
+    key_convention: str  # "position" (0..n-1 per shard) or "lst-index"
+    classes: list[str] | None  # label -> class name, when known
+    label_convention: str
+    shards: list[ShardRecord]
+    files: list[FileRecord] = field(default_factory=list)  # rejects, lists, class map
+    format: str = MANIFEST_FORMAT
+    tool: str = f"recordio-pack {__version__}"
+
+    @property
+    def records(self) -> int:
+        return sum(shard.records for shard in self.shards)
+
+    @property
+    def rejects(self) -> int:
+        return sum(shard.rejects for shard in self.shards)
+
+    def data_files(self) -> Iterator[FileRecord]:
+        """Every file the manifest vouches for (shards first), not counting the manifest itself."""
+        for shard in self.shards:
+            yield shard.rec
+            yield shard.idx
+        yield from self.files
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["records"] = self.records
+        data["rejects"] = self.rejects
+        return data
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        if data.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"not a recordio-pack manifest (format {data.get('format')!r})")
+        return cls(
+            name=data["name"], fingerprint=data["fingerprint"], options=data["options"],
+            key_convention=data["key_convention"], classes=data.get("classes"),
+            label_convention=data["label_convention"],
+            shards=[ShardRecord.from_dict(shard) for shard in data["shards"]],
+            files=[FileRecord(**record) for record in data.get("files", [])],
+            format=data["format"], tool=data["tool"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Manifest":
+        with open(path, encoding="utf-8") as stream:
+            try:
+                return cls.from_dict(json.load(stream))
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}: unreadable manifest: {error}") from None
+
+    def save(self, path: str | Path) -> None:
+        with atomic_output(path) as stream:
+            stream.write(self.dumps().encode("utf-8"))
+
+
+def manifest_path(directory: str | Path, name: str) -> Path:
+    return Path(directory) / f"{name}{MANIFEST_SUFFIX}"
+
+
+def find_manifests(directory: str | Path) -> list[Path]:
+    """The manifests directly inside ``directory``, sorted by name."""
+    return sorted(Path(directory).glob(f"*{MANIFEST_SUFFIX}"))

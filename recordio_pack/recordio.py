@@ -1,0 +1,103 @@
+"""Reading and writing `.rec` / `.idx` files: the I/O shell around `recordio_pack.format`."""
+
+from __future__ import annotations
+
+import mmap
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from recordio_pack.format import format_idx_line, frame, parse_idx_line, read_record
+
+__all__ = ["RecordWriter", "mapped", "iter_records", "read_idx", "write_idx_atomic", "atomic_output", "fsync_dir"]
+
+
+class RecordWriter:
+    """Appends framed records to a `.rec` stream and ``key<TAB>offset`` lines to an `.idx` stream."""
+
+    def __init__(self, rec: BinaryIO, idx: BinaryIO, start_offset: int = 0) -> None:
+        self._rec = rec
+        self._idx = idx
+        self.offset = start_offset
+        self.count = 0
+
+    def write(self, key: int, payload: bytes) -> int:
+        """Write one record; return the offset of its first magic."""
+        framed = frame(payload)
+        offset = self.offset
+        self._rec.write(framed)
+        self._idx.write(format_idx_line(key, offset).encode("ascii"))
+        self.offset += len(framed)
+        self.count += 1
+        return offset
+
+
+@contextmanager
+def mapped(path: str | Path) -> Iterator[bytes | mmap.mmap]:
+    """The whole file, memory-mapped read-only (an empty file gives b"")."""
+    with open(path, "rb") as stream:
+        if os.fstat(stream.fileno()).st_size == 0:
+            yield b""
+            return
+        view = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            yield view
+        finally:
+            view.close()
+
+
+def iter_records(data: bytes | mmap.mmap, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, payload)`` for every record from ``start`` to the end; FramingError on damage."""
+    offset = start
+    size = len(data)
+    while offset < size:
+        payload, next_offset = read_record(data, offset)
+        yield offset, payload
+        offset = next_offset
+
+
+def read_idx(path: str | Path) -> list[tuple[int, int]]:
+    """``(key, offset)`` pairs of an `.idx`, in file order; ValueError names the bad line."""
+    pairs = []
+    with open(path, "r", encoding="ascii", newline="") as stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                pairs.append(parse_idx_line(line))
+            except ValueError as error:
+                raise ValueError(f"{path}:{number}: {error}") from None
+    return pairs
+
+
+def fsync_dir(directory: str | Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
+    """Write ``path`` through ``path.tmp``: fsync and rename on success, remove the temp file on failure."""
+    path = Path(path)
+    temp = path.with_name(path.name + ".tmp")
+    stream = open(temp, mode)
+    try:
+        yield stream
+        stream.flush()
+        os.fsync(stream.fileno())
+        stream.close()
+        os.replace(temp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        stream.close()
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_idx_atomic(path: str | Path, pairs: list[tuple[int, int]]) -> None:
+    with atomic_output(path) as stream:
+        stream.write("".join(format_idx_line(key, offset) for key, offset in pairs).encode("ascii"))

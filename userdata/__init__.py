@@ -1,0 +1,1 @@
+"""User-data (boot script) templates and their renderer."""
