@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +40,24 @@ class _Running:
         return Digests(self.size, self.sha.hexdigest(), f"{self.crc:08x}")
 
 
-class DigestingWriter:
-    """A binary file wrapper that checksums everything written through it."""
+class DigestingWriter(io.RawIOBase):
+    """A raw binary stream that checksums everything written through it to ``raw`` (wrap it in a buffer)."""
 
     def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
         self.raw = raw
         self._running = _Running()
 
-    def write(self, data: bytes | memoryview) -> int:
-        self._running.update(data)
-        return self.raw.write(data)
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(data)
+        self._running.update(view)
+        written = 0
+        while written < len(view):
+            written += self.raw.write(view[written:]) or 0
+        return written
 
     def digests(self) -> Digests:
         return self._running.digests()

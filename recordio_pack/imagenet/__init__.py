@@ -1,0 +1,8 @@
+"""ILSVRC2012 (ImageNet-1k) archives: download, devkit labels, safe extraction, prepare, and direct indexing.
+
+One module per stage: ``download`` (resumable, checksummed), ``devkit`` (meta.mat and the validation ground
+truth), ``labels`` (label conventions and the class-map files), ``safetar`` (extraction that refuses hostile
+members), ``prepare`` (archives -> ``train/<wnid>/``, ``val/<wnid>/``), ``archive`` (byte ranges of the images
+inside the uncompressed tars, so ``pack`` reads them without extracting) and ``fakearchives`` (a small fake set
+in the official layout, for tests and demos).
+"""

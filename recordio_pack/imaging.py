@@ -1,0 +1,271 @@
+"""Image bytes in, record image bytes out: validate by content, then keep, or decode/convert/resize/encode.
+
+``probe`` reads only headers (no pixel decode): format by magic bytes, dimensions, channels, bit depth and,
+for JPEG, the coding process and the end-of-image marker.  ``prepare_image`` applies the re-encode policy.
+Every refusal is an ``ImageRejected`` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["ImageRejected", "ImageInfo", "ImageOptions", "probe", "prepare_image", "target_size", "sniff"]
+
+
+class ImageRejected(Exception):
+    """The input cannot be packed; ``reason`` says why (it goes to the rejects file)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # "jpeg", "png" or "bmp"
+    width: int
+    height: int
+    channels: int  # JPEG components (1 gray, 3 colour, 4 CMYK/YCCK); PNG/BMP channels incl. alpha
+    bit_depth: int
+    baseline_compatible: bool = True  # JPEG: Huffman-coded, 8-bit (what every decoder reads)
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """What to do with each image; see ``recordio_pack.options.PackOptions`` for the user-facing meaning."""
+
+    resize: int = 0  # shorter side in pixels; 0 keeps the size
+    upscale: bool = False
+    center_crop: bool = False
+    quality: int = 95
+    encoding: Literal["jpg", "png"] = "jpg"
+    color: int = 1  # 1 colour (BGR), 0 grayscale, -1 as stored
+    reencode: Literal["auto", "always", "never"] = "auto"
+    max_pixels: int = 100_000_000
+
+
+_JPEG_SOF = {0xC0: True, 0xC1: True, 0xC2: True, 0xC3: False, 0xC5: False, 0xC6: False, 0xC7: False,
+             0xC9: False, 0xCA: False, 0xCB: False, 0xCD: False, 0xCE: False, 0xCF: False}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+_OTHER_MAGIC = ((b"GIF8", "GIF"), (b"RIFF", "RIFF/WebP"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"),
+                (b"\0\0\0\x0cjP", "JPEG 2000"), (b"%PDF", "PDF"))
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format by magic bytes: "jpeg", "png", "bmp", another format's name, or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == _PNG_SIGNATURE:
+        return "png"
+    if data[:2] == b"BM" and len(data) >= 26:
+        return "bmp"
+    for magic, name in _OTHER_MAGIC:
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def _probe_jpeg(data: bytes) -> ImageInfo:
+    size = len(data)
+    position = 2
+    info: ImageInfo | None = None
+    while True:
+        if position + 4 > size:
+            raise ImageRejected("truncated JPEG (headers end before the image data)")
+        if data[position] != 0xFF:
+            raise ImageRejected(f"corrupt JPEG (no marker at byte {position})")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xD8 or 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            position += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, position + 2)
+        if length < 2 or position + 2 + length > size:
+            raise ImageRejected("truncated JPEG (a header segment runs past the end)")
+        if marker in _JPEG_SOF:
+            precision, height, width, components = struct.unpack_from(">BHHB", data, position + 4)
+            if width == 0 or height == 0:
+                raise ImageRejected("unsupported JPEG (zero or deferred image size)")
+            info = ImageInfo("jpeg", width, height, components, precision,
+                             baseline_compatible=_JPEG_SOF[marker] and precision == 8)
+        elif marker == 0xDA:  # start of scan: entropy-coded data follows
+            if info is None:
+                raise ImageRejected("corrupt JPEG (scan before frame header)")
+            if data.rfind(b"\xff\xd9", position) == -1:
+                raise ImageRejected("truncated JPEG (no end-of-image marker)")
+            return info
+        elif marker == 0xD9:
+            raise ImageRejected("corrupt JPEG (end-of-image before any image data)")
+        position += 2 + length
+
+
+def _probe_png(data: bytes) -> ImageInfo:
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise ImageRejected("corrupt PNG (no IHDR header)")
+    width, height, depth, color_type = struct.unpack_from(">IIBB", data, 16)
+    if color_type not in _PNG_CHANNELS or width == 0 or height == 0:
+        raise ImageRejected(f"corrupt PNG (colour type {color_type}, size {width}x{height})")
+    if data.rfind(b"IEND", max(0, len(data) - 64)) == -1:
+        raise ImageRejected("truncated PNG (no IEND chunk)")
+    return ImageInfo("png", width, height, _PNG_CHANNELS[color_type], depth)
+
+
+def _probe_bmp(data: bytes) -> ImageInfo:
+    width, height = struct.unpack_from("<ii", data, 18)
+    bits = struct.unpack_from("<H", data, 28)[0] if len(data) >= 30 else 24
+    if width <= 0 or height == 0:
+        raise ImageRejected(f"corrupt BMP (size {width}x{height})")
+    return ImageInfo("bmp", width, abs(height), 4 if bits == 32 else 3 if bits > 8 else 1, 8)
+
+
+def probe(data: bytes, max_pixels: int = 0) -> ImageInfo:
+    """Header facts of an encoded image, or ImageRejected. ``max_pixels`` > 0 rejects larger images."""
+    if not data:
+        raise ImageRejected("empty file (0 bytes)")
+    kind = sniff(data)
+    if kind == "jpeg":
+        info = _probe_jpeg(data)
+    elif kind == "png":
+        info = _probe_png(data)
+    elif kind == "bmp":
+        info = _probe_bmp(data)
+    elif kind:
+        raise ImageRejected(f"unsupported image format {kind} (JPEG, PNG and BMP are packed)")
+    else:
+        raise ImageRejected(f"not an image (starts with {bytes(data[:8])!r})")
+    pixels = info.width * info.height
+    if max_pixels and pixels > max_pixels:
+        raise ImageRejected(f"decompression bomb guard: {info.width}x{info.height} = {pixels} pixels "
+                            f"exceeds the limit of {max_pixels}")
+    return info
+
+
+def target_size(width: int, height: int, options: ImageOptions) -> tuple[int, int] | None:
+    """(width, height) after --center-crop/--resize, or None when the pixels stay as they are.
+
+    The shorter side becomes ``resize`` and the longer one scales with it, rounded down (im2rec's rule);
+    images already shorter than ``resize`` keep their size unless ``upscale``.
+    """
+    if options.center_crop and width != height:
+        width = height = min(width, height)
+    if not options.resize:
+        return (width, height) if options.center_crop else None
+    short = min(width, height)
+    if short < options.resize and not options.upscale:
+        return (width, height) if options.center_crop else None
+    if short == options.resize and not options.center_crop:
+        return None
+    if width <= height:
+        return options.resize, height * options.resize // width
+    return width * options.resize // height, options.resize
+
+
+def _keeps_original(info: ImageInfo, options: ImageOptions) -> bool:
+    if options.reencode != "auto" or info.format != "jpeg" or options.encoding != "jpg":
+        return False
+    if not info.baseline_compatible:
+        return False
+    allowed = {1} if options.color == 0 else {1, 3}
+    if info.channels not in allowed:
+        return False
+    return target_size(info.width, info.height, options) is None
+
+
+def _reduction(info: ImageInfo, options: ImageOptions) -> int:
+    """The largest DCT-domain downscale (1, 2, 4 or 8) that still leaves the short side >= the target."""
+    if info.format != "jpeg" or not options.resize:
+        return 1
+    short = min(info.width, info.height)
+    for factor in (8, 4, 2):
+        if -(-short // factor) >= options.resize:
+            return factor
+    return 1
+
+
+def _decode(data: bytes, info: ImageInfo, options: ImageOptions) -> "np.ndarray":
+    import cv2
+    import numpy as np
+
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if info.format == "jpeg":
+        factor = _reduction(info, options)
+        gray = options.color == 0 or (options.color == -1 and info.channels == 1)
+        flag = {
+            (False, 1): cv2.IMREAD_COLOR, (False, 2): cv2.IMREAD_REDUCED_COLOR_2,
+            (False, 4): cv2.IMREAD_REDUCED_COLOR_4, (False, 8): cv2.IMREAD_REDUCED_COLOR_8,
+            (True, 1): cv2.IMREAD_GRAYSCALE, (True, 2): cv2.IMREAD_REDUCED_GRAYSCALE_2,
+            (True, 4): cv2.IMREAD_REDUCED_GRAYSCALE_4, (True, 8): cv2.IMREAD_REDUCED_GRAYSCALE_8,
+        }[(gray, factor)]
+        image = cv2.imdecode(buffer, flag)
+        if image is None:
+            raise ImageRejected("corrupt JPEG (the decoder could not read it)")
+        return image
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageRejected(f"corrupt {info.format.upper()} (the decoder could not read it)")
+    if image.dtype != np.uint8:  # 16-bit PNG: keep the high byte, rounded
+        image = np.clip((image.astype(np.float32) + 128.0) / 257.0, 0, 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] in (2, 4):  # alpha: composite onto white
+        alpha = image[:, :, -1:].astype(np.float32) / 255.0
+        colour = image[:, :, :-1].astype(np.float32)
+        image = (colour * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        if image.shape[2] == 1:
+            image = image[:, :, 0]
+    if options.color == 1 and image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif options.color == 0 and image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return image
+
+
+def _transform(image: "np.ndarray", info: ImageInfo, options: ImageOptions) -> "np.ndarray":
+    import cv2
+
+    height, width = image.shape[:2]
+    source_w, source_h = info.width, info.height
+    if (height > width) != (source_h > source_w) and height != width:  # EXIF orientation rotated it
+        source_w, source_h = source_h, source_w
+    if options.center_crop and height != width:
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        image = image[top:top + side, left:left + side]
+        source_w = source_h = min(source_w, source_h)
+    target = target_size(source_w, source_h, options)
+    if target is None or target == (image.shape[1], image.shape[0]):
+        return image
+    shrinking = target[0] * target[1] <= image.shape[0] * image.shape[1]
+    return cv2.resize(image, target, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def _encode(image: "np.ndarray", options: ImageOptions) -> bytes:
+    import cv2
+
+    if options.encoding == "png":
+        ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    else:
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, options.quality])
+    if not ok:
+        raise ImageRejected(f"the {options.encoding} encoder failed")
+    return encoded.tobytes()
+
+
+def prepare_image(data: bytes, options: ImageOptions) -> tuple[bytes, bool]:
+    """The bytes to store for one input image, and whether they were re-encoded.
+
+    ``never`` stores the input as it is (after validation); ``auto`` keeps valid 8-bit gray/colour JPEGs that
+    need no resize or crop and re-encodes everything else (CMYK, PNG, 16-bit, alpha, too large);
+    ``always`` re-encodes every image.
+    """
+    info = probe(data, options.max_pixels)
+    if options.reencode == "never" or _keeps_original(info, options):
+        return data, False
+    image = _decode(data, info, options)
+    return _encode(_transform(image, info, options), options), True

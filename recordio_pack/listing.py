@@ -1,0 +1,200 @@
+"""Listing: a class-folder tree to im2rec `.lst` entries, and reading/writing `.lst` and class-map files.
+
+Labels follow sorted top-level folder order (0..N-1: the convention of MXNet, PyTorch and Keras pretrained
+models); images inside a class folder are found recursively.  Symlinked directories are followed once each,
+so loops neither hang nor duplicate entries.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from recordio_pack.format import format_lst_line, lst_path_problem, parse_lst_line
+from recordio_pack.recordio import atomic_output
+from recordio_pack.sources import Entry
+
+__all__ = ["DEFAULT_EXTS", "DEFAULT_SEED", "TreeListing", "ListResult", "scan_tree", "ordered_entries",
+           "split_entries", "write_lst", "read_lst", "write_class_map", "read_class_map", "make_lists"]
+
+DEFAULT_EXTS = (".jpeg", ".jpg", ".png")
+DEFAULT_SEED = 100  # im2rec's shuffle seed, so our lists match its lists for the same tree
+CLASS_MAP_NAME = "synsets.txt"
+
+
+@dataclass
+class TreeListing:
+    classes: list[str]  # label -> class folder name
+    entries: list[Entry]  # class order, then sorted walk order inside a class; index = position
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, why it is not listed)
+    skipped_other_ext: int = 0
+
+
+def _walk_files(directory: Path, seen: set[tuple[int, int]]) -> Iterable[Path]:
+    """Files below ``directory`` in sorted order, following symlinked directories at most once each."""
+    try:
+        stat = directory.stat()
+    except OSError:
+        return
+    identity = (stat.st_dev, stat.st_ino)
+    if identity in seen:
+        return
+    seen.add(identity)
+    try:
+        children = sorted(os.scandir(directory), key=lambda item: item.name)
+    except OSError:
+        return
+    for child in children:
+        path = Path(child.path)
+        try:
+            is_dir = child.is_dir(follow_symlinks=True)
+        except OSError:
+            continue
+        if is_dir:
+            yield from _walk_files(path, seen)
+        else:
+            yield path
+
+
+def scan_tree(root: str | Path, exts: Sequence[str] = DEFAULT_EXTS) -> TreeListing:
+    """Every image file under ``root``'s class folders, with labels from sorted class-folder order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a directory")
+    wanted = {ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in exts}
+    listing = TreeListing(classes=[], entries=[])
+    seen: set[tuple[int, int]] = set()
+    seen.add((root.stat().st_dev, root.stat().st_ino))
+    items: list[tuple[str, int]] = []
+    for child in sorted(os.scandir(root), key=lambda item: item.name):
+        if child.is_dir(follow_symlinks=True):
+            label = len(listing.classes)
+            listing.classes.append(child.name)
+            for path in _walk_files(Path(child.path), seen):
+                relative = path.relative_to(root).as_posix()
+                if path.suffix.lower() not in wanted:
+                    listing.skipped_other_ext += 1
+                    continue
+                problem = lst_path_problem(relative)
+                if problem:
+                    listing.problems.append((relative, problem))
+                    continue
+                items.append((relative, label))
+        elif Path(child.name).suffix.lower() in wanted:
+            listing.problems.append((child.name, "image directly in the root, outside any class folder"))
+    listing.entries = [Entry(index, (float(label),), relative) for index, (relative, label) in enumerate(items)]
+    return listing
+
+
+def ordered_entries(entries: list[Entry], shuffle: bool = True, seed: int = DEFAULT_SEED) -> list[Entry]:
+    """The list order to pack in: a seeded shuffle by default, so neighbouring records mix classes."""
+    ordered = list(entries)
+    if shuffle:
+        random.Random(seed).shuffle(ordered)
+    return ordered
+
+
+def split_entries(entries: list[Entry], train_ratio: float = 1.0, test_ratio: float = 0.0,
+                  chunks: int = 1) -> dict[str, list[Entry]]:
+    """im2rec's chunks and train/val/test split; keys are the file suffixes ("" "_train" "_val" "_test")."""
+    if not (0 < train_ratio <= 1 and 0 <= test_ratio < 1 and train_ratio + test_ratio <= 1):
+        raise ValueError("need 0 < train-ratio <= 1, 0 <= test-ratio < 1 and their sum <= 1")
+    if chunks < 1:
+        raise ValueError("chunks must be >= 1")
+    parts: dict[str, list[Entry]] = {}
+    chunk_size = -(-len(entries) // chunks) if entries else 0
+    for number in range(chunks):
+        chunk = entries[number * chunk_size:(number + 1) * chunk_size]
+        chunk_tag = f"_{number}" if chunks > 1 else ""
+        train_end = int(chunk_size * train_ratio)
+        test_end = int(chunk_size * test_ratio)
+        if train_ratio == 1.0:
+            parts[chunk_tag] = chunk
+            continue
+        if test_ratio:
+            parts[f"{chunk_tag}_test"] = chunk[:test_end]
+        if train_ratio + test_ratio < 1.0:
+            parts[f"{chunk_tag}_val"] = chunk[test_end + train_end:]
+        parts[f"{chunk_tag}_train"] = chunk[test_end:test_end + train_end]
+    return parts
+
+
+def write_lst(path: str | Path, entries: Iterable[Entry]) -> None:
+    from recordio_pack.format import LstEntry
+
+    with atomic_output(path) as stream:
+        for entry in entries:
+            stream.write(format_lst_line(LstEntry(entry.index, entry.labels, entry.path)).encode("utf-8"))
+
+
+def read_lst(path: str | Path) -> list[Entry]:
+    """Entries of an im2rec `.lst`, in file order; ValueError names the first bad line."""
+    entries = []
+    with open(path, encoding="utf-8", newline="\n") as stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                parsed = parse_lst_line(line)
+            except ValueError as error:
+                raise ValueError(f"{path}:{number}: {error}") from None
+            entries.append(Entry(parsed.index, parsed.labels, parsed.path))
+    return entries
+
+
+def write_class_map(path: str | Path, classes: Sequence[str]) -> None:
+    """``label<TAB>class name`` lines, label order."""
+    with atomic_output(path) as stream:
+        stream.write("".join(f"{label}\t{name}\n" for label, name in enumerate(classes)).encode("utf-8"))
+
+
+def read_class_map(path: str | Path) -> list[str]:
+    classes: list[str] = []
+    with open(path, encoding="utf-8") as stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            label, _, name = line.rstrip("\n").partition("\t")
+            if int(label) != len(classes):
+                raise ValueError(f"{path}:{number}: labels must run 0, 1, 2, ... in order, got {label}")
+            classes.append(name)
+    return classes
+
+
+@dataclass
+class ListResult:
+    lists: dict[str, int]  # written .lst path -> entries
+    class_map: str
+    classes: int
+    images: int
+    problems: list[tuple[str, str]]
+    skipped_other_ext: int
+
+
+def make_lists(root: str | Path, prefix: str | Path, *, exts: Sequence[str] = DEFAULT_EXTS, shuffle: bool = True,
+               seed: int = DEFAULT_SEED, train_ratio: float = 1.0, test_ratio: float = 0.0, chunks: int = 1,
+               overwrite: bool = False) -> ListResult:
+    """``list ROOT PREFIX``: write PREFIX*.lst and the class map beside them; never overwrite unless asked."""
+    from recordio_pack.errors import RefusedError
+
+    listing = scan_tree(root, exts)
+    parts = split_entries(ordered_entries(listing.entries, shuffle, seed), train_ratio, test_ratio, chunks)
+    prefix = Path(prefix)
+    targets = {Path(f"{prefix}{suffix}.lst"): part for suffix, part in parts.items()}
+    class_map = prefix.parent / CLASS_MAP_NAME
+    new_map = "".join(f"{label}\t{name}\n" for label, name in enumerate(listing.classes))
+    if not overwrite:
+        existing = [str(path) for path in targets if path.exists()]
+        if class_map.exists() and class_map.read_text(encoding="utf-8") != new_map:
+            existing.append(f"{class_map} (a different class map)")
+        if existing:
+            raise RefusedError(f"would overwrite {', '.join(existing)}; pass --overwrite to replace")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    for path, part in targets.items():
+        write_lst(path, part)
+    write_class_map(class_map, listing.classes)
+    return ListResult({str(path): len(part) for path, part in targets.items()}, str(class_map),
+                      len(listing.classes), len(listing.entries), listing.problems, listing.skipped_other_ext)

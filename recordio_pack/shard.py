@@ -1,0 +1,146 @@
+"""Packing one shard: a contiguous slice of the list into one `.rec`/`.idx` pair.
+
+``pack_shard`` is a plain, picklable function of its task: the same task gives the same bytes on any machine
+with the same codec, whichever process runs it.  Files are written under temporary names, fsynced and
+renamed only when the shard is complete.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from recordio_pack.digest import DigestingWriter
+from recordio_pack.format import MAX_PAYLOAD, IRHeader, pack_payload
+from recordio_pack.imaging import ImageRejected, prepare_image
+from recordio_pack.options import PackOptions
+from recordio_pack.recordio import RecordWriter, fsync_dir
+from recordio_pack.sources import Entry, ImageSource
+
+__all__ = ["ShardTask", "ShardResult", "ShardProgress", "ImageFailed", "pack_shard", "shard_names"]
+
+WRITE_BUFFER = 8 << 20
+PROGRESS_EVERY_S = 0.25
+
+
+def shard_names(name: str, index: int, count: int) -> tuple[str, str]:
+    """``(rec, idx)`` file names: NAME.rec when there is one shard, else NAME-00003-of-00016.rec."""
+    stem = name if count == 1 else f"{name}-{index:05d}-of-{count:05d}"
+    return f"{stem}.rec", f"{stem}.idx"
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int
+    count: int
+    name: str
+    out_dir: str
+    entries: list[Entry]
+    source: ImageSource
+    options: PackOptions
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return shard_names(self.name, self.index, self.count)
+
+
+@dataclass(frozen=True)
+class ShardProgress:
+    shard: int
+    images: int  # inputs handled since the last event (packed or rejected)
+    bytes_in: int
+    bytes_out: int
+
+
+@dataclass
+class ShardResult:
+    index: int
+    records: int
+    rejects: list[tuple[str, str]]  # (path, reason)
+    rec: dict[str, object] = field(default_factory=dict)  # name, bytes, sha256, crc32
+    idx: dict[str, object] = field(default_factory=dict)
+    reencoded: int = 0
+
+
+class ImageFailed(Exception):
+    """Raised under ``on_error="fail"``: the first bad image stops the run."""
+
+
+def _payload(entry: Entry, image: bytes, options: PackOptions) -> bytes:
+    vector = options.pack_label and len(entry.labels) > 1
+    header = IRHeader(entry.labels if vector else entry.labels[:1], id=entry.index, vector=vector)
+    return pack_payload(header, image)
+
+
+def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> ShardResult:
+    """Pack ``task.entries`` into the task's `.rec`/`.idx`; return counts, rejects and checksums.
+
+    ``emit`` receives progress about four times a second; ``should_stop`` is polled between images and
+    aborts the shard (removing its temporary files) when it returns True.
+    """
+    rec_name, idx_name = task.names
+    out_dir = Path(task.out_dir)
+    suffix = f".{os.getpid()}.tmp"
+    rec_temp, idx_temp = out_dir / (rec_name + suffix), out_dir / (idx_name + suffix)
+    image_options = task.options.image_options()
+    result = ShardResult(task.index, 0, [])
+    pending = ShardProgress(task.index, 0, 0, 0)
+    last_emit = time.monotonic()
+    try:
+        with open(rec_temp, "wb", buffering=0) as rec_raw, open(idx_temp, "wb", buffering=0) as idx_raw:
+            rec_hashing, idx_hashing = DigestingWriter(rec_raw), DigestingWriter(idx_raw)
+            rec_stream = io.BufferedWriter(rec_hashing, WRITE_BUFFER)  # type: ignore[arg-type]
+            idx_stream = io.BufferedWriter(idx_hashing, 1 << 20)  # type: ignore[arg-type]
+            writer = RecordWriter(rec_stream, idx_stream)
+            for entry in task.entries:
+                if should_stop and should_stop():
+                    raise InterruptedError(f"shard {task.index} stopped")
+                bytes_in = 0
+                try:
+                    data = task.source.read(entry)
+                    bytes_in = len(data)
+                    image, reencoded = prepare_image(data, image_options)
+                    payload = _payload(entry, image, task.options)
+                    if len(payload) > MAX_PAYLOAD:
+                        raise ImageRejected(f"record of {len(payload)} bytes exceeds RecordIO's 2**29-byte limit")
+                except (ImageRejected, OSError, ValueError) as error:
+                    reason = error.reason if isinstance(error, ImageRejected) else f"unreadable: {error}"
+                    if task.options.on_error == "fail":
+                        raise ImageFailed(f"{entry.path}: {reason}") from None
+                    result.rejects.append((entry.path, reason))
+                    pending = ShardProgress(task.index, pending.images + 1, pending.bytes_in + bytes_in,
+                                            pending.bytes_out)
+                    continue
+                key = writer.count if task.options.key == "position" else entry.index
+                before = writer.offset
+                writer.write(key, payload)
+                result.reencoded += reencoded
+                pending = ShardProgress(task.index, pending.images + 1, pending.bytes_in + bytes_in,
+                                        pending.bytes_out + writer.offset - before)
+                if emit and time.monotonic() - last_emit >= PROGRESS_EVERY_S:
+                    emit(pending)
+                    pending, last_emit = ShardProgress(task.index, 0, 0, 0), time.monotonic()
+            rec_stream.flush()
+            idx_stream.flush()
+            os.fsync(rec_raw.fileno())
+            os.fsync(idx_raw.fileno())
+        if should_stop and should_stop():
+            raise InterruptedError(f"shard {task.index} stopped")
+        os.replace(rec_temp, out_dir / rec_name)
+        os.replace(idx_temp, out_dir / idx_name)
+        fsync_dir(out_dir)
+    except BaseException:
+        rec_temp.unlink(missing_ok=True)
+        idx_temp.unlink(missing_ok=True)
+        raise
+    if emit and pending.images:
+        emit(pending)
+    result.records = writer.count
+    result.rec = {"name": rec_name, **rec_hashing.digests().as_dict()}
+    result.idx = {"name": idx_name, **idx_hashing.digests().as_dict()}
+    return result
