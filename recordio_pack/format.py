@@ -61,7 +61,7 @@ def padded(length: int) -> int:
 
 
 def _aligned_magic_positions(payload: bytes | memoryview) -> Iterator[int]:
-    data = bytes(payload) if isinstance(payload, memoryview) else payload
+    data = bytes(payload) if isinstance(payload, memoryview) else payload  # mmap and bytes have find()
     limit = len(data) & ~3  # only whole aligned words are scanned, as dmlc does
     position = data.find(MAGIC_BYTES)
     while position != -1 and position + 4 <= limit:
@@ -96,7 +96,13 @@ def read_record(data: bytes | memoryview, offset: int) -> tuple[bytes, int]:
 
     Raises FramingError on a wrong magic, a bad continuation flag, a truncated segment or non-zero padding.
     """
-    view = memoryview(data)
+    # The view is released even when FramingError propagates: a traceback holding an export of an mmap
+    # would make closing the mmap fail with BufferError and hide the framing error.
+    with memoryview(data) as view:
+        return _read_record(view, offset)
+
+
+def _read_record(view: memoryview, offset: int) -> tuple[bytes, int]:
     size = len(view)
     parts: list[bytes] = []
     position = offset
@@ -212,3 +218,24 @@ def parse_lst_line(line: str) -> LstEntry:
         raise ValueError(f"non-finite label in {line!r}")
     return LstEntry(int(fields[0]), labels, fields[-1])
 
+
+
+def segment_offsets(data: bytes | memoryview) -> list[int]:
+    """The offset of every segment header, walking lengths from byte 0 (stops at the first unreadable one)."""
+    view = memoryview(data)
+    offsets = []
+    position = 0
+    while position + 8 <= len(view):
+        magic, lrec = HEADER.unpack_from(view, position)
+        if magic != MAGIC:
+            break
+        offsets.append(position)
+        position += 8 + padded(decode_lrec(lrec)[1])
+    return offsets
+
+
+def unescaped_magics(data: bytes | memoryview) -> list[int]:
+    """Aligned magic words that are not segment headers: escaping was skipped, and a reader that
+    resynchronises on the magic (DALI, dmlc's byte-range splits) would cut a record there."""
+    headers = set(segment_offsets(data))
+    return [position for position in _aligned_magic_positions(data) if position not in headers]

@@ -1,0 +1,38 @@
+"""``recordio-pack verify PATH...``: check what was written, with a precise message for every problem."""
+
+from __future__ import annotations
+
+import argparse
+
+from recordio_pack.commands._common import add_output_options, emit
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "verify", help="check shards, indexes and manifest checksums",
+        description="Check RecordIO framing and magic escaping, that every .idx offset starts a record and every "
+                    "record is indexed, header sanity, labels within the class map, and the manifest's sizes and "
+                    "SHA-256 checksums. PATH: a folder (its manifests), a NAME.manifest.json or a .rec. Exit 1 "
+                    "on any problem.")
+    parser.add_argument("paths", nargs="+", metavar="PATH")
+    parser.add_argument("--decode", action="store_true", help="also decode every image")
+    parser.add_argument("--classes", help="class map (label<TAB>name) for .rec files given without a manifest")
+    add_output_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recordio_pack.commands._common import ProgressBar
+    from recordio_pack.listing import read_class_map
+    from recordio_pack.verify import verify_paths
+
+    classes = read_class_map(args.classes) if args.classes else None
+    with ProgressBar(args, total=None, unit="rec", desc="verify") as bar:
+        report = verify_paths(args.paths, decode=args.decode, classes=classes, on_record=bar.update)
+    if report.ok:
+        text = f"OK: {report.records} records in {len(report.shards)} file(s)" + (", all decoded" if args.decode else "")
+    else:
+        text = "\n".join([f"FAILED: {len(report.problems)} problem(s) in {len(report.shards)} file(s):"]
+                         + [f"  {problem}" for problem in report.problems])
+    emit(args, report.as_dict(), text)
+    return 0 if report.ok else 1

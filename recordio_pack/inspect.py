@@ -1,0 +1,95 @@
+"""Looking inside shards: a table of records, and a contact sheet of captioned sample images."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from recordio_pack.format import unpack_payload
+from recordio_pack.imaging import ImageRejected, probe
+from recordio_pack.recordio import atomic_output, iter_records, mapped, read_idx
+
+__all__ = ["RecordRow", "iter_rows", "contact_sheet"]
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    key: int
+    offset: int
+    label: float
+    labels: tuple[float, ...]
+    class_name: str
+    id: int
+    bytes: int
+    width: int
+    height: int
+    format: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _keys(rec: Path) -> dict[int, int]:
+    idx = rec.with_suffix(".idx")
+    return {offset: key for key, offset in read_idx(idx)} if idx.exists() else {}
+
+
+def iter_rows(rec: str | Path, classes: Sequence[str] | None = None, limit: int | None = None,
+              with_images: bool = False) -> Iterator[tuple[RecordRow, bytes]]:
+    """One row per record (key from the `.idx` beside ``rec`` when there is one, else the position)."""
+    rec = Path(rec)
+    keys = _keys(rec)
+    with mapped(rec) as data:
+        for position, (offset, payload) in enumerate(iter_records(data)):
+            if limit is not None and position >= limit:
+                return
+            header, image = unpack_payload(payload)
+            try:
+                info = probe(bytes(image))
+                width, height, kind = info.width, info.height, info.format
+            except ImageRejected as error:
+                width, height, kind = 0, 0, f"bad: {error.reason}"
+            label = header.label
+            name = classes[int(label)] if classes and label == int(label) and 0 <= label < len(classes) else ""
+            row = RecordRow(keys.get(offset, position), offset, label, header.labels, name, header.id, len(image),
+                            width, height, kind)
+            yield row, (bytes(image) if with_images else b"")
+
+
+def contact_sheet(recs: Sequence[str | Path], output: str | Path, classes: Sequence[str] | None = None,
+                  count: int = 48, columns: int = 8, tile: int = 160) -> int:
+    """Write a PNG grid of the first ``count`` records over ``recs``, each captioned "label: class"; return
+    how many images it shows."""
+    import cv2
+    import numpy as np
+
+    tiles = []
+    for rec in recs:
+        for row, image in iter_rows(rec, classes, limit=count - len(tiles), with_images=True):
+            picture = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_COLOR)
+            canvas = np.full((tile + 22, tile, 3), 255, dtype=np.uint8)
+            if picture is not None:
+                scale = tile / max(picture.shape[:2])
+                size = (max(1, int(picture.shape[1] * scale)), max(1, int(picture.shape[0] * scale)))
+                small = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+                top, left = (tile - size[1]) // 2, (tile - size[0]) // 2
+                canvas[top:top + size[1], left:left + size[0]] = small
+            caption = f"{row.label:g}: {row.class_name}"[:26]
+            cv2.putText(canvas, caption, (3, tile + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+            tiles.append(canvas)
+        if len(tiles) >= count:
+            break
+    if not tiles:
+        raise ValueError("no records to show")
+    rows = -(-len(tiles) // columns)
+    blank = np.full_like(tiles[0], 255)
+    grid = [np.hstack(tiles[row * columns:(row + 1) * columns] +
+                      [blank] * (columns - len(tiles[row * columns:(row + 1) * columns])))
+            for row in range(rows)]
+    ok, encoded = cv2.imencode(".png", np.vstack(grid))
+    if not ok:
+        raise ValueError("PNG encoding of the contact sheet failed")
+    with atomic_output(output) as stream:
+        stream.write(encoded.tobytes())
+    return len(tiles)
