@@ -21,7 +21,7 @@ from recordio_pack.manifest import FileRecord, Manifest, ShardRecord, manifest_p
 from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
 from recordio_pack.pool import TaskFailed, WorkerDied, run_tasks
 from recordio_pack.recordio import atomic_output
-from recordio_pack.shard import ShardProgress, ShardResult, ShardTask, pack_shard, shard_names
+from recordio_pack.shard import ImageFailed, ShardProgress, ShardResult, ShardTask, pack_shard, shard_names
 from recordio_pack.sources import Entry, ImageSource
 
 __all__ = ["PackResult", "PackEvent", "plan_shards", "entries_digest", "pack_entries"]
@@ -219,6 +219,8 @@ def pack_entries(entries: Sequence[Entry], source: ImageSource, out_dir: str | P
     try:
         run_tasks(pack_shard, tasks, options.worker_count, on_event, on_done,
                   task_name=lambda task: f"shard {task.names[0]}", preload=["recordio_pack.shard"])
+    except ImageFailed as failure:  # --on-error fail, single worker
+        raise RecordioPackError(f"bad image (--on-error fail): {failure}") from None
     except TaskFailed as failure:
         raise RecordioPackError(f"{failure.task_name} failed: {failure.detail.strip()}") from None
     except WorkerDied as death:
