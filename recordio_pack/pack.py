@@ -156,6 +156,12 @@ def _check_overwrite(out_dir: Path, name: str, fingerprint: str, outputs: list[s
                            "pass --overwrite to replace")
 
 
+def _remove_temporaries(out_dir: Path, outputs: list[str]) -> None:
+    for output in outputs:
+        for stale in out_dir.glob(f"{output}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def _write_rejects(path: Path, rejects: list[tuple[str, str]]) -> None:
     with atomic_output(path) as stream:
         stream.write(b"path\treason\n")
@@ -195,9 +201,7 @@ def pack_entries(entries: Sequence[Entry], source: ImageSource, out_dir: str | P
         finished = _already_packed(out_dir, name, manifest_file, len(entries))
         if finished is not None:
             return finished
-    for output in outputs:  # temporary files of a killed run
-        for stale in out_dir.glob(f"{output}.*.tmp"):
-            stale.unlink(missing_ok=True)
+    _remove_temporaries(out_dir, outputs)  # left by a killed run
     resumed = {index for index, result in journal.done.items() if _still_there(out_dir, result)}
     journal.done = {index: journal.done[index] for index in resumed}
 
@@ -225,6 +229,8 @@ def pack_entries(entries: Sequence[Entry], source: ImageSource, out_dir: str | P
         raise RecordioPackError(f"{failure.task_name} failed: {failure.detail.strip()}") from None
     except WorkerDied as death:
         raise RecordioPackError(f"{death}; rerun the same command to resume") from None
+    finally:
+        _remove_temporaries(out_dir, outputs)  # of shards whose workers were stopped
 
     return _finish(out_dir, name, options, fingerprint, journal, classes, label_convention, entries,
                    write_list, len(resumed))

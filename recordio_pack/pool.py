@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
 import traceback
-from dataclasses import dataclass
+from multiprocessing.connection import wait
 from typing import Any, Callable, Iterable, Sequence
 
 __all__ = ["TaskFailed", "WorkerDied", "run_tasks"]
@@ -31,20 +30,16 @@ class WorkerDied(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class _Message:
-    kind: str  # "start", "event", "done", "error"
-    worker: int
-    task: int
-    payload: Any = None
-
-
 def _parent_alive() -> bool:
     parent = multiprocessing.parent_process()
     return parent is None or parent.is_alive()
 
 
-def _worker_main(function: Callable[..., Any], tasks: Any, messages: Any, worker: int) -> None:
+def _worker_main(function: Callable[..., Any], connection: Any) -> None:
+    """Receive task numbers and tasks, send ("event", x) / ("done", result) / ("error", details) back.
+
+    Sends are synchronous (no feeder thread), so nothing the parent needs is lost if this process is killed.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
     checks = 0
 
@@ -54,19 +49,19 @@ def _worker_main(function: Callable[..., Any], tasks: Any, messages: Any, worker
         return checks % 16 == 0 and not _parent_alive()
 
     while True:
-        item = tasks.get()
-        if item is None:
-            return
-        number, task = item
-        messages.put(_Message("start", worker, number))
         try:
-            result = function(task, lambda event: messages.put(_Message("event", worker, number, event)),
-                              should_stop)
+            task = connection.recv()
+        except EOFError:  # the parent is gone
+            return
+        if task is None:
+            return
+        try:
+            result = function(task, lambda event: connection.send(("event", event)), should_stop)
         except BaseException as error:  # reported to the parent, which fails the run
             detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            messages.put(_Message("error", worker, number, (type(error).__name__, str(error), detail)))
+            connection.send(("error", (type(error).__name__, str(error), detail)))
             return
-        messages.put(_Message("done", worker, number, result))
+        connection.send(("done", result))
 
 
 def _describe_exit(code: int | None) -> str:
@@ -97,42 +92,61 @@ def run_tasks(function: Callable[..., Any], tasks: Sequence[Any], workers: int,
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
-    task_queue, messages = context.Queue(), context.Queue()
-    for number, task in enumerate(tasks):
-        task_queue.put((number, task))
-    for _ in range(workers):
-        task_queue.put(None)
-    processes = [context.Process(target=_worker_main, args=(function, task_queue, messages, worker),
-                                 name=f"recordio-pack-worker-{worker}", daemon=True)
-                 for worker in range(workers)]
-    for process in processes:
+    pending = list(enumerate(tasks))[::-1]  # popped from the end: task order
+    connections, processes = [], []
+    for worker in range(workers):
+        parent_end, child_end = context.Pipe()
+        process = context.Process(target=_worker_main, args=(function, child_end),
+                                  name=f"recordio-pack-worker-{worker}", daemon=True)
         process.start()
-    holding: dict[int, int] = {}  # worker -> task number
+        child_end.close()
+        connections.append(parent_end)
+        processes.append(process)
+    holding: dict[int, int] = {}  # worker -> task number it is running
+
+    def hand_out(worker: int) -> None:
+        if pending:
+            number, task = pending.pop()
+            holding[worker] = number
+            connections[worker].send(task)
+        else:
+            holding.pop(worker, None)
+            connections[worker].send(None)
+
     remaining = len(tasks)
-    try:
-        while remaining:
+
+    def drain(worker: int) -> None:
+        """Handle every message waiting from ``worker``."""
+        nonlocal remaining
+        connection = connections[worker]
+        while connection.poll():
             try:
-                message: _Message = messages.get(timeout=POLL_S)
-            except queue.Empty:
-                for worker, process in enumerate(processes):
-                    if not process.is_alive() and (worker in holding or process.exitcode not in (0, None)):
-                        held = holding.get(worker)
-                        what = f"while packing {task_name(tasks[held])}" if held is not None else ""
-                        raise WorkerDied(f"worker {process.pid} {_describe_exit(process.exitcode)} {what}".strip())
-                if all(not process.is_alive() for process in processes):
-                    raise WorkerDied("all workers exited with tasks still unfinished")
-                continue
-            if message.kind == "start":
-                holding[message.worker] = message.task
-            elif message.kind == "event":
-                on_event(message.payload)
-            elif message.kind == "done":
-                holding.pop(message.worker, None)
+                kind, payload = connection.recv()
+            except EOFError:
+                return
+            if kind == "event":
+                on_event(payload)
+            elif kind == "done":
                 remaining -= 1
-                on_done(message.payload)
-            elif message.kind == "error":
-                name, text, detail = message.payload
-                raise TaskFailed(task_name(tasks[message.task]), detail if name not in ("ImageFailed",) else text)
+                on_done(payload)
+                hand_out(worker)
+            else:
+                name, text, detail = payload
+                raise TaskFailed(task_name(tasks[holding[worker]]), text if name == "ImageFailed" else detail)
+
+    try:
+        for worker in range(workers):
+            hand_out(worker)
+        while remaining:
+            wait(connections + [process.sentinel for process in processes], timeout=POLL_S)
+            for worker in range(workers):
+                drain(worker)
+            for worker, process in enumerate(processes):
+                if worker in holding and not process.is_alive():
+                    drain(worker)
+                    if worker in holding:
+                        what = task_name(tasks[holding[worker]])
+                        raise WorkerDied(f"worker {process.pid} {_describe_exit(process.exitcode)} while packing {what}")
     finally:
         for process in processes:
             if process.is_alive():
@@ -142,7 +156,5 @@ def run_tasks(function: Callable[..., Any], tasks: Sequence[Any], workers: int,
             if process.is_alive():
                 os.kill(process.pid, signal.SIGKILL)
                 process.join()
-        task_queue.close()
-        messages.close()
-        task_queue.cancel_join_thread()
-        messages.cancel_join_thread()
+        for connection in connections:
+            connection.close()

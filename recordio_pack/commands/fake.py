@@ -1,0 +1,79 @@
+"""``recordio-pack fake OUT``: write a synthetic ImageNet-shaped image tree for demos, tests and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+
+from recordio_pack.commands._common import ProgressBar, add_output_options, emit, positive_int
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fake", help="generate a synthetic ImageNet-shaped image tree",
+        description="Write OUT/<wnid>/<wnid>_<n>.JPEG: class folders named like WordNet ids, holding photo-like "
+                    "JPEGs whose sizes follow ILSVRC2012 train (median 500x375, some above 2000 px, some "
+                    "thumbnails, about 2% grayscale). The same seed and options give byte-identical files. "
+                    "--awkward adds one file of each kind a real crawl holds (CMYK JPEG, PNG named .JPEG, "
+                    "truncated JPEG, empty file, text named .JPEG, gray+alpha PNG, 16-bit PNG), listed in "
+                    "OUT/AWKWARD.tsv.",
+        epilog="example: recordio-pack fake demo/train --classes 10 --images-per-class 50 --awkward")
+    parser.add_argument("out", metavar="OUT", help="folder to create (must be empty or missing, unless --overwrite)")
+    parser.add_argument("--classes", type=positive_int, default=10, metavar="N", help="class folders (default 10)")
+    parser.add_argument("--images-per-class", type=_count, default=20, metavar="N",
+                        help="JPEGs in each class folder (default 20)")
+    parser.add_argument("--seed", type=_count, default=0, metavar="S", help="random seed, 0 or more (default 0)")
+    parser.add_argument("--grayscale-fraction", type=_fraction, default=0.02, metavar="F",
+                        help="share of single-channel JPEGs, 0..1 (default 0.02)")
+    parser.add_argument("--awkward", action="store_true",
+                        help="also write one awkward file of each kind (needs Pillow: the 'fake' extra)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty OUT, replacing files of the same names (nothing is deleted)")
+    add_output_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from recordio_pack.fake import AWKWARD_KINDS, AWKWARD_LIST, make_fake_dataset
+
+    total = args.classes * args.images_per_class + (len(AWKWARD_KINDS) if args.awkward else 0)
+    bars: list[ProgressBar] = []
+
+    def progress(files: int) -> None:
+        if not bars:  # opened on the first file, so a refusal prints no empty bar
+            bars.append(ProgressBar(args, total=total, unit="img", desc="fake"))
+        bars[0].update(files)
+
+    started = time.monotonic()
+    try:
+        result = make_fake_dataset(Path(args.out), classes=args.classes, images_per_class=args.images_per_class,
+                                   seed=args.seed, awkward=args.awkward, grayscale_fraction=args.grayscale_fraction,
+                                   overwrite=args.overwrite, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    seconds = time.monotonic() - started
+    summary = result.to_dict()
+    summary["seconds"] = round(seconds, 3)
+    text = (f"{result.classes} classes, {result.images} images ({result.grayscale} grayscale)"
+            + (f" + {len(result.awkward)} awkward files (see {result.out / AWKWARD_LIST})" if result.awkward else "")
+            + f", {result.bytes / 1e6:.1f} MB in {seconds:.1f} s ({result.files / max(seconds, 1e-9):.0f} files/s)"
+            + f" -> {result.out}")
+    emit(args, summary, text)
+    return 0
