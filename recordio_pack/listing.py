@@ -85,7 +85,8 @@ def scan_tree(root: str | Path, exts: Sequence[str] = DEFAULT_EXTS) -> TreeListi
                 items.append((relative, label))
         elif Path(child.name).suffix.lower() in wanted:
             listing.problems.append((child.name, "image directly in the root, outside any class folder"))
-    listing.entries = [Entry(index, (float(label),), relative) for index, (relative, label) in enumerate(items)]
+    labels = [(float(label),) for label in range(len(listing.classes))]  # one shared tuple per class
+    listing.entries = [Entry(index, labels[label], relative) for index, (relative, label) in enumerate(items)]
     return listing
 
 
@@ -133,6 +134,7 @@ def write_lst(path: str | Path, entries: Iterable[Entry]) -> None:
 def read_lst(path: str | Path) -> list[Entry]:
     """Entries of an im2rec `.lst`, in file order; ValueError names the first bad line."""
     entries = []
+    shared_labels: dict[tuple[float, ...], tuple[float, ...]] = {}
     with open(path, encoding="utf-8", newline="\n") as stream:
         for number, line in enumerate(stream, 1):
             if not line.strip():
@@ -141,7 +143,8 @@ def read_lst(path: str | Path) -> list[Entry]:
                 parsed = parse_lst_line(line)
             except ValueError as error:
                 raise ValueError(f"{path}:{number}: {error}") from None
-            entries.append(Entry(parsed.index, parsed.labels, parsed.path))
+            labels = shared_labels.setdefault(parsed.labels, parsed.labels)
+            entries.append(Entry(parsed.index, labels, parsed.path))
     return entries
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 __all__ = ["Entry", "ImageSource", "FolderSource", "RangeSource"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a parent holds one per image (1.28M for ImageNet train)
 class Entry:
     index: int
     labels: tuple[float, ...]
