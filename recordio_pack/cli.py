@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "verify": "verify",
     "index": "index",
     "inspect": "inspect",
+    "imagenet": "imagenet",
 }
 
 

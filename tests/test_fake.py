@@ -231,3 +231,11 @@ def test_big_photos_are_rendered_whole_and_deterministic() -> None:
     assert pixels.shape == (1400, 2100) and pixels.dtype == np.uint8 and pixels.std() > 10
     assert np.array_equal(pixels, fake.render_image(plan, np.random.default_rng(1)))
     assert jpeg_frame(fake.encode_image(pixels, plan.quality)) == (2100, 1400, 1)
+
+
+def test_fake_archives_flag_writes_the_official_layout(tmp_path: Path) -> None:
+    from recordio_pack.cli import main
+
+    assert main(["fake", str(tmp_path / "a"), "--archives", "--classes", "2", "--images-per-class", "2", "-q"]) == 0
+    names = sorted(path.name for path in (tmp_path / "a").iterdir())
+    assert names == ["ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"]

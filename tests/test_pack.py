@@ -35,7 +35,7 @@ def records_of(rec: Path) -> list[tuple[int, bytes]]:
 def pack_tree(root: Path, out: Path, **options: object):
     listing = scan_tree(root)
     return pack_entries(ordered_entries(listing.entries), FolderSource(str(root)), out, "data",
-                        PackOptions(**options), classes=listing.classes, label_convention="sorted-folders")
+                        PackOptions(**options), classes=listing.classes, label_convention="sorted")
 
 
 def small_tree(root: Path, classes: int = 3, per_class: int = 10) -> None:

@@ -42,12 +42,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also write one awkward file of each kind (needs Pillow: the 'fake' extra)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty OUT, replacing files of the same names (nothing is deleted)")
+    parser.add_argument("--archives", action="store_true",
+                        help="write the official ILSVRC2012 archive layout instead (train tar of per-class tars, "
+                             "flat val tar, devkit); same as `recordio-pack imagenet fake-archives`")
+    parser.add_argument("--val-per-class", type=positive_int, default=3, metavar="N",
+                        help="with --archives: validation images per class (default 3)")
     add_output_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import time
+
+    if args.archives:
+        from recordio_pack.commands.imagenet import run_fake
+
+        args.train_per_class, args.max_side = args.images_per_class, 0
+        return run_fake(args)
     from pathlib import Path
 
     from recordio_pack.fake import AWKWARD_KINDS, AWKWARD_LIST, make_fake_dataset

@@ -69,7 +69,7 @@ def _load_input(args: argparse.Namespace):  # -> (entries, source, classes, conv
         for problem_path, problem in listing.problems:
             print(f"not listed: {problem_path}: {problem}", file=sys.stderr)
         entries = ordered_entries(listing.entries, args.shuffle, args.seed)
-        return entries, FolderSource(str(path)), listing.classes, "sorted-folders", path.name, True
+        return entries, FolderSource(str(path)), listing.classes, "sorted", path.name, True
     if path.suffix == ".lst":
         if not args.root:
             raise UsageError("--root is required with a .lst input (the folder its paths are relative to)")
@@ -84,6 +84,7 @@ def _load_input(args: argparse.Namespace):  # -> (entries, source, classes, conv
             raise UsageError("packing straight from a .tar needs the imagenet module") from None
         entries, source, classes, convention = open_archive_input(
             path, labels=args.labels, devkit=Path(args.devkit) if args.devkit else None)
+        entries = ordered_entries(entries, args.shuffle, args.seed)  # the same order as packing the tree
         return entries, source, classes, convention, path.name.split(".")[0], True
     raise UsageError(f"{path}: not a folder, .lst or .tar")
 

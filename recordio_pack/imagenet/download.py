@@ -1,0 +1,295 @@
+"""Download the ILSVRC2012 archives: resume (HTTP Range), retries with backoff, free-space check, checksums.
+
+Data goes to ``NAME.part`` and is renamed to ``NAME`` only when complete and (unless ``verify=False``) its MD5
+and SHA-256 match the published values in ``PUBLISHED``.  Digests are computed while the bytes arrive, so a
+138 GB archive is not read a second time; a ``.part`` left by an earlier process is hashed once, then
+resumed.  A file whose checksum is wrong is renamed ``NAME.corrupt`` and reported; it never takes the name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from recordio_pack import __version__
+from recordio_pack.errors import RecordioPackError, UsageError
+
+__all__ = ["Checksums", "PUBLISHED", "OFFICIAL_NAMES", "DownloadProgress", "DownloadResult", "download",
+           "file_checksums", "archive_urls"]
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checksums:
+    """Hex digests; None where no published value is known."""
+
+    md5: str | None = None
+    sha256: str | None = None
+
+
+# The archives' published checksums.  Where each value is published:
+# - MD5 of train, train_t3 and val: the ILSVRC2012 download page on image-net.org, as quoted in GluonCV's
+#   "Prepare the ImageNet dataset" tutorial (dmlc/gluon-cv docs/classification/imagenet-dataset.rst).
+# - MD5 of train, val and devkit: torchvision, torchvision/datasets/imagenet.py (ARCHIVE_META).
+# - SHA-256 of train, val and devkit: torchvision, torchvision/prototype/datasets/_builtin/imagenet.py
+#   (_IMAGES_CHECKSUMS and the devkit resource).
+# No published SHA-256 was found for ILSVRC2012_img_train_t3.tar, so it has MD5 only.  The test-set archives
+# are left out: they carry no labels and nothing here uses them.
+PUBLISHED: dict[str, Checksums] = {
+    "ILSVRC2012_img_train.tar": Checksums(
+        md5="1d675b47d978889d74fa0da5fadfb00e",
+        sha256="b08200a27a8e34218a0e58fde36b0fe8f73bc377f4acea2d91602057c3ca45bb"),
+    "ILSVRC2012_img_val.tar": Checksums(
+        md5="29b22e2961454d5413ddabcf34fc5622",
+        sha256="c7e06a6c0baccf06d8dbeb6577d71efff84673a5dbdd50633ab44f8ea0456ae0"),
+    "ILSVRC2012_devkit_t12.tar.gz": Checksums(
+        md5="fa75699e90414af021442c21a62c3abf",
+        sha256="b59243268c0d266621fd587d2018f69e906fb22875aca0e295b48cafaa927953"),
+    "ILSVRC2012_img_train_t3.tar": Checksums(md5="ccaf1013018ac1037801578038d370da"),
+}
+OFFICIAL_NAMES = {"train": "ILSVRC2012_img_train.tar", "val": "ILSVRC2012_img_val.tar",
+                  "devkit": "ILSVRC2012_devkit_t12.tar.gz", "train_t3": "ILSVRC2012_img_train_t3.tar"}
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
+
+
+class DownloadProgress:
+    """Download events (the CLI draws them); every method is optional to override."""
+
+    def start(self, name: str, total: int | None, offset: int) -> None:
+        """An attempt begins at byte ``offset`` of ``total`` (None when the server does not say)."""
+
+    def advance(self, nbytes: int) -> None:
+        """``nbytes`` more were received, or hashed while checking a file already on disk."""
+
+    def retry(self, attempt: int, delay: float, error: str) -> None:
+        """Attempt ``attempt`` failed with ``error``; the next starts in ``delay`` seconds."""
+
+    def hashing(self, name: str, size: int) -> None:
+        """Bytes already on disk (``size``) are being hashed: a resumed ``.part`` or an existing file."""
+
+
+@dataclass
+class DownloadResult:
+    name: str
+    path: str
+    url: str
+    bytes: int
+    resumed_from: int  # bytes already in NAME.part when this run started
+    retries: int
+    md5: str
+    sha256: str
+    verified: bool  # checked against PUBLISHED (or the injected table)
+    already_present: bool  # NAME existed and was kept
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Dropped(Exception):
+    """The server closed the connection before the announced length."""
+
+
+class _Hashes:
+    def __init__(self) -> None:
+        self.md5, self.sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+
+    def update(self, data: bytes) -> None:
+        self.md5.update(data)
+        self.sha256.update(data)
+
+
+def _hash_file(path: Path, hashes: _Hashes, progress: DownloadProgress) -> int:
+    size = 0
+    progress.hashing(path.name, path.stat().st_size)
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            hashes.update(chunk)
+            size += len(chunk)
+            progress.advance(len(chunk))
+    return size
+
+
+def file_checksums(path: str | Path, progress: DownloadProgress | None = None) -> Checksums:
+    """MD5 and SHA-256 of a file on disk, in one read."""
+    hashes = _Hashes()
+    _hash_file(Path(path), hashes, progress or DownloadProgress())
+    return Checksums(hashes.md5.hexdigest(), hashes.sha256.hexdigest())
+
+
+def _mismatch(expected: Checksums | None, md5: str, sha256: str) -> str | None:
+    if expected is None:
+        return None
+    for kind, want, got in (("MD5", expected.md5, md5), ("SHA-256", expected.sha256, sha256)):
+        if want and want.lower() != got:
+            return f"{kind} is {got}, the published value is {want}"
+    return None
+
+
+def archive_urls(base_url: str, archives: list[str]) -> list[str]:
+    """URLs under ``base_url`` for archive keys (train, val, devkit, train_t3) or file names."""
+    base = base_url if base_url.endswith("/") else base_url + "/"
+    return [base + OFFICIAL_NAMES.get(archive, archive) for archive in archives]
+
+
+def _name_from_url(url: str) -> str:
+    # unquote before taking the last component, so "%2F" cannot smuggle a folder into the name
+    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    if not name or name in (".", "..") or "\0" in name:
+        raise UsageError(f"{url}: no file name at the end of the URL")
+    return name
+
+
+def _retryable_http(code: int) -> bool:
+    return code in (408, 425, 429) or code >= 500
+
+
+def _check_space(dest: Path, needed: int, disk_free: Callable[[Path], int]) -> None:
+    free = disk_free(dest)
+    if needed > free:
+        raise RecordioPackError(f"{dest}: needs {needed:,} more bytes ({needed / 1e9:.1f} GB), "
+                                f"has {free:,} free ({free / 1e9:.1f} GB)")
+
+
+def _existing(path: Path, url: str, expected: Checksums | None, verify: bool,
+              progress: DownloadProgress) -> DownloadResult:
+    """The result for a complete file already at ``path``, re-checked when a checksum is known."""
+    size = path.stat().st_size
+    if not (verify and expected):
+        return DownloadResult(path.name, str(path), url, size, size, 0, "", "", False, True,
+                              "already present; not checked" + ("" if verify else " (--no-verify)"))
+    sums = file_checksums(path, progress)
+    problem = _mismatch(expected, sums.md5 or "", sums.sha256 or "")
+    if problem:
+        raise RecordioPackError(f"{path} exists but its {problem}; remove it or pass --overwrite to download "
+                                "again")
+    return DownloadResult(path.name, str(path), url, size, size, 0, sums.md5 or "", sums.sha256 or "", True, True,
+                          "already present and verified")
+
+
+class _Transfer:
+    """One file's download state across attempts: bytes in ``part`` so far and their running digests."""
+
+    def __init__(self, url: str, part: Path, progress: DownloadProgress, timeout: float,
+                 check_space: Callable[[int], None]) -> None:
+        self.url, self.part, self.progress, self.timeout = url, part, progress, timeout
+        self.hashes = _Hashes()
+        self.offset = _hash_file(part, self.hashes, progress) if part.exists() else 0
+        self._check_space: Callable[[int], None] | None = check_space
+
+    def _restart(self) -> None:
+        self.hashes, self.offset = _Hashes(), 0
+        with open(self.part, "wb"):
+            pass
+
+    def attempt(self) -> None:
+        """One request from ``offset`` to the end; returns when complete, raises on any failure."""
+        headers = {"User-Agent": f"recordio-pack/{__version__}", "Accept-Encoding": "identity"}
+        if self.offset:
+            headers["Range"] = f"bytes={self.offset}-"
+        request = urllib.request.Request(self.url, headers=headers)
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as error:
+            if error.code == 416 and self.offset:
+                match = _UNSATISFIED_RANGE.search(error.headers.get("Content-Range", ""))
+                if match and int(match.group(1)) == self.offset:
+                    return  # the .part already holds the whole file
+                self._restart()
+            raise
+        with response:
+            total = self._position(response)
+            length = response.headers.get("Content-Length")
+            end = self.offset + int(length) if length is not None else None
+            if self._check_space is not None and end is not None:
+                self._check_space(end - self.offset)  # once, before the first byte is written
+                self._check_space = None
+            self.progress.start(self.part.name[:-len(".part")], total or end, self.offset)
+            with open(self.part, "ab") as out:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    self.hashes.update(chunk)
+                    self.offset += len(chunk)
+                    self.progress.advance(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+        if end is not None and self.offset < end:
+            raise _Dropped(f"connection closed after {self.offset:,} of {end:,} bytes")
+
+    def _position(self, response: Any) -> int | None:
+        """Check where the body starts (restarting when the server ignored the range); return the total size."""
+        content_range = response.headers.get("Content-Range", "")
+        if response.status == 206:
+            match = _CONTENT_RANGE.search(content_range)
+            if not match or int(match.group(1)) != self.offset:
+                raise _Dropped(f"the server answered range {content_range!r} for bytes={self.offset}-")
+            return None if match.group(3) == "*" else int(match.group(3))
+        if self.offset:
+            self._restart()  # a 200 answer: the server ignored the range, the whole file follows
+        return None
+
+
+def download(url: str, dest_dir: str | Path, *, checksums: Mapping[str, Checksums] = PUBLISHED,
+             verify: bool = True, retries: int = 8, backoff: float = 1.0, max_backoff: float = 60.0,
+             timeout: float = 60.0, overwrite: bool = False, progress: DownloadProgress | None = None,
+             sleep: Callable[[float], None] = time.sleep,
+             disk_free: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free) -> DownloadResult:
+    """Download ``url`` into ``dest_dir`` under the URL's file name; resume a ``.part`` left by an earlier run.
+
+    ``retries``: consecutive failed attempts allowed (an attempt that received data resets the count);
+    waits ``backoff * 2**n`` seconds, at most ``max_backoff``.  ``timeout``: seconds without data before an
+    attempt fails.  ``checksums``: file name -> published digests (injectable for tests).  ``verify=False``
+    skips the comparison (digests are still reported).  ``disk_free``: free bytes of a folder (injectable).
+    An existing complete file is kept (and re-verified) unless ``overwrite``.
+    """
+    progress = progress or DownloadProgress()
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    name = _name_from_url(url)
+    final, part = dest / name, dest / f"{name}.part"
+    expected = checksums.get(name)
+    if final.exists() and not overwrite:
+        return _existing(final, url, expected, verify, progress)
+    transfer = _Transfer(url, part, progress, timeout, lambda needed: _check_space(dest, needed, disk_free))
+    resumed_from, failures, retried = transfer.offset, 0, 0
+    while True:
+        start = transfer.offset
+        try:
+            transfer.attempt()
+            break
+        except urllib.error.HTTPError as error:
+            if not _retryable_http(error.code) and error.code != 416:
+                hint = " (the download link may have expired)" if error.code in (401, 403) else ""
+                raise RecordioPackError(f"{url}: HTTP {error.code} {error.reason}{hint}") from None
+            problem = f"HTTP {error.code} {error.reason}"
+        except (urllib.error.URLError, http.client.HTTPException, OSError, _Dropped) as error:
+            problem = str(getattr(error, "reason", None) or error) or type(error).__name__
+        failures = 1 if transfer.offset > start else failures + 1
+        if failures > retries:
+            raise RecordioPackError(f"{url}: gave up after {retries} retries: {problem}")
+        delay = min(max_backoff, backoff * 2 ** (failures - 1))
+        retried += 1
+        progress.retry(failures, delay, problem)
+        sleep(delay)
+    md5, sha256 = transfer.hashes.md5.hexdigest(), transfer.hashes.sha256.hexdigest()
+    problem = _mismatch(expected, md5, sha256) if verify else None
+    if problem:
+        corrupt = dest / f"{name}.corrupt"
+        os.replace(part, corrupt)
+        raise RecordioPackError(f"{name}: checksum mismatch: {problem}; the data was moved to {corrupt}")
+    os.replace(part, final)
+    note = "" if expected or not verify else "no published checksum for this file name; not verified"
+    return DownloadResult(name, str(final), url, transfer.offset, resumed_from, retried, md5, sha256,
+                          bool(verify and expected), False, note)
