@@ -69,10 +69,18 @@ def scan_tree(root: str | Path, exts: Sequence[str] = DEFAULT_EXTS) -> TreeListi
     seen: set[tuple[int, int]] = set()
     seen.add((root.stat().st_dev, root.stat().st_ino))
     items: list[tuple[str, int]] = []
-    for child in sorted(os.scandir(root), key=lambda item: item.name):
+    children = sorted(os.scandir(root), key=lambda item: item.name)
+    # A class folder belongs to its own class: a symlink to it from inside another class is not followed.
+    unwalked = {(child.stat().st_dev, child.stat().st_ino) for child in children if child.is_dir(follow_symlinks=True)}
+    seen |= unwalked
+    for child in children:
         if child.is_dir(follow_symlinks=True):
             label = len(listing.classes)
             listing.classes.append(child.name)
+            identity = (child.stat().st_dev, child.stat().st_ino)
+            if identity in unwalked:  # else a second name for a class folder already listed
+                unwalked.discard(identity)
+                seen.discard(identity)
             for path in _walk_files(Path(child.path), seen):
                 relative = path.relative_to(root).as_posix()
                 if path.suffix.lower() not in wanted:

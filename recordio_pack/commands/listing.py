@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if result.skipped_other_ext:
         lines.append(f"skipped {result.skipped_other_ext} files with other extensions")
     for path, problem in result.problems:
-        lines.append(f"not listed: {path}: {problem}")
+        lines.append(f"not listed: {path!r}: {problem}")
     emit(args, {"lists": result.lists, "class_map": result.class_map, "classes": result.classes,
                 "images": result.images, "skipped_other_ext": result.skipped_other_ext,
                 "problems": [{"path": path, "reason": why} for path, why in result.problems]}, "\n".join(lines))

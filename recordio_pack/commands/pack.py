@@ -67,7 +67,7 @@ def _load_input(args: argparse.Namespace):  # -> (entries, source, classes, conv
     if path.is_dir():
         listing = scan_tree(path, [ext for ext in args.exts.split(",") if ext])
         for problem_path, problem in listing.problems:
-            print(f"not listed: {problem_path}: {problem}", file=sys.stderr)
+            print(f"not listed: {problem_path!r}: {problem}", file=sys.stderr)
         entries = ordered_entries(listing.entries, args.shuffle, args.seed)
         return entries, FolderSource(str(path)), listing.classes, "sorted", path.name, True
     if path.suffix == ".lst":
