@@ -264,8 +264,14 @@ def prepare_image(data: bytes, options: ImageOptions) -> tuple[bytes, bool]:
     need no resize or crop and re-encodes everything else (CMYK, PNG, 16-bit, alpha, too large);
     ``always`` re-encodes every image.
     """
+    import cv2
+
     info = probe(data, options.max_pixels)
     if options.reencode == "never" or _keeps_original(info, options):
         return data, False
-    image = _decode(data, info, options)
-    return _encode(_transform(image, info, options), options), True
+    try:
+        image = _decode(data, info, options)
+        return _encode(_transform(image, info, options), options), True
+    except cv2.error as error:  # OpenCV refuses some malformed inputs by raising instead of returning None
+        message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise ImageRejected(f"OpenCV could not convert it: {message}") from None
