@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "verify": "verify",
     "index": "index",
     "inspect": "inspect",
+    "backup": "backup",
+    "restore": "restore",
     "imagenet": "imagenet",
 }
 

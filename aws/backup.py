@@ -1,0 +1,349 @@
+"""Back a packed dataset folder up to ``s3://bucket/prefix``: data files first, manifests last.
+
+What moves is decided by content only: each file's size, CRC32 and SHA-256 from our manifest against the
+bucket's copy of the manifest and what S3 reports for the object (HeadObject with checksum mode); never
+modification times. Every object is written with S3's full-object CRC32 (S3 rejects bytes that do not match
+it) and our SHA-256 as metadata, and checked again with HeadObject after the upload. A manifest is written
+only after every data object of the run is in place and verified, so a manifest in the bucket means a
+complete backup.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recordio_pack.aws import multipart
+from recordio_pack.aws.s3 import (
+    SHA256_METADATA, DatasetMismatch, ObjectInfo, Progress, ProgressSubscriber, RateLimiter, S3Location,
+    TransferOptions, dataset_files, hash_file, hash_files, head_object, head_objects, list_objects, s3_client,
+    transfer_config, transfer_manager,
+)
+from recordio_pack.aws.session import AwsTarget, aws_errors
+from recordio_pack.digest import crc32_base64
+from recordio_pack.errors import RecordioPackError
+from recordio_pack.manifest import FileRecord, Manifest, find_manifests
+
+__all__ = ["STORAGE_CLASSES", "SSE_MODES", "BackupOptions", "FilePlan", "BackupResult", "decide", "backup"]
+
+STORAGE_CLASSES = ("STANDARD", "INTELLIGENT_TIERING", "STANDARD_IA", "GLACIER_IR")
+SSE_MODES = ("AES256", "aws:kms")
+
+UPLOAD, CONTINUE, SKIP = "upload", "continue", "skip"
+
+
+@dataclass(frozen=True)
+class BackupOptions:
+    """``storage_class`` (default STANDARD), server-side encryption ``sse`` (default AES256; ``aws:kms`` with
+    an optional ``kms_key_id``), ``dry_run`` (plan only: nothing read beyond sizes, nothing sent or aborted),
+    ``verify_local`` (default True: re-read every local file and refuse if it no longer matches its manifest
+    before anything is sent; False checks sizes only and leaves content to S3's CRC32 check)."""
+
+    storage_class: str = "STANDARD"
+    sse: str = "AES256"
+    kms_key_id: str | None = None
+    dry_run: bool = False
+    verify_local: bool = True
+    transfer: TransferOptions = field(default_factory=TransferOptions)
+
+    def __post_init__(self) -> None:
+        if self.storage_class not in STORAGE_CLASSES:
+            raise ValueError(f"storage class must be one of {', '.join(STORAGE_CLASSES)}, not {self.storage_class!r}")
+        if self.sse not in SSE_MODES:
+            raise ValueError(f"server-side encryption must be one of {', '.join(SSE_MODES)}, not {self.sse!r}")
+        if self.kms_key_id and self.sse != "aws:kms":
+            raise ValueError("a KMS key id needs server-side encryption aws:kms")
+
+
+@dataclass
+class FilePlan:
+    """One object of the backup and what the run does with it, and why."""
+
+    name: str
+    record: FileRecord
+    action: str  # upload, continue (an unfinished multipart upload) or skip
+    reason: str
+    manifest: bool = False
+    path: Path | None = None
+    upload: multipart.Unfinished | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "bytes": self.record.bytes, "action": self.action, "reason": self.reason,
+                "manifest": self.manifest}
+
+
+@dataclass
+class BackupResult:
+    source: str
+    destination: str
+    dry_run: bool
+    plans: list[FilePlan]
+    aborted: list[str] = field(default_factory=list)  # keys of unfinished uploads aborted (or to abort)
+    foreign_uploads: int = 0  # unfinished uploads under the prefix that are not of this dataset; left alone
+    sent_bytes: int = 0
+    reused_parts: int = 0
+    seconds: float = 0.0
+    upload_seconds: float = 0.0
+
+    def count(self, *actions: str) -> int:
+        return sum(plan.action in actions for plan in self.plans)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "destination": self.destination, "dry_run": self.dry_run,
+            "files": [plan.to_dict() for plan in self.plans],
+            "uploaded_files": self.count(UPLOAD, CONTINUE), "skipped_files": self.count(SKIP),
+            "uploaded_bytes": self.sent_bytes, "reused_parts": self.reused_parts,
+            "aborted_uploads": self.aborted, "foreign_uploads": self.foreign_uploads,
+            "seconds": round(self.seconds, 3),
+            "mb_per_s": round(self.sent_bytes / self.upload_seconds / 1e6, 2) if self.upload_seconds else None,
+        }
+
+
+def decide(record: FileRecord, in_bucket_manifest: FileRecord | None, obj: ObjectInfo | None) -> tuple[str, str]:
+    """``(action, reason)`` for one file: skip when the object in the bucket is already exactly ``record``;
+    else upload, saying whether it is new, changed since the bucket's manifest, or missing from the bucket."""
+    problem = obj.mismatch(record) if obj is not None else "absent"
+    if problem is None:
+        if in_bucket_manifest == record:
+            return SKIP, "unchanged"
+        return SKIP, "unchanged (already uploaded by an earlier, unfinished run)"
+    if in_bucket_manifest is None:
+        return UPLOAD, "new" if obj is None else f"changed ({problem})"
+    if (in_bucket_manifest.bytes, in_bucket_manifest.sha256) != (record.bytes, record.sha256):
+        return UPLOAD, "changed checksum since the bucket's manifest"
+    if obj is None:
+        return UPLOAD, "missing in bucket"
+    return UPLOAD, f"changed in bucket ({problem})"
+
+
+def _load_local(directory: Path) -> tuple[list[tuple[Path, Manifest]], dict[str, FileRecord]]:
+    paths = find_manifests(directory)
+    if not paths:
+        raise RecordioPackError(f"{directory}: no *.manifest.json here; back up a folder written by "
+                                "`recordio-pack pack`")
+    manifests = []
+    for path in paths:
+        try:
+            manifests.append((path, Manifest.load(path)))
+        except (OSError, ValueError) as error:
+            raise RecordioPackError(str(error)) from None
+    try:
+        files = dataset_files(manifest for _, manifest in manifests)
+    except DatasetMismatch as error:
+        raise RecordioPackError(f"{directory}: {error}") from None
+    return manifests, files
+
+
+def _check_sizes(directory: Path, files: dict[str, FileRecord]) -> None:
+    problems = []
+    for name, record in files.items():
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != record.bytes:
+            problems.append(f"{name} has {path.stat().st_size} bytes, its manifest says {record.bytes}")
+    if problems:
+        raise RecordioPackError(_mismatch_message(directory, problems))
+
+
+def _mismatch_message(directory: Path, problems: list[str]) -> str:
+    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+    return (f"{directory}: the manifest no longer matches the data ({shown}); nothing was uploaded. "
+            f"Re-verify the dataset (recordio-pack verify {directory}) and re-pack what is damaged")
+
+
+def _verify_local(directory: Path, files: dict[str, FileRecord], workers: int, progress: Progress) -> None:
+    paths = {directory / name: record for name, record in files.items()}
+    progress.stage("verifying", sum(record.bytes for record in paths.values()))
+    found = hash_files(paths, progress, workers)
+    problems = [f"{record.name} {'sha256' if found[path].sha256 != record.sha256 else 'CRC32'} differs"
+                for path, record in paths.items()
+                if (found[path].sha256, found[path].crc32) != (record.sha256, record.crc32)]
+    if problems:
+        raise RecordioPackError(_mismatch_message(directory, problems))
+
+
+def _bucket_manifests(client: Any, location: S3Location, names: list[str],
+                      listing: dict[str, int]) -> dict[str, bytes]:
+    found = {}
+    for name in names:
+        if name in listing:
+            with aws_errors(f"reading {location.key(name)} from {location.bucket}"):
+                found[name] = client.get_object(Bucket=location.bucket, Key=location.key(name))["Body"].read()
+    return found
+
+
+def _records_of(manifest_bytes: bytes | None) -> dict[str, FileRecord]:
+    if manifest_bytes is None:
+        return {}
+    try:
+        return {record.name: record for record in Manifest.from_dict(json.loads(manifest_bytes)).data_files()}
+    except (ValueError, KeyError, TypeError):
+        return {}  # an unreadable bucket manifest vouches for nothing: every file is decided by its object
+
+
+def _plan(directory: Path, location: S3Location, client: Any, options: BackupOptions,
+          manifests: list[tuple[Path, Manifest]], files: dict[str, FileRecord]) -> list[FilePlan]:
+    listing = list_objects(client, location)
+    manifest_names = [path.name for path, _ in manifests]
+    remote_manifests = _bucket_manifests(client, location, manifest_names, listing)
+    in_bucket: dict[str, FileRecord] = {}
+    for name in manifest_names:
+        in_bucket.update(_records_of(remote_manifests.get(name)))
+    heads = head_objects(client, location, [name for name, record in files.items()
+                                            if listing.get(name) == record.bytes], options.transfer.concurrency)
+    plans = []
+    for name, record in files.items():
+        obj = heads.get(name)
+        if obj is None and name in listing:  # another size: no need to ask S3 for checksums to know it differs
+            obj = ObjectInfo(listing[name], None, None, None, "STANDARD", None)
+        action, reason = decide(record, in_bucket.get(name), obj)
+        plans.append(FilePlan(name, record, action, reason, path=directory / name))
+    for path, _ in manifests:
+        local = path.read_bytes()
+        remote = remote_manifests.get(path.name)
+        record = FileRecord.of(path.name, hash_file(path))
+        reason = "unchanged" if remote == local else ("changed" if remote is not None else "new")
+        plans.append(FilePlan(path.name, record, SKIP if remote == local else UPLOAD, reason, manifest=True,
+                              path=path))
+    return plans
+
+
+def _match_unfinished(uploads: list[multipart.Unfinished], location: S3Location, plans: list[FilePlan],
+                      storage_class: str) -> tuple[list[multipart.Unfinished], int]:
+    """Pair unfinished uploads with plans: the newest one of a data file we still have to send turns that
+    plan into ``continue``. Returns the other uploads of our keys (to abort) and how many uploads under the
+    prefix are not of this dataset (left alone)."""
+    by_key = {location.key(plan.name): plan for plan in plans}
+    stale, foreign = [], 0
+    for upload in reversed(uploads):  # newest first
+        plan = by_key.get(upload.key)
+        if plan is None:
+            foreign += 1
+        elif (plan.action == UPLOAD and not plan.manifest and plan.upload is None
+              and upload.storage_class == storage_class):
+            plan.action, plan.upload = CONTINUE, upload
+            plan.reason += "; continue its unfinished upload"
+        else:
+            stale.append(upload)
+    return stale, foreign
+
+
+def _extra_args(record: FileRecord, options: BackupOptions, manifest: bool) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "ChecksumAlgorithm": "CRC32", "ChecksumCRC32": crc32_base64(record.crc32),
+        "Metadata": {SHA256_METADATA: record.sha256},
+        "StorageClass": options.storage_class, "ServerSideEncryption": options.sse,
+    }
+    if options.kms_key_id:
+        args["SSEKMSKeyId"] = options.kms_key_id
+    if manifest:
+        args["ContentType"] = "application/json"
+    return args
+
+
+def _verify_uploaded(client: Any, location: S3Location, plan: FilePlan) -> str | None:
+    obj = head_object(client, location, plan.name)
+    return "not in the bucket after upload" if obj is None else obj.mismatch(plan.record)
+
+
+class _Uploader:
+    """The sending half of a run: continued multipart uploads, then fresh ones through s3transfer."""
+
+    def __init__(self, client: Any, location: S3Location, options: BackupOptions, progress: Progress,
+                 result: BackupResult) -> None:
+        self.client, self.location, self.options, self.progress, self.result = (
+            client, location, options, progress, result)
+
+    def continue_or_fallback(self, plan: FilePlan) -> bool:
+        """Finish ``plan``'s unfinished upload; False (upload aborted) when it has to be sent afresh."""
+        assert plan.upload is not None and plan.path is not None
+        try:
+            done = multipart.continue_upload(
+                self.client, self.location, plan.upload, plan.path, plan.record,
+                concurrency=self.options.transfer.concurrency,
+                limiter=RateLimiter(self.options.transfer.max_bandwidth), progress=self.progress)
+        except multipart.CannotContinue as why:
+            self.progress.note(f"{plan.name}: cannot continue its unfinished upload ({why}); aborted it, "
+                               "sending the file again")
+            multipart.abort(self.client, self.location.bucket, plan.upload)
+            self.result.aborted.append(plan.upload.key)
+            plan.action, plan.reason = UPLOAD, f"{plan.reason} (not possible: {why}; sent afresh)"
+            return False
+        self.progress.advance(done.reused_bytes)
+        problem = _verify_uploaded(self.client, self.location, plan)
+        if problem is not None:
+            self.progress.note(f"{plan.name}: the continued upload does not match the manifest ({problem}); "
+                               "sending the file again")
+            self.progress.advance(-plan.record.bytes)
+            plan.action, plan.reason = UPLOAD, f"{plan.reason} (did not verify: {problem}; sent afresh)"
+            return False
+        self.result.sent_bytes += done.sent_bytes
+        self.result.reused_parts += done.reused_parts
+        self.progress.note(f"{plan.name}: continued an unfinished upload ({done.reused_parts} parts were already "
+                           f"in the bucket, {done.sent_parts} sent)")
+        return True
+
+    def send(self, manager: Any, plans: list[FilePlan]) -> None:
+        """Upload ``plans`` through s3transfer and check each object afterwards."""
+        futures = []
+        for plan in plans:
+            key = self.location.key(plan.name)
+            futures.append((plan, key, manager.upload(
+                str(plan.path), self.location.bucket, key,
+                extra_args=_extra_args(plan.record, self.options, plan.manifest),
+                subscribers=[ProgressSubscriber(self.progress)])))
+        for plan, key, future in futures:
+            with aws_errors(f"uploading {plan.name} to s3://{self.location.bucket}/{key}"):
+                future.result()
+            problem = _verify_uploaded(self.client, self.location, plan)
+            if problem is not None:
+                raise RecordioPackError(
+                    f"s3://{self.location.bucket}/{key} does not match the manifest after upload ({problem}); "
+                    f"{plan.name} may have changed while it was sent. Re-verify the dataset and run backup again")
+            self.result.sent_bytes += plan.record.bytes
+
+
+def backup(directory: str | Path, location: S3Location, options: BackupOptions, target: AwsTarget,
+           progress: Progress | None = None) -> BackupResult:
+    """Back the packed dataset in ``directory`` up to ``location``; see the module docstring. Raises
+    RecordioPackError (local data no longer matches its manifest, or an upload fails verification) or
+    AwsError; a failed run leaves no multipart upload of its own behind and no new manifest in the bucket."""
+    started = time.monotonic()
+    progress = progress or Progress()
+    directory = Path(directory)
+    manifests, files = _load_local(directory)
+    _check_sizes(directory, files)
+    client = s3_client(target, options.transfer)
+    plans = _plan(directory, location, client, options, manifests, files)
+    stale, foreign = _match_unfinished(multipart.list_unfinished(client, location), location, plans,
+                                       options.storage_class)
+    result = BackupResult(str(directory), location.uri, options.dry_run, plans,
+                          aborted=[upload.key for upload in stale], foreign_uploads=foreign)
+    if options.dry_run:
+        result.seconds = time.monotonic() - started
+        return result
+    if options.verify_local:
+        _verify_local(directory, files, min(4, options.transfer.concurrency), progress)
+    for upload in stale:
+        multipart.abort(client, location.bucket, upload)
+        progress.note(f"aborted an unfinished multipart upload of s3://{location.bucket}/{upload.key}")
+    data = [plan for plan in plans if plan.action != SKIP and not plan.manifest]
+    manifest_plans = [plan for plan in plans if plan.action != SKIP and plan.manifest]
+    uploader = _Uploader(client, location, options, progress, result)
+    progress.stage("uploading", sum(plan.record.bytes for plan in data + manifest_plans))
+    upload_started = time.monotonic()
+    fresh = [plan for plan in data if plan.action == UPLOAD]
+    fresh += [plan for plan in data if plan.action == CONTINUE and not uploader.continue_or_fallback(plan)]
+    config = transfer_config(options.transfer, max((plan.record.bytes for plan in fresh), default=0))
+    with transfer_manager(client, config) as manager:
+        uploader.send(manager, fresh)
+        uploader.send(manager, manifest_plans)  # last: only once every data object is in place and verified
+    result.upload_seconds = time.monotonic() - upload_started
+    result.seconds = time.monotonic() - started
+    return result
+

@@ -1,0 +1,324 @@
+"""S3 pieces shared by backup and restore: ``s3://`` locations, transfer settings, listings, object
+checksums, local hashing and progress events.
+
+Checksums: every object we write carries S3's full-object CRC32 (``ChecksumCRC32``, base64 of the
+manifest's big-endian hex value) and our SHA-256 as user metadata ``sha256``; a bucket object is "ours and
+intact" only when its size, CRC32 and SHA-256 metadata all equal the manifest's.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from s3transfer.subscribers import BaseSubscriber
+
+from recordio_pack.aws.session import AwsTarget, aws_errors
+from recordio_pack.digest import CHUNK, DigestingWriter, Digests, crc32_base64
+from recordio_pack.manifest import FileRecord, Manifest
+
+__all__ = [
+    "MiB", "MIN_PART_SIZE", "DEFAULT_PART_SIZE", "MAX_PART_SIZE", "MAX_PARTS", "SHA256_METADATA",
+    "S3Location", "parse_s3_uri", "check_relative_name", "part_size_for", "TransferOptions",
+    "transfer_config", "transfer_manager", "s3_client", "list_objects", "ObjectInfo", "head_object",
+    "head_objects", "Progress", "ProgressSubscriber", "RateLimiter", "hash_file", "hash_files",
+    "dataset_files", "DatasetMismatch", "iter_chunks",
+]
+
+MiB = 1 << 20
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+DEFAULT_PART_SIZE = 8 * MiB
+MAX_PART_SIZE = 5 << 30
+MAX_PARTS = 10_000
+SHA256_METADATA = "sha256"  # x-amz-meta-sha256: the manifest's hex SHA-256 of the object
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix (no leading or trailing slash; may be empty)."""
+
+    bucket: str
+    prefix: str = ""
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    @property
+    def list_prefix(self) -> str:
+        """The prefix to list: ``prefix/`` so ``data`` never matches ``data-old/...``."""
+        return f"{self.prefix}/" if self.prefix else ""
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+def parse_s3_uri(text: str) -> S3Location:
+    """``s3://bucket/some/prefix/`` -> S3Location("bucket", "some/prefix"); ValueError names the problem."""
+    if not text.startswith("s3://"):
+        raise ValueError(f"not an S3 URI: {text!r} (expected s3://bucket/prefix)")
+    bucket, _, prefix = text[len("s3://"):].partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(f"not a valid bucket name: {bucket!r} in {text!r}")
+    prefix = prefix.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError(f"S3 prefix must not contain empty, '.' or '..' parts: {text!r}")
+    return S3Location(bucket, prefix)
+
+
+def check_relative_name(name: str) -> str:
+    """A manifest file name must stay inside its folder: relative, '/'-separated, no '..' (a manifest read
+    back from a bucket could otherwise write anywhere on restore). Returns ``name``; ValueError otherwise."""
+    if (not name or name.startswith("/") or "\\" in name or "\0" in name
+            or any(part in ("", ".", "..") for part in name.split("/"))
+            or posixpath.normpath(name) != name):
+        raise ValueError(f"unsafe file name in manifest: {name!r}")
+    return name
+
+
+def part_size_for(file_size: int, minimum: int = DEFAULT_PART_SIZE) -> int:
+    """Multipart part size in bytes for a file of ``file_size`` bytes: at least ``minimum`` (default 8 MiB,
+    never below S3's 5 MiB), grown in whole MiB so the file needs at most 10,000 parts (a 150 GB file gets
+    15 MiB parts). ValueError when no part size of at most 5 GiB fits (files over ~48.8 TiB)."""
+    if minimum < MIN_PART_SIZE:
+        raise ValueError(f"part size {minimum} is below S3's minimum of 5 MiB")
+    if file_size < 0:
+        raise ValueError(f"negative file size {file_size}")
+    needed = max(minimum, -(-file_size // MAX_PARTS))
+    size = -(-needed // MiB) * MiB
+    if size > MAX_PART_SIZE:
+        raise ValueError(f"a file of {file_size} bytes does not fit in {MAX_PARTS} parts of at most 5 GiB")
+    return size
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """How data moves. ``part_size``: minimum multipart part size and multipart threshold in bytes (default
+    8 MiB, grown per run so the largest file stays under 10,000 parts); ``concurrency``: parallel requests
+    (default 10); ``max_bandwidth``: bytes per second over all threads, None for unlimited."""
+
+    part_size: int = DEFAULT_PART_SIZE
+    concurrency: int = 10
+    max_bandwidth: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.part_size < MIN_PART_SIZE or self.part_size > MAX_PART_SIZE:
+            raise ValueError(f"part size must be between 5 MiB and 5 GiB, not {self.part_size} bytes")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
+        if self.max_bandwidth is not None and self.max_bandwidth <= 0:
+            raise ValueError(f"max bandwidth must be positive, not {self.max_bandwidth}")
+
+
+def transfer_config(options: TransferOptions, largest_file: int) -> Any:
+    """A boto3 TransferConfig for one run: part size fitted to the largest file, threshold equal to it, and
+    the classic (s3transfer) client forced: with awscrt installed, boto3 would otherwise pick the CRT client
+    on some instance types and ignore these settings."""
+    from boto3.s3.transfer import TransferConfig
+
+    part = part_size_for(largest_file, options.part_size)
+    return TransferConfig(multipart_threshold=part, multipart_chunksize=part,
+                          max_concurrency=options.concurrency, max_bandwidth=options.max_bandwidth,
+                          use_threads=True, preferred_transfer_client="classic")
+
+
+def transfer_manager(client: Any, config: Any) -> Any:
+    """The classic s3transfer TransferManager for ``config`` (a context manager; leaving it on an error cancels
+    what is in flight, and s3transfer aborts the multipart uploads it started)."""
+    from boto3.s3.transfer import create_transfer_manager
+    from s3transfer.manager import TransferManager
+
+    manager = create_transfer_manager(client, config)
+    if not isinstance(manager, TransferManager):  # guards the classic choice against a future boto3 default
+        raise RuntimeError(f"expected the classic S3 transfer manager, got {type(manager).__name__}")
+    return manager
+
+
+def s3_client(target: AwsTarget, options: TransferOptions) -> Any:
+    """An S3 client with a connection pool large enough for ``options.concurrency`` threads."""
+    return target.client("s3", max_pool_connections=max(10, options.concurrency + 2))
+
+
+def list_objects(client: Any, location: S3Location) -> dict[str, int]:
+    """Every object under ``location`` (recursively): name relative to the prefix -> size in bytes."""
+    found: dict[str, int] = {}
+    start = len(location.list_prefix)
+    with aws_errors(f"listing {location}"):
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket,
+                                                                Prefix=location.list_prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                found[item["Key"][start:]] = item["Size"]
+    return found
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What S3 says about one object (HeadObject with checksum mode on)."""
+
+    size: int
+    crc32: str | None  # base64, as S3 reports ChecksumCRC32
+    checksum_type: str | None  # FULL_OBJECT, COMPOSITE or None (not reported)
+    sha256: str | None  # our metadata, hex
+    storage_class: str
+    sse: str | None
+
+    def mismatch(self, record: FileRecord) -> str | None:
+        """Why this object is not ``record``'s content (None when size, CRC32 and SHA-256 all agree)."""
+        if self.size != record.bytes:
+            return f"size {self.size} in bucket, {record.bytes} in manifest"
+        if self.crc32 is None:
+            return "no CRC32 checksum in bucket"
+        if self.crc32 != crc32_base64(record.crc32):
+            return f"CRC32 {self.crc32} in bucket, {crc32_base64(record.crc32)} in manifest"
+        if self.sha256 != record.sha256:
+            return "no sha256 metadata in bucket" if self.sha256 is None else "sha256 in bucket differs"
+        return None
+
+
+def head_object(client: Any, location: S3Location, name: str) -> ObjectInfo | None:
+    """ObjectInfo for ``name`` under ``location``, None when there is no such object."""
+    from botocore.exceptions import ClientError
+
+    key = location.key(name)
+    with aws_errors(f"checking s3://{location.bucket}/{key}"):
+        try:
+            head = client.head_object(Bucket=location.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+    return ObjectInfo(size=head["ContentLength"], crc32=head.get("ChecksumCRC32"),
+                      checksum_type=head.get("ChecksumType"),
+                      sha256=head.get("Metadata", {}).get(SHA256_METADATA),
+                      storage_class=head.get("StorageClass", "STANDARD"), sse=head.get("ServerSideEncryption"))
+
+
+def head_objects(client: Any, location: S3Location, names: Sequence[str], workers: int) -> dict[str, ObjectInfo | None]:
+    """head_object for many names with ``workers`` threads."""
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as pool:
+        return dict(zip(names, pool.map(lambda name: head_object(client, location, name), names)))
+
+
+class Progress:
+    """Progress events from backup/restore; the defaults do nothing. Methods may be called from worker
+    threads; implementations that keep state must lock."""
+
+    def stage(self, name: str, total_bytes: int) -> None:
+        """A new stage starts (``verifying``, ``uploading``, ``downloading``), moving ``total_bytes``."""
+
+    def advance(self, nbytes: int) -> None:
+        """``nbytes`` more of the current stage are done (negative when a retried request rewinds)."""
+
+    def note(self, message: str) -> None:
+        """Something the user should hear about (an unfinished upload aborted or continued)."""
+
+
+class ProgressSubscriber(BaseSubscriber):
+    """s3transfer subscriber forwarding byte progress to a ``Progress``; with ``size``, it tells s3transfer
+    the transfer size up front (so a download skips its own HeadObject)."""
+
+    def __init__(self, progress: Progress, size: int | None = None) -> None:
+        self._progress = progress
+        self._size = size
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        if self._size is not None:
+            future.meta.provide_transfer_size(self._size)
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self._progress.advance(bytes_transferred)
+
+
+class RateLimiter:
+    """Spreads ``throttle(n)`` calls from many threads so they average at most ``rate`` bytes per second
+    (None: no limit). Used where s3transfer's own limiter does not reach (continued multipart uploads)."""
+
+    def __init__(self, rate: int | None) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def throttle(self, nbytes: int) -> None:
+        if not self.rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + nbytes / self.rate
+        if start > now:
+            time.sleep(start - now)
+
+
+class _Discard:
+    def write(self, data: bytes | memoryview) -> int:
+        return len(data)
+
+
+def hash_file(path: str | Path, progress: Progress | None = None, stop: threading.Event | None = None) -> Digests:
+    """Size, SHA-256 and CRC32 of a file in one read, reporting bytes read to ``progress``; gives up with
+    InterruptedError when ``stop`` is set."""
+    writer = DigestingWriter(_Discard())  # type: ignore[arg-type]
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            if stop is not None and stop.is_set():
+                raise InterruptedError(f"stopped hashing {path}")
+            writer.write(chunk)
+            if progress is not None:
+                progress.advance(len(chunk))
+    return writer.digests()
+
+
+def hash_files(paths: Iterable[Path], progress: Progress | None, workers: int) -> dict[Path, Digests]:
+    """hash_file for many files on ``workers`` threads (hashlib and zlib release the GIL on big chunks). On
+    an error or Ctrl-C the other threads stop at their next chunk instead of reading on."""
+    paths = list(paths)
+    if not paths:
+        return {}
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(paths))))
+    try:
+        return dict(zip(paths, pool.map(lambda path: hash_file(path, progress, stop), paths)))
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DatasetMismatch(ValueError):
+    """Two manifests of one folder disagree about a file, or a name is unsafe."""
+
+
+def dataset_files(manifests: Iterable[Manifest]) -> dict[str, FileRecord]:
+    """Every data file the manifests vouch for, by name, in manifest order; DatasetMismatch when two
+    manifests give one name different contents or a name would leave the folder."""
+    files: dict[str, FileRecord] = {}
+    for manifest in manifests:
+        for record in manifest.data_files():
+            try:
+                check_relative_name(record.name)
+            except ValueError as error:
+                raise DatasetMismatch(str(error)) from None
+            known = files.setdefault(record.name, record)
+            if known != record:
+                raise DatasetMismatch(f"{record.name}: two manifests give it different sizes or checksums")
+    return files
+
+
+def iter_chunks(total: int, part_size: int) -> Iterator[tuple[int, int, int]]:
+    """``(part_number, offset, length)`` of a multipart split: parts numbered from 1."""
+    for number, offset in enumerate(range(0, total, part_size), 1):
+        yield number, offset, min(part_size, total - offset)
+

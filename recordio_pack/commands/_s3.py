@@ -1,0 +1,103 @@
+"""CLI pieces shared by ``backup`` and ``restore``: transfer flags and a tqdm renderer for transfer events.
+
+Imported by the command modules at load time, so it imports only argparse and ``_common`` at its top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from recordio_pack.commands import _common
+from recordio_pack.errors import UsageError
+
+
+def parse_bandwidth(text: str) -> int:
+    """``"100MB/s"`` -> 100000000 bytes per second (the ``/s`` is optional)."""
+    return _common.parse_size(text[:-2] if text.lower().endswith("/s") else text)
+
+
+def add_transfer_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("transfer")
+    group.add_argument("--concurrency", type=_common.positive_int, default=10,
+                       help="parallel S3 requests (default 10)")
+    group.add_argument("--max-bandwidth", type=parse_bandwidth, metavar="RATE",
+                       help="cap on bytes per second over all requests, e.g. 100MB/s or 1GiB/s (default: none)")
+    group.add_argument("--part-size", type=_common.parse_size, default="8MiB", metavar="SIZE",
+                       help="smallest multipart part, and the size above which files go in parts (default 8MiB, "
+                            "at least 5MiB); grown automatically so the largest file needs at most 10,000 parts")
+
+
+def transfer_options(args: argparse.Namespace) -> Any:
+    from recordio_pack.aws.s3 import TransferOptions
+
+    try:
+        return TransferOptions(part_size=args.part_size, concurrency=args.concurrency,
+                               max_bandwidth=args.max_bandwidth)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def location(text: str) -> Any:
+    from recordio_pack.aws.s3 import parse_s3_uri
+
+    try:
+        return parse_s3_uri(text)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} B"
+
+
+class BarProgress:
+    """Renders the library's transfer events (stage/advance/note, from worker threads) as one tqdm bar per
+    stage in bytes, with rate and ETA; notes go to stderr. Silent with --quiet or --json (notes too with
+    --json: they are in the result)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import threading
+
+        self._args = args
+        self._lock = threading.Lock()
+        self._bar: _common.ProgressBar | None = None
+
+    def stage(self, name: str, total_bytes: int) -> None:
+        with self._lock:
+            self._close()
+            if total_bytes > 0:
+                self._bar = _common.ProgressBar(self._args, total_bytes, "B", name, scale=True)
+
+    def advance(self, nbytes: int) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.update(nbytes)
+
+    def note(self, message: str) -> None:
+        if getattr(self._args, "quiet", False) or getattr(self._args, "json", False):
+            return
+        from tqdm import tqdm
+
+        with self._lock:
+            tqdm.write(message, file=sys.stderr)  # above the bar, which is redrawn below
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> "BarProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,80 @@
+"""``recordio-pack backup DIR s3://bucket/prefix``: upload a packed dataset, manifests last, verified."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from recordio_pack.commands import _common, _s3
+from recordio_pack.errors import UsageError
+
+STORAGE_CLASSES = ("STANDARD", "INTELLIGENT_TIERING", "STANDARD_IA", "GLACIER_IR")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "backup", help="upload a packed dataset to S3 (content-checked, resumable, manifest last)",
+        description="Upload every file the folder's *.manifest.json vouch for to s3://BUCKET/PREFIX/, then the "
+                    "manifests, only after every data object is in place and verified. What moves is decided by "
+                    "content (sizes, CRC32 and SHA-256 of the manifest against the bucket's manifest and objects), "
+                    "never by modification times. Every object carries S3's full-object CRC32 and our SHA-256; an "
+                    "interrupted run resumes, continuing or aborting unfinished multipart uploads.",
+        epilog="example: recordio-pack backup /data/imagenet s3://my-bucket/datasets/imagenet --max-bandwidth 200MB/s")
+    parser.add_argument("directory", metavar="DIR", help="folder holding the shards and NAME.manifest.json")
+    parser.add_argument("destination", metavar="s3://BUCKET/PREFIX", help="where the dataset goes")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what would be uploaded and why (new, changed, missing in bucket, unchanged); "
+                             "sends, aborts and re-reads nothing")
+    parser.add_argument("--storage-class", choices=STORAGE_CLASSES, default="STANDARD",
+                        help="S3 storage class of the uploaded objects (default STANDARD)")
+    parser.add_argument("--sse", choices=("AES256", "aws:kms"), default="AES256",
+                        help="server-side encryption (default AES256, S3-managed keys)")
+    parser.add_argument("--kms-key-id", help="KMS key id or ARN for --sse aws:kms (default: the account's aws/s3 key)")
+    parser.add_argument("--no-verify-local", dest="verify_local", action="store_false",
+                        help="do not re-read local files to check them against the manifest before sending (sizes "
+                             "are still checked, and S3 still rejects sent bytes that do not match the manifest's "
+                             "CRC32)")
+    _s3.add_transfer_options(parser)
+    _common.add_output_options(parser)
+    _common.add_aws_options(parser)
+    parser.set_defaults(run=run)
+
+
+def _text(result: Any) -> str:
+    data = result.to_dict()
+    lines = []
+    if result.dry_run:
+        for plan in result.plans:
+            lines.append(f"{'upload' if plan.action != 'skip' else 'skip':6} {_s3.human_bytes(plan.record.bytes):>11}  "
+                         f"{plan.name}  ({plan.reason})")
+        to_send = sum(plan.record.bytes for plan in result.plans if plan.action != "skip")
+        lines.append(f"dry run: would upload {data['uploaded_files']} files ({_s3.human_bytes(to_send)}) to "
+                     f"{result.destination}, skip {data['skipped_files']} unchanged"
+                     + (f", abort {len(result.aborted)} unfinished multipart uploads" if result.aborted else ""))
+    else:
+        rate = f" at {data['mb_per_s']} MB/s" if data["mb_per_s"] else ""
+        lines.append(f"backed up {result.source} to {result.destination}: uploaded {data['uploaded_files']} files "
+                     f"({_s3.human_bytes(result.sent_bytes)}{rate}), skipped {data['skipped_files']} unchanged"
+                     + (f", reused {result.reused_parts} parts of unfinished uploads" if result.reused_parts else "")
+                     + (f", aborted {len(result.aborted)} unfinished multipart uploads" if result.aborted else ""))
+    if result.foreign_uploads:
+        lines.append(f"note: {result.foreign_uploads} unfinished multipart uploads under {result.destination} are not "
+                     "of this dataset and were left alone (see `recordio-pack cleanup`)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recordio_pack.aws.backup import BackupOptions, backup
+    from recordio_pack.aws.session import AwsTarget
+
+    destination = _s3.location(args.destination)
+    try:
+        options = BackupOptions(storage_class=args.storage_class, sse=args.sse, kms_key_id=args.kms_key_id,
+                                dry_run=args.dry_run, verify_local=args.verify_local,
+                                transfer=_s3.transfer_options(args))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    with _s3.BarProgress(args) as progress:
+        result = backup(args.directory, destination, options, AwsTarget.from_args(args), progress)
+    _common.emit(args, result.to_dict(), _text(result))
+    return 0

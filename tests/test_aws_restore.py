@@ -1,0 +1,124 @@
+"""``aws/restore.py`` against moto in-process: verified downloads, resume, refusal to overwrite, damage found."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from recordio_pack.aws.backup import BackupOptions, backup
+from recordio_pack.aws.restore import RestoreOptions, restore
+from recordio_pack.aws.s3 import S3Location, TransferOptions
+from recordio_pack.aws.session import AwsTarget
+from recordio_pack.errors import RecordioPackError, RefusedError
+
+from s3_helpers import PART, SIZES, SMALL, Calls, damage, write_dataset
+
+BUCKET = "rp-restore-test"
+WHERE = S3Location(BUCKET, "backups/ds")
+TRANSFER = TransferOptions(part_size=PART, concurrency=4)
+
+
+@contextmanager
+def moto_backup(tmp_path: Path, sizes: dict[str, int]) -> Iterator[tuple[Any, AwsTarget, Calls, Path]]:
+    """A dataset of ``sizes`` backed up to moto: (client, target, call recorder, source folder)."""
+    with mock_aws():
+        session = boto3.Session(region_name="us-east-1")
+        client = session.client("s3")
+        client.create_bucket(Bucket=BUCKET)
+        write_dataset(tmp_path / "source", sizes=sizes)
+        target = AwsTarget(region="us-east-1", _session=session)
+        backup(tmp_path / "source", WHERE, BackupOptions(transfer=TRANSFER), target)
+        yield client, target, Calls(session), tmp_path / "source"
+
+
+@pytest.fixture
+def backed_up(tmp_path: Path) -> Iterator[tuple[Any, AwsTarget, Calls, Path]]:
+    """Small files (no multipart): for tests about something else."""
+    with moto_backup(tmp_path, SMALL) as state:
+        yield state
+
+
+def same_tree(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.iterdir())
+    return names == sorted(p.name for p in b.iterdir()) and all(
+        (a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def test_restore_round_trip_then_resume_skips_verified_files(tmp_path: Path) -> None:
+    with moto_backup(tmp_path, SIZES) as (_, target, calls, source):
+        result = restore(WHERE, tmp_path / "copy", RestoreOptions(transfer=TRANSFER), target)
+        assert same_tree(source, tmp_path / "copy")
+        assert result.received_bytes == sum(SIZES.values()) and result.manifests == ["ds.manifest.json"]
+        assert sum(op == "GetObject" for op, _ in calls.calls) > len(SIZES)  # the .rec files came in ranged parts
+        # an interrupted restore: one file gone, one left half-written under its temp name
+        (tmp_path / "copy" / "ds.lst").unlink()
+        (tmp_path / "copy" / "ds-00000-of-00002.rec.tmp").write_bytes(b"partial")
+        calls.clear()
+        again = restore(WHERE, tmp_path / "copy", RestoreOptions(transfer=TRANSFER), target)
+        downloaded = {key for op, key in calls.calls if op == "GetObject"}
+        assert downloaded == {WHERE.key("ds.lst"), WHERE.key("ds.manifest.json")}
+        assert {plan.name for plan in again.plans if plan.action == "download"} == {"ds.lst"}
+        assert same_tree(source, tmp_path / "copy")  # the stale temp file is gone too
+
+
+def test_corrupted_local_file_is_reported_and_only_replaced_with_overwrite(tmp_path: Path, backed_up: Any) -> None:
+    _, target, calls, source = backed_up
+    restore(WHERE, tmp_path / "copy", RestoreOptions(transfer=TRANSFER), target)
+    damage(tmp_path / "copy" / "ds-00001-of-00002.rec")
+    damaged = (tmp_path / "copy" / "ds-00001-of-00002.rec").read_bytes()
+    calls.clear()
+    with pytest.raises(RefusedError, match=r"1 existing file\(s\) differ.*ds-00001-of-00002.rec.*--overwrite"):
+        restore(WHERE, tmp_path / "copy", RestoreOptions(transfer=TRANSFER), target)
+    assert (tmp_path / "copy" / "ds-00001-of-00002.rec").read_bytes() == damaged  # untouched
+    assert not any(op == "GetObject" and key != WHERE.key("ds.manifest.json") for op, key in calls.calls)
+    fixed = restore(WHERE, tmp_path / "copy", RestoreOptions(overwrite=True, transfer=TRANSFER), target)
+    assert fixed.replaced == ["ds-00001-of-00002.rec"]
+    assert same_tree(source, tmp_path / "copy")
+
+
+def test_damaged_bucket_object_is_detected_and_not_written(tmp_path: Path, backed_up: Any) -> None:
+    client, target, _, source = backed_up
+    bad = bytearray((source / "ds.lst").read_bytes())
+    bad[0] ^= 1
+    client.put_object(Bucket=BUCKET, Key=WHERE.key("ds.lst"), Body=bytes(bad))
+    with pytest.raises(RecordioPackError, match=r"do not match the manifest \(ds.lst\)"):
+        restore(WHERE, tmp_path / "copy", RestoreOptions(transfer=TRANSFER), target)
+    left = sorted(p.name for p in (tmp_path / "copy").iterdir())
+    assert "ds.lst" not in left and "ds.manifest.json" not in left and not any(n.endswith(".tmp") for n in left)
+
+
+def test_incomplete_backup_and_wrong_prefix_are_clear_errors(tmp_path: Path, backed_up: Any) -> None:
+    client, target, calls, _ = backed_up
+    with pytest.raises(RecordioPackError, match="no recordio-pack manifest"):
+        restore(S3Location(BUCKET, "backups/nothing-here"), tmp_path / "copy", RestoreOptions(), target)
+    client.delete_object(Bucket=BUCKET, Key=WHERE.key("ds-00000-of-00002.idx"))
+    calls.clear()
+    with pytest.raises(RecordioPackError, match="incomplete.*ds-00000-of-00002.idx is missing"):
+        restore(WHERE, tmp_path / "copy", RestoreOptions(), target)
+    assert {key for op, key in calls.calls if op == "GetObject"} == {WHERE.key("ds.manifest.json")}
+
+
+def test_a_manifest_naming_paths_outside_the_folder_is_refused(tmp_path: Path, backed_up: Any) -> None:
+    client, target, _, source = backed_up
+    data = json.loads((source / "ds.manifest.json").read_text())
+    data["files"][0]["name"] = "../escaped.txt"
+    client.put_object(Bucket=BUCKET, Key=WHERE.key("ds.manifest.json"), Body=json.dumps(data).encode())
+    with pytest.raises(RecordioPackError, match="unsafe file name"):
+        restore(WHERE, tmp_path / "copy", RestoreOptions(), target)
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_an_existing_different_manifest_needs_overwrite(tmp_path: Path, backed_up: Any) -> None:
+    _, target, _, _ = backed_up
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "ds.manifest.json").write_text("{}")
+    with pytest.raises(RefusedError, match="ds.manifest.json"):
+        restore(WHERE, tmp_path / "copy", RestoreOptions(transfer=TRANSFER), target)
+    restore(WHERE, tmp_path / "copy", RestoreOptions(overwrite=True, transfer=TRANSFER), target)
+    assert json.loads((tmp_path / "copy" / "ds.manifest.json").read_text())["name"] == "ds"
