@@ -7,6 +7,7 @@ variables apply as boto3 reads them) and asks it for clients; tests pass a targe
 from __future__ import annotations
 
 import argparse
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -75,11 +76,16 @@ def _explain(error: Exception, doing: str) -> str:
         message = info.get("Message", "")
         operation = getattr(error, "operation_name", "?")
         if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403", "Forbidden"):
+            # EC2 appends a long encoded blob; keep the line readable and say how to decode it.
+            message = re.sub(r"\s*Encoded authorization failure message: \S+",
+                             " (details: aws sts decode-authorization-message)", message)
             return f"{doing}: access denied for {operation} ({message or code}); the IAM policies in aws/policies list what each role needs"
         if code in ("Throttling", "ThrottlingException", "RequestLimitExceeded", "SlowDown"):
             return f"{doing}: AWS kept throttling {operation} after retries ({code}); try again later or lower --concurrency"
         if code in ("NoSuchBucket", "404", "NotFound") and operation in ("HeadBucket", "ListObjectsV2", "PutObject", "HeadObject", "CreateMultipartUpload", "GetObject"):
             return f"{doing}: {operation} failed: {code} {message}".rstrip()
+        if code.endswith(".NotFound"):  # EC2 ids exist in one region only
+            return f"{doing}: {operation} failed: {code}: {message} (is --region right?)"
         if code in ("AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "PermanentRedirect"):
             return f"{doing}: wrong region for this resource ({code}: {message})"
         return f"{doing}: {operation} failed: {code}: {message}".rstrip(": ")

@@ -23,7 +23,13 @@ COMMANDS: dict[str, str] = {
     "inspect": "inspect",
     "backup": "backup",
     "restore": "restore",
+    "snapshot": "snapshot",
+    "replicate": "replicate",
+    "mount": "mount",
+    "cleanup": "cleanup",
     "imagenet": "imagenet",
+    "userdata": "userdata",
+    "launch": "launch",
 }
 
 

@@ -1,0 +1,243 @@
+"""On the instance: EBS volume id <-> local block device, and a read-only mount without journal replay.
+
+Nitro instances expose EBS volumes as NVMe devices whose names (``nvme1n1``) say nothing about the volume;
+the volume id is the NVMe serial (``vol0123…``, no hyphen) and udev links it as
+``/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0123…``. Xen instances keep the attachment name with an
+``xvd`` prefix (``/dev/sdf`` -> ``/dev/xvdf``). Every root (/proc, /sys, /dev, by-id) is injectable so tests
+build a fake tree in a temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from recordio_pack.errors import RecordioPackError, RefusedError
+
+__all__ = ["LocalPaths", "MountEntry", "MountResult", "read_mountinfo", "mount_entry_for", "disk_of",
+           "volume_id_of_disk", "volume_for_mount_point", "device_for_volume", "detect_fstype",
+           "mount_options", "mount_volume"]
+
+BY_ID_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
+
+
+@dataclass(frozen=True)
+class LocalPaths:
+    """Where the kernel's views live; tests point these into a temp folder."""
+
+    proc: Path = Path("/proc")
+    sys: Path = Path("/sys")
+    dev: Path = Path("/dev")
+    by_id: Path = Path("/dev/disk/by-id")
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mount_point: str
+    source: str  # e.g. /dev/nvme1n1p1
+    fstype: str
+    major_minor: str  # "259:1"
+    options: str
+
+
+@dataclass(frozen=True)
+class MountResult:
+    volume_id: str
+    device: str
+    mount_point: str
+    fstype: str | None
+    options: str
+    state: str  # "mounted" or "already-mounted"
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as 3-digit octal."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
+
+
+def read_mountinfo(paths: LocalPaths = LocalPaths()) -> list[MountEntry]:
+    """Parse ``/proc/self/mountinfo`` (proc(5)); later lines are mounts made on top of earlier ones."""
+    entries = []
+    for line in (paths.proc / "self" / "mountinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+        fields = line.split(" ")
+        if "-" not in fields[6:]:
+            continue
+        separator = fields.index("-", 6)
+        if len(fields) < separator + 3:
+            continue
+        entries.append(MountEntry(mount_point=_unescape(fields[4]), source=_unescape(fields[separator + 2]),
+                                  fstype=fields[separator + 1], major_minor=fields[2], options=fields[5]))
+    return entries
+
+
+def mount_entry_for(path: str, entries: Sequence[MountEntry]) -> MountEntry | None:
+    """The mount that holds ``path``: the longest mount point containing it (the last one if stacked)."""
+    target = os.path.normpath(os.path.abspath(path))
+    best: MountEntry | None = None
+    for entry in entries:
+        point = entry.mount_point
+        inside = target == point or point == "/" or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best.mount_point)):
+            best = entry
+    return best
+
+
+def disk_of(entry: MountEntry, paths: LocalPaths = LocalPaths()) -> str:
+    """The whole-disk kernel name (``nvme1n1``) behind a mount, partitions stripped."""
+    link = paths.sys / "dev" / "block" / entry.major_minor
+    name = Path(os.path.realpath(link)).name if link.exists() else Path(entry.source).name
+    if name.startswith("dm-") or entry.source.startswith("/dev/mapper/"):
+        raise RecordioPackError(f"{entry.mount_point} is on {entry.source}, a device-mapper (LVM/RAID) device that "
+                                "may span several EBS volumes; snapshot each volume with --volume-id instead")
+    if (paths.sys / "block" / name).exists():
+        return name
+    match = re.match(r"^(nvme\d+n\d+)p\d+$", name) or re.match(r"^((?:xvd|sd|hd)[a-z]+)\d+$", name)
+    return match.group(1) if match else name
+
+
+def _volume_id_from_serial(serial: str) -> str | None:
+    serial = serial.strip()
+    match = re.match(r"^vol-?([0-9a-f]+)$", serial)
+    return f"vol-{match.group(1)}" if match else None
+
+
+def volume_id_of_disk(disk: str, paths: LocalPaths = LocalPaths()) -> str | None:
+    """The EBS volume id of an NVMe disk: its serial in /sys, else the by-id symlink pointing at it."""
+    serial_file = paths.sys / "block" / disk / "device" / "serial"
+    if serial_file.exists():
+        volume_id = _volume_id_from_serial(serial_file.read_text(errors="replace"))
+        if volume_id:
+            return volume_id
+    if paths.by_id.is_dir():
+        for link in sorted(paths.by_id.iterdir()):
+            if link.name.startswith(BY_ID_PREFIX) and "-part" not in link.name:
+                if Path(os.path.realpath(link)).name == disk:
+                    return _volume_id_from_serial(link.name[len(BY_ID_PREFIX):].split("_")[0])
+    return None
+
+
+def volume_for_mount_point(mount_point: str, paths: LocalPaths = LocalPaths()) -> tuple[str, MountEntry]:
+    """The EBS volume id behind a mounted path on this instance, and its mount entry."""
+    entry = mount_entry_for(mount_point, read_mountinfo(paths))
+    if entry is None or not entry.source.startswith("/dev/"):
+        raise RecordioPackError(f"{mount_point} is not on a block device here (is it mounted? run this on the "
+                                "instance, or pass --volume-id)")
+    disk = disk_of(entry, paths)
+    volume_id = volume_id_of_disk(disk, paths)
+    if volume_id is None:
+        raise RecordioPackError(f"cannot tell the EBS volume behind {entry.mount_point} ({entry.source}): no "
+                                "'vol…' NVMe serial (not EBS, or a Xen instance); pass --volume-id")
+    return volume_id, entry
+
+
+def _find_device(volume_id: str, paths: LocalPaths, attachment_device: str | None) -> Path | None:
+    compact = volume_id.replace("-", "")
+    if paths.by_id.is_dir():
+        for link in sorted(paths.by_id.iterdir()):
+            if link.name.startswith(BY_ID_PREFIX + compact) and "-part" not in link.name:
+                rest = link.name[len(BY_ID_PREFIX + compact):]
+                if rest == "" or rest.startswith("_") or rest.startswith("-ns"):
+                    return Path(os.path.realpath(link))
+    block = paths.sys / "block"
+    if block.is_dir():
+        for disk in sorted(block.iterdir()):
+            serial = disk / "device" / "serial"
+            if disk.name.startswith("nvme") and serial.exists():
+                if _volume_id_from_serial(serial.read_text(errors="replace")) == volume_id:
+                    return paths.dev / disk.name
+    if attachment_device:
+        letter = re.sub(r"^(?:/dev/)?(?:xvd|sd)", "", attachment_device)
+        for name in (f"sd{letter}", f"xvd{letter}"):
+            if (paths.dev / name).exists():
+                return paths.dev / name
+    return None
+
+
+def device_for_volume(volume_id: str, paths: LocalPaths = LocalPaths(), attachment_device: str | None = None,
+                      wait_seconds: float = 60.0, sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic,
+                      lookup_attachment: Callable[[str], str | None] | None = None) -> Path:
+    """The local block device of an attached EBS volume, waiting up to ``wait_seconds`` for udev to make it.
+
+    Order: the by-id symlink, the NVMe serials in /sys, then (Xen) the attachment name as ``sdX``/``xvdX``.
+    Without ``attachment_device``, ``lookup_attachment(volume_id)`` (an EC2 call) is asked for it once, after
+    the first look finds nothing; it should return None rather than raise.
+    """
+    deadline = clock() + wait_seconds
+    while True:
+        device = _find_device(volume_id, paths, attachment_device)
+        if device is not None:
+            return device
+        if attachment_device is None and lookup_attachment is not None:
+            attachment_device, lookup_attachment = lookup_attachment(volume_id), None
+            continue
+        if clock() >= deadline:
+            hint = "" if attachment_device else " (on a Xen instance pass --device, the attachment name)"
+            raise RecordioPackError(f"no local device for {volume_id} after {wait_seconds:g} s: is it attached to "
+                                    f"this instance?{hint}")
+        sleep(1.0)
+
+
+def detect_fstype(device: Path) -> str | None:
+    """``"ext4"`` (any ext with a journal or not), ``"xfs"``, or None, from the superblock magic."""
+    try:
+        with open(device, "rb") as stream:
+            head = stream.read(2048)
+    except PermissionError:
+        raise RecordioPackError(f"cannot read {device} to tell its filesystem: run as root or pass --fstype") from None
+    if head[:4] == b"XFSB":
+        return "xfs"
+    if len(head) >= 1082 and head[1080:1082] == b"\x53\xef":
+        return "ext4"
+    return None
+
+
+def mount_options(fstype: str | None, extra: Sequence[str] = ()) -> str:
+    """Read-only and no journal replay: a volume made from a snapshot of a live filesystem has an unclean
+    journal, and replaying it would write (``ro,noload`` for ext4, ``ro,norecovery`` for xfs)."""
+    options = ["ro"] + {"ext4": ["noload"], "ext3": ["noload"], "xfs": ["norecovery"]}.get(fstype or "", [])
+    return ",".join(options + [option for option in extra if option])
+
+
+def _same_device(source: str, device: Path) -> bool:
+    return os.path.realpath(source) == os.path.realpath(device) or Path(source).name == device.name
+
+
+def mount_volume(volume_id: str, mount_point: str, *, paths: LocalPaths = LocalPaths(),
+                 attachment_device: str | None = None, fstype: str | None = None, extra_options: Sequence[str] = (),
+                 mount_command: Sequence[str] = ("mount",), wait_seconds: float = 60.0,
+                 run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+                 sleep: Callable[[float], None] = time.sleep,
+                 lookup_attachment: Callable[[str], str | None] | None = None) -> MountResult:
+    """Mount the attached EBS volume read-only at ``mount_point`` (created if missing).
+
+    Idempotent: if this volume's device is already mounted there, nothing runs. Refuses when something else
+    is mounted at ``mount_point``.
+    """
+    device = device_for_volume(volume_id, paths, attachment_device, wait_seconds, sleep,
+                               lookup_attachment=lookup_attachment)
+    fstype = fstype or detect_fstype(device)
+    options = mount_options(fstype, extra_options)
+    target = os.path.normpath(os.path.abspath(mount_point))
+    current = [entry for entry in read_mountinfo(paths) if entry.mount_point == target]
+    if current:
+        if _same_device(current[-1].source, device):
+            return MountResult(volume_id, str(device), target, current[-1].fstype, current[-1].options,
+                               "already-mounted")
+        raise RefusedError(f"{current[-1].source} is already mounted at {target}; unmount it or choose another "
+                           "--mount-point")
+    os.makedirs(target, exist_ok=True)
+    command = [*mount_command, *(["-t", fstype] if fstype else []), "-o", options, str(device), target]
+    completed = run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RecordioPackError(f"{' '.join(command)} failed ({completed.returncode}): "
+                                f"{(completed.stderr or completed.stdout).strip()}")
+    return MountResult(volume_id, str(device), target, fstype, options, "mounted")

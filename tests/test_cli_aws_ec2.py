@@ -1,0 +1,221 @@
+"""``snapshot`` / ``replicate`` / ``mount`` / ``cleanup`` end to end: the CLI as a subprocess against the moto server on
+127.0.0.1 (``--endpoint-url``), exit statuses, and one-line errors. Each test works in its own region or with
+unique tags, since the server is shared."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from recordio_pack.aws.ec2 import MANAGED_BY_KEY, tag_list, tags_of
+from recordio_pack.cli import COMMANDS, main
+
+EXT4 = b"\0" * 1080 + b"\x53\xef" + b"\0" * 1000
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "recordio_pack", *args], capture_output=True, text=True,
+                          timeout=120, env=env if env is not None else dict(os.environ))
+
+
+def one_error_line(completed: subprocess.CompletedProcess, command: str) -> str:
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"recordio-pack {command}: error: "), completed.stderr
+    return lines[0]
+
+
+def ec2(moto_server: str, region: str) -> Any:
+    return boto3.client("ec2", endpoint_url=moto_server, region_name=region)
+
+
+def recording_script(path: Path, log: Path) -> str:
+    """An executable that appends its arguments to ``log`` (stands in for fsfreeze / mount)."""
+    path.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def fake_instance_tree(root: Path, volume_id: str, mountinfo: str = "") -> list[str]:
+    """/proc, /sys and /dev of an instance with ``volume_id`` attached as nvme1n1 (ext4); returns the CLI flags."""
+    (root / "proc" / "self").mkdir(parents=True)
+    (root / "proc" / "self" / "mountinfo").write_text(mountinfo)
+    (root / "sys" / "block" / "nvme1n1" / "device").mkdir(parents=True)
+    (root / "sys" / "block" / "nvme1n1" / "device" / "serial").write_text(volume_id.replace("-", "") + "\n")
+    (root / "dev" / "disk" / "by-id").mkdir(parents=True)
+    (root / "dev" / "nvme1n1").write_bytes(EXT4)
+    return ["--proc-root", str(root / "proc"), "--sys-root", str(root / "sys"), "--dev-root", str(root / "dev"),
+            "--by-id-dir", str(root / "dev" / "disk" / "by-id")]
+
+
+def test_commands_are_registered(capsys: pytest.CaptureFixture[str]) -> None:
+    assert {"snapshot", "replicate", "mount", "cleanup"} <= set(COMMANDS)
+    for command in ("snapshot", "replicate", "mount", "cleanup"):
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--help"])
+        shown = capsys.readouterr().out
+        assert exited.value.code == 0 and "--endpoint-url" in shown and "--json" in shown and "--region" in shown
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process: these fail before any AWS call."""
+    for argv, expected in ((["snapshot", "--volume-id", "vol-0f", "--share-with", "all"], "never made public"),
+                           (["snapshot", "--volume-id", "vol-0f", "--freeze"], "--freeze needs --mount-point"),
+                           (["snapshot"], "give --volume-id or --mount-point"),
+                           (["replicate", "--snapshot-id", "snap-0f"], "either --instance-id"),
+                           (["replicate", "--snapshot-id", "snap-0f", "--instance-id", "i-1", "--volume-type", "gp2",
+                             "--throughput", "300"], "gp3 volumes only"),
+                           (["cleanup", "--prefix", "x/"], "--prefix needs --bucket")):
+        assert main(argv) == 2
+        assert expected in capsys.readouterr().err
+
+
+def test_snapshot_with_manifest_copy_and_share(tmp_path: Path, moto_server: str) -> None:
+    client = ec2(moto_server, "us-east-1")
+    volume = client.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
+    manifest = tmp_path / "cli.manifest.json"
+    manifest.write_text('{"format": "not read when --dataset is given"}\n')
+    done = cli("snapshot", "--volume-id", volume, "--manifest", str(manifest), "--dataset", "cli-ds",
+               "--copy-to-region", "eu-west-1", "--share-with", "111122223333", "--tag", "team=vision",
+               "--poll-seconds", "0", "--endpoint-url", moto_server, "--region", "us-east-1", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["state"] == "completed" and result["shared_with"] == ["111122223333"]
+    tags = tags_of(client.describe_snapshots(SnapshotIds=[result["snapshot_id"]])["Snapshots"][0])
+    assert tags["recordio-pack:manifest-sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert tags["recordio-pack:dataset"] == "cli-ds" and tags["team"] == "vision" and tags[MANAGED_BY_KEY]
+    copy = result["copies"][0]
+    described = ec2(moto_server, "eu-west-1").describe_snapshots(SnapshotIds=[copy["snapshot_id"]])["Snapshots"][0]
+    assert tags_of(described)["recordio-pack:source-snapshot"] == result["snapshot_id"]
+
+
+def test_snapshot_by_mount_point_with_freeze(tmp_path: Path, moto_server: str) -> None:
+    volume = ec2(moto_server, "us-east-1").create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
+    flags = fake_instance_tree(tmp_path / "root", volume, "40 1 259:3 / /data rw - ext4 /dev/nvme1n1 rw\n")
+    log = tmp_path / "freeze.log"
+    freeze = recording_script(tmp_path / "fsfreeze", log)
+    done = cli("snapshot", "--mount-point", "/data/imagenet", "--freeze", "--freeze-command", freeze, *flags,
+               "--poll-seconds", "0", "--endpoint-url", moto_server, "-q")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("snapshot snap-") and f"of {volume}: completed" in done.stdout
+    assert "filesystem frozen during create" in done.stdout
+    assert log.read_text().splitlines() == ["-f /data/imagenet", "-u /data/imagenet"]
+
+
+def test_snapshot_errors(tmp_path: Path, moto_server: str) -> None:
+    common = ["--poll-seconds", "0", "--endpoint-url", moto_server]
+    missing = cli("snapshot", "--volume-id", "vol-0000000000000000f", *common)
+    assert missing.returncode == 1 and "InvalidVolume.NotFound" in one_error_line(missing, "snapshot")
+    env = {key: value for key, value in os.environ.items() if key not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    nocreds = cli("snapshot", "--volume-id", "vol-0000000000000000f", *common, env=env)
+    assert nocreds.returncode == 1 and "no AWS credentials found" in one_error_line(nocreds, "snapshot")
+
+
+def test_replicate_table_rerun_and_dry_run(moto_server: str) -> None:
+    region, role = "us-west-2", f"gpu-{uuid.uuid4().hex[:8]}"
+    client = ec2(moto_server, region)
+    volume = client.create_volume(AvailabilityZone="us-west-2a", Size=8)["VolumeId"]
+    snapshot = client.create_snapshot(VolumeId=volume)["SnapshotId"]
+    instances = [client.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+                                      Placement={"AvailabilityZone": zone}, TagSpecifications=[
+                                          {"ResourceType": "instance", "Tags": tag_list({"role": role})}]
+                                      )["Instances"][0]["InstanceId"] for zone in ("us-west-2b", "us-west-2c")]
+    common = ["--snapshot-id", snapshot, "--filter", f"tag:role={role}", "--poll-seconds", "0",
+              "--endpoint-url", moto_server, "--region", region]
+    dry = cli("replicate", *common, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert [row["state"] for row in json.loads(dry.stdout)["placements"]] == ["would-create"] * 2
+    done = cli("replicate", *common, "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["instance_id"]: row for row in json.loads(done.stdout)["placements"]}
+    assert sorted(rows) == sorted(instances)
+    for instance in instances:
+        row = rows[instance]
+        zone = client.describe_volumes(VolumeIds=[row["volume_id"]])["Volumes"][0]["AvailabilityZone"]
+        assert row["state"] == "attached" and row["availability_zone"] == zone and row["device"] == "/dev/sdf"
+    again = cli("replicate", *common, "-q")
+    assert again.returncode == 0, again.stderr
+    header, *lines = again.stdout.splitlines()
+    assert header.split() == ["INSTANCE", "AZ", "VOLUME", "DEVICE", "STATE"]
+    assert sum("already-attached" in line for line in lines) == 2
+
+
+def test_mount_records_the_read_only_call_and_is_idempotent(tmp_path: Path, moto_server: str) -> None:
+    volume = "vol-0123456789abcdef0"
+    log = tmp_path / "mount.log"
+    mount = recording_script(tmp_path / "mount", log)
+    # --endpoint-url: a device not found by id makes mount ask EC2 for the attachment name; never real AWS
+    flags = fake_instance_tree(tmp_path / "root", volume) + ["--endpoint-url", moto_server]
+    target = tmp_path / "data"
+    done = cli("mount", "--volume-id", volume, "--mount-point", str(target), "--mount-command", mount, "--wait", "0",
+               *flags, "--json")
+    assert done.returncode == 0, done.stderr
+    device = tmp_path / "root" / "dev" / "nvme1n1"
+    assert log.read_text().splitlines() == [f"-t ext4 -o ro,noload {device} {target}"]
+    assert json.loads(done.stdout)["state"] == "mounted"
+    # what the kernel would show afterwards: the second run does nothing
+    (tmp_path / "root" / "proc" / "self" / "mountinfo").write_text(
+        f"50 1 259:3 / {target} ro,relatime - ext4 /dev/nvme1n1 ro,noload\n")
+    again = cli("mount", "--volume-id", volume, "--mount-point", str(target), "--mount-command", mount, "--wait", "0",
+                *flags)
+    assert again.returncode == 0 and again.stdout.startswith("already mounted") and len(log.read_text().splitlines()) == 1
+    missing = cli("mount", "--volume-id", "vol-0fffffffffffffff0", "--mount-point", str(target), "--wait", "0", *flags)
+    assert missing.returncode == 1 and "no local device for vol-0fffffffffffffff0" in one_error_line(missing, "mount")
+
+
+def test_mount_on_xen_asks_ec2_for_the_attachment_name(tmp_path: Path, moto_server: str) -> None:
+    client = ec2(moto_server, "us-east-1")
+    volume = client.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"]
+    instance = client.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+                                    Placement={"AvailabilityZone": "us-east-1a"})["Instances"][0]["InstanceId"]
+    client.attach_volume(VolumeId=volume, InstanceId=instance, Device="/dev/sdh")
+    flags = fake_instance_tree(tmp_path / "root", "vol-0ffffffffffffffff")  # an NVMe disk of another volume
+    (tmp_path / "root" / "dev" / "xvdh").write_bytes(EXT4)
+    log = tmp_path / "mount.log"
+    done = cli("mount", "--volume-id", volume, "--mount-point", str(tmp_path / "data"), "--wait", "0",
+               "--mount-command", recording_script(tmp_path / "mount", log), *flags, "--endpoint-url", moto_server)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().split() == ["-t", "ext4", "-o", "ro,noload", str(tmp_path / "root" / "dev" / "xvdh"),
+                                       str(tmp_path / "data")]
+
+
+def test_freeze_refuses_a_mount_point_on_another_volume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flags = fake_instance_tree(tmp_path / "root", "vol-0aaaaaaaaaaaaaaaa", "40 1 259:3 / /data rw - ext4 /dev/nvme1n1 rw\n")
+    assert main(["snapshot", "--volume-id", "vol-0bbbbbbbbbbbbbbbb", "--mount-point", "/data", "--freeze", *flags]) == 2
+    assert "is on vol-0aaaaaaaaaaaaaaaa (/dev/nvme1n1), not vol-0bbbbbbbbbbbbbbbb" in capsys.readouterr().err
+
+
+def test_cleanup_lists_then_deletes(moto_server: str) -> None:
+    region = "ap-southeast-2"
+    client = ec2(moto_server, region)
+    ours = client.create_volume(AvailabilityZone="ap-southeast-2a", Size=1, TagSpecifications=[
+        {"ResourceType": "volume", "Tags": tag_list({MANAGED_BY_KEY: "recordio-pack"})}])["VolumeId"]
+    theirs = client.create_volume(AvailabilityZone="ap-southeast-2a", Size=1)["VolumeId"]
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    bucket = f"rp-cleanup-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.create_multipart_upload(Bucket=bucket, Key="ds/a.rec")
+    common = ["--volume-grace", "0", "--bucket", bucket, "--prefix", "ds/", "--endpoint-url", moto_server,
+              "--region", region]
+    listed = cli("cleanup", *common)
+    assert listed.returncode == 0, listed.stderr
+    assert ours in listed.stdout and theirs not in listed.stdout and f"s3://{bucket}/ds/a.rec" in listed.stdout
+    assert "2 item(s) found; nothing deleted (rerun with --delete" in listed.stdout
+    assert ours in {v["VolumeId"] for v in client.describe_volumes()["Volumes"]}
+    deleted = cli("cleanup", *common, "--delete", "--json")
+    assert deleted.returncode == 0, deleted.stderr
+    items = json.loads(deleted.stdout)["items"]
+    assert [(item["kind"], item["state"]) for item in items] == [("volume", "deleted"), ("multipart-upload", "deleted")]
+    remaining = {v["VolumeId"] for v in client.describe_volumes()["Volumes"]}
+    assert ours not in remaining and theirs in remaining
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert "nothing to clean up" in cli("cleanup", *common).stdout

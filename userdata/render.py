@@ -1,0 +1,189 @@
+"""Render the boot script (``boot.sh.tmpl``) into EC2 user-data: plain bash, or cloud-config around it.
+
+The template is a complete, commented bash script except for one marker line, replaced by a block of shell
+variable assignments built here from validated options (every value is shell-quoted as well). Comment lines are
+dropped when rendering (the template holds no heredocs or multi-line strings, so that is safe) to leave room
+under EC2's user-data limit of 16 KB (16384 bytes, counted before base64), which the rendered text must fit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from recordio_pack import __version__
+from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
+
+__all__ = ["MAX_USER_DATA_BYTES", "FORMATS", "VOLUME_TYPES", "SCRIPT_PATH", "UserDataOptions", "UserDataTooLarge",
+           "render_script", "render", "check_size", "write_user_data"]
+
+MAX_USER_DATA_BYTES = 16384  # EC2's limit on raw user-data
+FORMATS = ("shell", "cloud-config")
+VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1", "standard")
+SCRIPT_PATH = "/usr/local/sbin/recordio-pack-boot.sh"  # where the cloud-config variant keeps the script
+PREWARM_RATE_RANGE = (100, 300)  # MiB/s accepted by EBS's volume initialization rate
+_MARKER = "@@SETTINGS@@"
+
+_SNAPSHOT = re.compile(r"^snap-[0-9a-f]{8,17}$")
+_MOUNT_POINT = re.compile(r"^(/[A-Za-z0-9._+-]+)+$")  # no spaces or quotes: it goes into fstab and awk
+_DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z][a-z]?$")
+_LABEL = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
+class UserDataTooLarge(RecordioPackError):
+    """The rendered user-data is over EC2's 16 KB limit."""
+
+
+@dataclass(frozen=True)
+class UserDataOptions:
+    """What the boot script does. Sizes: ``size_gib`` in GiB (None: the snapshot's size); ``iops`` in I/O
+    operations per second; ``throughput`` in MiB/s (gp3 only); ``prewarm_rate`` in MiB/s, 100-300, given to
+    create-volume as the volume initialization rate (implies ``prewarm``). ``region`` None: the instance's own,
+    read from instance metadata at boot."""
+
+    snapshot_id: str
+    mount_point: str = "/data"
+    volume_type: str = "gp3"
+    iops: int | None = None
+    throughput: int | None = None
+    size_gib: int | None = None
+    device: str = "/dev/sdf"
+    filesystem_label: str | None = None
+    prewarm: bool = False
+    prewarm_rate: int | None = None
+    delete_on_termination: bool = True
+    region: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _SNAPSHOT.match(self.snapshot_id):
+            raise UsageError(f"not a snapshot id: {self.snapshot_id!r} (expected snap- and 8 or 17 hex digits)")
+        if not _MOUNT_POINT.match(self.mount_point) or "/." in self.mount_point:
+            raise UsageError(f"mount point must be an absolute path of letters, digits and ._+- "
+                             f"(no trailing slash, no . or .. parts): {self.mount_point!r}")
+        if self.volume_type not in VOLUME_TYPES:
+            raise UsageError(f"volume type must be one of {', '.join(VOLUME_TYPES)}: {self.volume_type!r}")
+        for name in ("iops", "throughput", "size_gib"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"{name} must be positive: {value}")
+        if self.iops is not None and self.volume_type not in ("gp3", "io1", "io2"):
+            raise UsageError(f"--iops applies to gp3, io1 and io2 volumes, not {self.volume_type}")
+        if self.volume_type in ("io1", "io2") and self.iops is None:
+            raise UsageError(f"{self.volume_type} volumes need --iops")
+        if self.throughput is not None and self.volume_type != "gp3":
+            raise UsageError(f"--throughput applies to gp3 volumes only, not {self.volume_type}")
+        if not _DEVICE.match(self.device):
+            raise UsageError(f"device name must look like /dev/sdf or /dev/xvdf: {self.device!r}")
+        if self.filesystem_label is not None and not _LABEL.match(self.filesystem_label):
+            raise UsageError(f"filesystem label must be 1-16 letters, digits or ._-: {self.filesystem_label!r}")
+        low, high = PREWARM_RATE_RANGE
+        if self.prewarm_rate is not None and not low <= self.prewarm_rate <= high:
+            raise UsageError(f"--prewarm-rate must be {low}-{high} MiB/s (EBS's range): {self.prewarm_rate}")
+        if self.region is not None and not _REGION.match(self.region):
+            raise UsageError(f"not a region name: {self.region!r}")
+
+    def settings(self) -> dict[str, str]:
+        """The shell variables the template reads, as strings (empty: not set)."""
+        def text(value: object) -> str:
+            return "" if value is None else str(value)
+
+        return {
+            "SNAPSHOT_ID": self.snapshot_id,
+            "MOUNT_POINT": self.mount_point,
+            "VOLUME_TYPE": self.volume_type,
+            "VOLUME_IOPS": text(self.iops),
+            "VOLUME_THROUGHPUT": text(self.throughput),
+            "VOLUME_SIZE": text(self.size_gib),
+            "DEVICE_NAME": self.device,
+            "FS_LABEL": text(self.filesystem_label),
+            "PREWARM": "1" if self.prewarm or self.prewarm_rate is not None else "0",
+            "PREWARM_RATE": text(self.prewarm_rate),
+            "DELETE_ON_TERMINATION": "true" if self.delete_on_termination else "false",
+            "REGION": text(self.region),
+            "TOOL_VERSION": __version__,
+        }
+
+
+def _template() -> str:
+    return resources.files("recordio_pack.userdata").joinpath("boot.sh.tmpl").read_text(encoding="utf-8")
+
+
+def _strip_comments(script: str) -> str:
+    return "".join(line for line in script.splitlines(keepends=True)
+                   if line.startswith("#!") or not line.lstrip().startswith("#"))
+
+
+def render_script(options: UserDataOptions) -> str:
+    """The bash boot script for ``options`` (not size-checked; ``render`` checks)."""
+    template = _template()
+    if template.count(_MARKER) != 1:
+        raise RecordioPackError("the boot script template is damaged (settings marker missing)")
+    header = (f"# recordio-pack {__version__} boot script: {options.snapshot_id} read-only at {options.mount_point}.\n"
+              "# Rendered from recordio_pack/userdata/boot.sh.tmpl (the commented source); safe to re-run.\n")
+    block = "\n".join(f"{name}={shlex.quote(value) if value else ''}"
+                      for name, value in options.settings().items())
+    shebang, rest = _strip_comments(template).split("\n", 1)
+    return f"{shebang}\n{header}{rest.replace(_MARKER, block)}"
+
+
+def _cloud_config(script: str, options: UserDataOptions) -> str:
+    # A YAML literal block keeps the script byte for byte (only indentation is added), and write_files keeps
+    # it on disk so it can be re-run by hand; runcmd runs it once per instance, like a plain user-data script.
+    body = "".join(f"    {line}\n" if line else "\n" for line in script.splitlines())
+    return (
+        "#cloud-config\n"
+        f"# recordio-pack: mount {options.snapshot_id} read-only at {options.mount_point}\n"
+        "write_files:\n"
+        f"- path: {SCRIPT_PATH}\n"
+        "  owner: root:root\n"
+        "  permissions: '0755'\n"
+        "  content: |\n"
+        f"{body}"
+        "runcmd:\n"
+        f"- [bash, {SCRIPT_PATH}]\n"
+    )
+
+
+def check_size(text: str) -> int:
+    """The size of ``text`` in bytes (UTF-8); raises ``UserDataTooLarge`` over ``MAX_USER_DATA_BYTES``."""
+    size = len(text.encode("utf-8"))
+    if size > MAX_USER_DATA_BYTES:
+        raise UserDataTooLarge(f"user-data is {size} bytes, over EC2's limit of {MAX_USER_DATA_BYTES}")
+    return size
+
+
+def render(options: UserDataOptions, fmt: str = "shell") -> str:
+    """User-data text in ``fmt`` ("shell": a bash script; "cloud-config": the same script inside a
+    #cloud-config document), checked against the 16 KB limit."""
+    if fmt not in FORMATS:
+        raise UsageError(f"format must be one of {', '.join(FORMATS)}: {fmt!r}")
+    script = render_script(options)
+    text = script if fmt == "shell" else _cloud_config(script, options)
+    check_size(text)
+    return text
+
+
+def write_user_data(path: str | os.PathLike[str], text: str, overwrite: bool = False) -> Path:
+    """Write ``text`` to ``path`` atomically (a temp file in the same folder, fsync, rename); refuses an
+    existing file unless ``overwrite``."""
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise RefusedError(f"{target} exists; use --overwrite to replace it")
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return target
