@@ -29,3 +29,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     for name in restored:
         assert (demo / "restored" / name).read_bytes() == (demo / "packed" / name).read_bytes()
     assert "OK: 604 records" in result.stdout
+    assert result.stdout.count(" attached") >= 3  # two replicated volumes and the boot script's
+    mount_call = (demo / "boot" / "mount.log").read_text()
+    assert mount_call.startswith("mount -o ro,noload ") and "nvme-Amazon_Elastic_Block_Store_vol" in mount_call
+    assert "ro,noload,nofail" in (demo / "boot" / "fstab").read_text()
