@@ -34,6 +34,26 @@ def positive_int(text: str) -> int:
     return value
 
 
+def ranged(cast: Callable[[str], Any], low: float | None = None, high: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: ``cast(text)``, refused outside [low, high]."""
+    def parse(text: str) -> Any:
+        value = cast(text)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if low is not None and high is not None else (
+                f"{low} or more" if low is not None else f"{high} or less")
+            raise argparse.ArgumentTypeError(f"must be {bounds}: {text!r}")
+        return value
+    return parse
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """An argparse type for tags: ``KEY=VALUE`` -> (KEY, VALUE)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"want KEY=VALUE, not {text!r}")
+    return key, value
+
+
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout (for scripts)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

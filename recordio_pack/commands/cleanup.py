@@ -8,11 +8,7 @@ from typing import Any
 from recordio_pack.commands import _common
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
+_non_negative = _common.ranged(float, 0.0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

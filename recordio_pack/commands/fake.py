@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from recordio_pack.commands._common import ProgressBar, add_output_options, emit, positive_int
+from recordio_pack.commands._common import ProgressBar, add_output_options, emit, positive_int, ranged
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
-    return value
+_count = ranged(int, 0)
+_fraction = ranged(float, 0.0, 1.0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -15,11 +15,7 @@ required, and tags. Give --snapshot-id (and the script's options) to render the 
 --user-data-file with one rendered before. Prints the instance ids."""
 
 
-def _tag(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"tags look like KEY=VALUE: {text!r}")
-    return key, value
+_tag = _common.key_value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -22,11 +22,7 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
-def parse_tag(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--tag wants KEY=VALUE, not {text!r}")
-    return key, value
+parse_tag = _common.key_value
 
 
 def add_local_paths_options(parser: argparse.ArgumentParser) -> None:
