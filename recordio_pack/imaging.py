@@ -264,11 +264,11 @@ def prepare_image(data: bytes, options: ImageOptions) -> tuple[bytes, bool]:
     need no resize or crop and re-encodes everything else (CMYK, PNG, 16-bit, alpha, too large);
     ``always`` re-encodes every image.
     """
-    import cv2
-
     info = probe(data, options.max_pixels)
     if options.reencode == "never" or _keeps_original(info, options):
         return data, False
+    import cv2  # only here: pass-through workers never load OpenCV and numpy (~0.1 s CPU, ~30 MiB each)
+
     try:
         image = _decode(data, info, options)
         return _encode(_transform(image, info, options), options), True
