@@ -7,6 +7,7 @@ Every refusal is an ``ImageRejected`` with a reason a person can act on.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -14,7 +15,17 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ImageRejected", "ImageInfo", "ImageOptions", "probe", "prepare_image", "target_size", "sniff"]
+__all__ = ["single_threaded_codec", "ImageRejected", "ImageInfo", "ImageOptions", "probe", "prepare_image", "target_size", "sniff"]
+
+
+ANTIALIAS_SIGMA = 0.4  # Gaussian sigma per unit of sqrt(1/scale**2 - 1); chosen by PSNR against area resizing
+
+
+def single_threaded_codec() -> None:
+    """One OpenCV thread per process: workers already fill every core, and nested pools only contend."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 class ImageRejected(Exception):
@@ -241,8 +252,16 @@ def _transform(image: "np.ndarray", info: ImageInfo, options: ImageOptions) -> "
     target = target_size(source_w, source_h, options)
     if target is None or target == (image.shape[1], image.shape[0]):
         return image
-    shrinking = target[0] * target[1] <= image.shape[0] * image.shape[1]
-    return cv2.resize(image, target, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    scale = min(target[0] / image.shape[1], target[1] / image.shape[0])
+    if scale >= 1:
+        return cv2.resize(image, target, interpolation=cv2.INTER_CUBIC)
+    if scale < 0.5:  # large factors (PNG, or JPEGs past the DCT scaling): area averaging
+        return cv2.resize(image, target, interpolation=cv2.INTER_AREA)
+    # Mild factors (after DCT scaling, nearly every photo): a Gaussian low-pass sized to the factor, then
+    # bilinear. As free of aliasing as INTER_AREA (whose non-integer path costs about 4x) and unlike plain
+    # bilinear, which is what im2rec does.
+    blurred = cv2.GaussianBlur(image, (0, 0), ANTIALIAS_SIGMA * math.sqrt(1 / scale**2 - 1))
+    return cv2.resize(blurred, target, interpolation=cv2.INTER_LINEAR)
 
 
 def _encode(image: "np.ndarray", options: ImageOptions) -> bytes:

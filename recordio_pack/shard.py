@@ -16,7 +16,7 @@ from typing import Callable
 
 from recordio_pack.digest import DigestingWriter
 from recordio_pack.format import MAX_PAYLOAD, IRHeader, pack_payload
-from recordio_pack.imaging import ImageRejected, prepare_image
+from recordio_pack.imaging import ImageRejected, prepare_image, single_threaded_codec
 from recordio_pack.options import PackOptions
 from recordio_pack.recordio import RecordWriter, fsync_dir
 from recordio_pack.sources import Entry, ImageSource
@@ -88,6 +88,8 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
     suffix = f".{os.getpid()}.tmp"
     rec_temp, idx_temp = out_dir / (rec_name + suffix), out_dir / (idx_name + suffix)
     image_options = task.options.image_options()
+    if task.options.worker_count > 1 and task.options.reencode != "never":
+        single_threaded_codec()
     result = ShardResult(task.index, 0, [])
     pending = ShardProgress(task.index, 0, 0, 0)
     last_emit = time.monotonic()
