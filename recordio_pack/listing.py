@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import os
 import random
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from recordio_pack.format import format_lst_line, lst_path_problem, parse_lst_line
 from recordio_pack.recordio import atomic_output
 from recordio_pack.sources import Entry
 
-__all__ = ["DEFAULT_EXTS", "DEFAULT_SEED", "TreeListing", "ListResult", "scan_tree", "ordered_entries",
+__all__ = ["DEFAULT_EXTS", "DEFAULT_SEED", "TreeListing", "ListResult", "LstIndex", "LstSlice", "scan_tree", "ordered_entries",
            "split_entries", "write_lst", "read_lst", "write_class_map", "read_class_map", "make_lists"]
 
 DEFAULT_EXTS = (".jpeg", ".jpg", ".png")
@@ -141,19 +142,78 @@ def write_lst(path: str | Path, entries: Iterable[Entry]) -> None:
 
 def read_lst(path: str | Path) -> list[Entry]:
     """Entries of an im2rec `.lst`, in file order; ValueError names the first bad line."""
-    entries = []
+    with open(path, "rb") as stream:
+        return list(_parse_lines(stream.read(), str(path), 1))
+
+
+def _parse_lines(data: bytes, origin: str, first_line: int) -> Iterator[Entry]:
     shared_labels: dict[tuple[float, ...], tuple[float, ...]] = {}
-    with open(path, encoding="utf-8", newline="\n") as stream:
-        for number, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
-            try:
-                parsed = parse_lst_line(line)
-            except ValueError as error:
-                raise ValueError(f"{path}:{number}: {error}") from None
-            labels = shared_labels.setdefault(parsed.labels, parsed.labels)
-            entries.append(Entry(parsed.index, labels, parsed.path))
-    return entries
+    for number, raw in enumerate(data.split(b"\n"), first_line):
+        if not raw.strip():
+            continue
+        try:
+            parsed = parse_lst_line(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{origin}:{number}: {error}") from None
+        yield Entry(parsed.index, shared_labels.setdefault(parsed.labels, parsed.labels), parsed.path)
+
+
+@dataclass(frozen=True)
+class LstSlice:
+    """Lines ``[start, stop)`` (byte offsets) of a `.lst`: what a worker needs to read its shard's entries itself,
+    so the parent never sends (or holds) the entries."""
+
+    path: str
+    start: int
+    stop: int
+    count: int
+    first_line: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Entry]:
+        with open(self.path, "rb") as stream:
+            stream.seek(self.start)
+            data = stream.read(self.stop - self.start)
+        return _parse_lines(data, self.path, self.first_line)
+
+
+class LstIndex:
+    """A `.lst` read once for the byte offset of each entry (8 bytes per image), not held as entries.
+
+    ``len``, iteration and slicing (``index[a:b]`` -> ``LstSlice``) behave like a list of entries.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._starts = array("q")  # byte offset of each non-blank line, plus the end of the last one
+        self._lines = array("q")  # 1-based line number of each non-blank line, for error messages
+        with open(self.path, "rb") as stream:
+            offset = 0
+            for number, raw in enumerate(stream, 1):
+                if raw.strip():
+                    self._starts.append(offset)
+                    self._lines.append(number)
+                    end = offset + len(raw)
+                offset += len(raw)
+        self._starts.append(end if self._lines else 0)
+        for _ in self:  # parse everything once, so a bad line fails now, naming its number
+            pass
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __getitem__(self, span: slice) -> LstSlice:
+        start, stop, _ = span.indices(len(self))
+        stop = max(start, stop)
+        first_line = self._lines[start] if start < len(self) else 0
+        return LstSlice(self.path, self._starts[start], self._starts[stop], stop - start, first_line)
+
+    def __iter__(self) -> Iterator[Entry]:
+        chunk = 65536
+        for start in range(0, len(self), chunk):
+            yield from self[start:start + chunk]
 
 
 def write_class_map(path: str | Path, classes: Sequence[str]) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from recordio_pack.digest import file_digests
 from recordio_pack.errors import RecordioPackError, RefusedError
-from recordio_pack.listing import write_class_map, write_lst
+from recordio_pack.listing import LstIndex, write_class_map, write_lst
 from recordio_pack.manifest import FileRecord, Manifest, ShardRecord, manifest_path
 from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
 from recordio_pack.pool import TaskFailed, WorkerDied, run_tasks
@@ -59,10 +60,11 @@ class PackResult:
         return asdict(self)
 
 
-def plan_shards(sizes: Sequence[int], num_shards: int | None = None, shard_size: int | None = None) -> list[range]:
-    """Cut ``len(sizes)`` entries into contiguous ranges: ``num_shards`` of near-equal counts, or greedy runs of
-    about ``shard_size`` input bytes (the default when neither is given). Always at least one range."""
-    count = len(sizes)
+def plan_shards(count: int, sizes: Iterable[int] = (), num_shards: int | None = None,
+                shard_size: int | None = None) -> list[range]:
+    """Cut ``count`` entries into contiguous ranges: ``num_shards`` of near-equal counts, or greedy runs of
+    about ``shard_size`` input bytes (``sizes``: one per entry; the default when neither is given). Always at
+    least one range."""
     if num_shards is not None:
         num_shards = max(1, min(num_shards, count)) if count else 1
         bounds = [count * part // num_shards for part in range(num_shards + 1)]
@@ -78,14 +80,14 @@ def plan_shards(sizes: Sequence[int], num_shards: int | None = None, shard_size:
     return ranges
 
 
-def entries_digest(entries: Sequence[Entry]) -> str:
+def entries_digest(entries: Iterable[Entry]) -> str:
     digest = hashlib.sha256()
     for entry in entries:
         digest.update(f"{entry.index}\t{entry.labels}\t{entry.path}\t{entry.offset}\t{entry.size}\n".encode())
     return digest.hexdigest()
 
 
-def _input_sizes(entries: Sequence[Entry], source: ImageSource) -> list[int]:
+def _input_sizes(entries: Iterable[Entry], source: ImageSource) -> array[int]:
     """Input bytes per entry (0 when unreadable: the worker rejects it with the reason). Threads, because on
     network block storage (EBS) many stat calls in flight finish far sooner than one at a time."""
     from concurrent.futures import ThreadPoolExecutor
@@ -97,7 +99,7 @@ def _input_sizes(entries: Sequence[Entry], source: ImageSource) -> list[int]:
             return 0
 
     with ThreadPoolExecutor(16) as executor:
-        return list(executor.map(size, entries, chunksize=4096))
+        return array("q", executor.map(size, entries, chunksize=4096))
 
 
 class _Journal:
@@ -175,11 +177,14 @@ def _write_rejects(path: Path, rejects: list[tuple[str, str]]) -> None:
             stream.write(f"{reject_path}\t{clean}\n".encode("utf-8", "backslashreplace"))
 
 
-def pack_entries(entries: Sequence[Entry], source: ImageSource, out_dir: str | Path, name: str,
+def pack_entries(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_dir: str | Path, name: str,
                  options: PackOptions, *, classes: Sequence[str] | None = None,
                  label_convention: str = "lst", overwrite: bool = False, write_list: bool = False,
                  progress: Callable[[PackEvent], None] | None = None) -> PackResult:
     """Pack ``entries`` (in this order) from ``source`` into ``out_dir/NAME*.rec/.idx`` + manifest + rejects.
+
+    ``entries`` is a list, or an ``LstIndex`` over a `.lst` (then workers read their own slices of the file
+    and this process holds 16 bytes per image).
 
     Resumes a killed run of the same job; refuses (RefusedError) to replace different outputs unless
     ``overwrite``.  ``write_list`` also writes NAME.lst (for packs made straight from a folder or archive).
@@ -188,8 +193,8 @@ def pack_entries(entries: Sequence[Entry], source: ImageSource, out_dir: str | P
     out_dir.mkdir(parents=True, exist_ok=True)
     emit = progress or (lambda event: None)
     fingerprint = options.fingerprint(entries_digest(entries))
-    sizes = [1] * len(entries) if options.num_shards else _input_sizes(entries, source)
-    ranges = plan_shards(sizes, options.num_shards, options.shard_size)
+    sizes = () if options.num_shards else _input_sizes(entries, source)
+    ranges = plan_shards(len(entries), sizes, options.num_shards, options.shard_size)
     count = len(ranges)
     outputs = [file for index in range(count) for file in shard_names(name, index, count)]
     _check_overwrite(out_dir, name, fingerprint, outputs, overwrite)
@@ -210,7 +215,7 @@ def pack_entries(entries: Sequence[Entry], source: ImageSource, out_dir: str | P
     resumed = {index for index, result in journal.done.items() if _still_there(out_dir, result)}
     journal.done = {index: journal.done[index] for index in resumed}
 
-    tasks = [ShardTask(index, count, name, str(out_dir), list(entries[span.start:span.stop]), source, options)
+    tasks = [ShardTask(index, count, name, str(out_dir), entries[span.start:span.stop], source, options)
              for index, span in enumerate(ranges) if index not in resumed]
     emit(PackEvent("plan", images=len(entries), shard=count))
     if resumed:
@@ -258,7 +263,7 @@ def _already_packed(out_dir: Path, name: str, manifest_file: Path, images: int) 
 
 
 def _finish(out_dir: Path, name: str, options: PackOptions, fingerprint: str, journal: _Journal,
-            classes: Sequence[str] | None, label_convention: str, entries: Sequence[Entry], write_list: bool,
+            classes: Sequence[str] | None, label_convention: str, entries: Sequence[Entry] | LstIndex, write_list: bool,
             resumed: int) -> PackResult:
     results = [journal.done[index] for index in sorted(journal.done)]
     rejects = [reject for result in results for reject in result.rejects]

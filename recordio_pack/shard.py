@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from recordio_pack.digest import DigestingWriter
 from recordio_pack.format import MAX_PAYLOAD, IRHeader, pack_payload
@@ -39,7 +39,7 @@ class ShardTask:
     count: int
     name: str
     out_dir: str
-    entries: list[Entry]
+    entries: Sequence[Entry]  # a list, or a listing.LstSlice the worker reads itself
     source: ImageSource
     options: PackOptions
 

@@ -47,10 +47,10 @@ def small_tree(root: Path, classes: int = 3, per_class: int = 10) -> None:
 
 
 def test_plan_shards_by_count_and_by_size() -> None:
-    assert plan_shards([1] * 10, num_shards=3) == [range(0, 3), range(3, 6), range(6, 10)]
-    assert plan_shards([1] * 2, num_shards=5) == [range(0, 1), range(1, 2)]
-    assert plan_shards([40, 40, 40, 40, 40], shard_size=100) == [range(0, 2), range(2, 4), range(4, 5)]
-    assert plan_shards([], shard_size=100) == [range(0, 0)]
+    assert plan_shards(10, num_shards=3) == [range(0, 3), range(3, 6), range(6, 10)]
+    assert plan_shards(2, num_shards=5) == [range(0, 1), range(1, 2)]
+    assert plan_shards(5, [40, 40, 40, 40, 40], shard_size=100) == [range(0, 2), range(2, 4), range(4, 5)]
+    assert plan_shards(0, [], shard_size=100) == [range(0, 0)]
 
 
 def test_awkward_inputs_are_converted_or_rejected_with_reasons(tmp_path: Path) -> None:
@@ -271,3 +271,32 @@ def test_verify_catches_a_wrong_idx(tmp_path: Path) -> None:
     result = _cli("verify", str(out / "data.rec"))
     assert result.returncode == 1
     assert "is not the start of a record" in result.stdout and "not in the index" in result.stdout
+
+
+def test_lst_index_slices_read_the_same_entries_as_the_whole_list(tmp_path: Path) -> None:
+    from recordio_pack.listing import LstIndex, read_lst
+
+    lst = tmp_path / "x.lst"
+    lst.write_text("0\t1.000000\ta/0.jpg\n\n5\t2.000000\t3.000000\tb/5.jpg\r\n7\t0.000000\tc/7.jpg")
+    index = LstIndex(lst)
+    whole = read_lst(lst)
+    assert len(index) == 3 and list(index) == whole
+    assert list(index[1:3]) == whole[1:3] and list(index[0:1]) == whole[:1] and list(index[3:3]) == []
+    assert len(index[1:3]) == 2
+
+    lst.write_text("0\t1\ta.jpg\n1\tnot-a-number\tb.jpg\n")
+    with pytest.raises(ValueError, match=r"x\.lst:2:"):
+        LstIndex(lst)
+
+
+def test_packing_a_lst_equals_packing_its_entries(tmp_path: Path) -> None:
+    from recordio_pack.listing import LstIndex, read_lst, write_lst
+
+    small_tree(tmp_path / "tree", classes=2, per_class=5)
+    write_lst(tmp_path / "t.lst", ordered_entries(scan_tree(tmp_path / "tree").entries))
+    source = FolderSource(str(tmp_path / "tree"))
+    options = PackOptions(resize=64, num_shards=3, workers=2)
+    pack_entries(LstIndex(tmp_path / "t.lst"), source, tmp_path / "a", "t", options)
+    pack_entries(read_lst(tmp_path / "t.lst"), source, tmp_path / "b", "t", options)
+    for path in sorted((tmp_path / "a").iterdir()):
+        assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes(), path.name

@@ -60,7 +60,7 @@ def _load_input(args: argparse.Namespace):  # -> (entries, source, classes, conv
     from pathlib import Path
 
     from recordio_pack.errors import UsageError
-    from recordio_pack.listing import ordered_entries, read_class_map, read_lst, scan_tree
+    from recordio_pack.listing import LstIndex, ordered_entries, read_class_map, scan_tree
     from recordio_pack.sources import FolderSource
 
     path = Path(args.input)
@@ -73,7 +73,10 @@ def _load_input(args: argparse.Namespace):  # -> (entries, source, classes, conv
     if path.suffix == ".lst":
         if not args.root:
             raise UsageError("--root is required with a .lst input (the folder its paths are relative to)")
-        entries = read_lst(path)
+        try:
+            entries = LstIndex(path)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         class_file = Path(args.classes) if args.classes else path.parent / "synsets.txt"
         classes = read_class_map(class_file) if class_file.exists() else None
         return entries, FolderSource(args.root), classes, "lst", path.stem, False
