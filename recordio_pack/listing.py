@@ -211,7 +211,7 @@ class LstIndex:
         return LstSlice(self.path, self._starts[start], self._starts[stop], stop - start, first_line)
 
     def __iter__(self) -> Iterator[Entry]:
-        chunk = 65536
+        chunk = 4096  # lines parsed at a time: memory stays flat whatever the list length
         for start in range(0, len(self), chunk):
             yield from self[start:start + chunk]
 
