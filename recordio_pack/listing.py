@@ -219,7 +219,11 @@ class LstIndex:
 def write_class_map(path: str | Path, classes: Sequence[str]) -> None:
     """``label<TAB>class name`` lines, label order."""
     with atomic_output(path) as stream:
-        stream.write("".join(f"{label}\t{name}\n" for label, name in enumerate(classes)).encode("utf-8"))
+        stream.write(format_class_map(classes).encode("utf-8"))
+
+
+def format_class_map(classes: Sequence[str]) -> str:
+    return "".join(f"{label}\t{name}\n" for label, name in enumerate(classes))
 
 
 def read_class_map(path: str | Path) -> list[str]:
@@ -256,7 +260,7 @@ def make_lists(root: str | Path, prefix: str | Path, *, exts: Sequence[str] = DE
     prefix = Path(prefix)
     targets = {Path(f"{prefix}{suffix}.lst"): part for suffix, part in parts.items()}
     class_map = prefix.parent / CLASS_MAP_NAME
-    new_map = "".join(f"{label}\t{name}\n" for label, name in enumerate(listing.classes))
+    new_map = format_class_map(listing.classes)
     if not overwrite:
         existing = [str(path) for path in targets if path.exists()]
         if class_map.exists() and class_map.read_text(encoding="utf-8") != new_map:

@@ -131,12 +131,18 @@ class _Journal:
             stream.write(json.dumps(data).encode("utf-8"))
 
 
-def _still_there(out_dir: Path, result: ShardResult) -> bool:
-    for record in (result.rec, result.idx):
-        path = out_dir / str(record["name"])
-        if not path.exists() or path.stat().st_size != record["bytes"]:
+def _sizes_match(out_dir: Path, files: Iterable[tuple[str, int]]) -> bool:
+    """Every ``(name, bytes)`` is a file in ``out_dir`` of that size."""
+    for name, size in files:
+        path = out_dir / name
+        if not path.exists() or path.stat().st_size != size:
             return False
     return True
+
+
+def _still_there(out_dir: Path, result: ShardResult) -> bool:
+    files = [(str(record["name"]), int(str(record["bytes"]))) for record in (result.rec, result.idx)]
+    return _sizes_match(out_dir, files)
 
 
 def _check_overwrite(out_dir: Path, name: str, fingerprint: str, outputs: list[str], overwrite: bool) -> None:
@@ -248,10 +254,8 @@ def pack_entries(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
 def _already_packed(out_dir: Path, name: str, manifest_file: Path, images: int) -> PackResult | None:
     """The result of a finished identical job whose files are all still there, else None (pack again)."""
     manifest = Manifest.load(manifest_file)
-    for record in manifest.data_files():
-        path = out_dir / record.name
-        if not path.exists() or path.stat().st_size != record.bytes:
-            return None
+    if not _sizes_match(out_dir, ((record.name, record.bytes) for record in manifest.data_files())):
+        return None
     rejects_file = out_dir / f"{name}.rejects.tsv"
     lines = rejects_file.read_text(encoding="utf-8").splitlines()[1:]
     rejects = [(path, reason) for path, _, reason in (line.partition("\t") for line in lines)]

@@ -7,12 +7,12 @@ problem of a dataset, only at the first framing error of a file (past it nothing
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from recordio_pack.digest import file_digests
 from recordio_pack.format import FramingError, IRHeader, unescaped_magics, unpack_payload
 from recordio_pack.imaging import sniff
 from recordio_pack.manifest import MANIFEST_SUFFIX, Manifest, find_manifests
@@ -126,14 +126,6 @@ def check_shard(rec: Path, idx: Path | None, classes: Sequence[str] | None = Non
     return check
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify_manifest(path: Path, decode: bool, report: VerifyReport, on_record: Callable[[int], None] | None) -> None:
     try:
         manifest = Manifest.load(path)
@@ -147,7 +139,7 @@ def _verify_manifest(path: Path, decode: bool, report: VerifyReport, on_record: 
             report.problems.append(f"{record.name}: missing (listed in {path.name})")
         elif file.stat().st_size != record.bytes:
             report.problems.append(f"{record.name}: {file.stat().st_size} bytes, the manifest says {record.bytes}")
-        elif _sha256(file) != record.sha256:
+        elif file_digests(file).sha256 != record.sha256:
             report.problems.append(f"{record.name}: SHA-256 differs from the manifest (the file changed)")
     for shard in manifest.shards:
         rec = folder / shard.rec.name
