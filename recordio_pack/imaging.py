@@ -19,6 +19,7 @@ __all__ = ["single_threaded_codec", "ImageRejected", "ImageInfo", "ImageOptions"
 
 
 ANTIALIAS_SIGMA = 0.4  # Gaussian sigma per unit of sqrt(1/scale**2 - 1); chosen by PSNR against area resizing
+MIN_SIGMA = 0.25  # below this the 3x3 kernel's outer taps weigh < 0.0004: no 8-bit pixel would change
 
 
 def single_threaded_codec() -> None:
@@ -257,22 +258,14 @@ def _transform(image: "np.ndarray", info: ImageInfo, options: ImageOptions) -> "
         return cv2.resize(image, target, interpolation=cv2.INTER_CUBIC)
     if scale < 0.5:  # large factors (PNG, or JPEGs past the DCT scaling): area averaging
         return cv2.resize(image, target, interpolation=cv2.INTER_AREA)
-    # Mild factors (after DCT scaling, nearly every photo): a Gaussian low-pass sized to the factor, then
-    # bilinear. As free of aliasing as INTER_AREA (whose non-integer path costs about 4x) and unlike plain
-    # bilinear, which is what im2rec does.
-    kernel = _gaussian_kernel(ANTIALIAS_SIGMA * math.sqrt(1 / scale**2 - 1))
-    blurred = cv2.sepFilter2D(image, -1, kernel, kernel)  # ~40% cheaper than cv2.GaussianBlur's wider kernel
-    return cv2.resize(blurred, target, interpolation=cv2.INTER_LINEAR)
-
-
-def _gaussian_kernel(sigma: float) -> "np.ndarray":
-    """A normalised 1-D Gaussian column, radius ceil(2.5 sigma) (at least 1)."""
-    import numpy as np
-
-    radius = max(1, math.ceil(2.5 * sigma))
-    taps = np.arange(-radius, radius + 1, dtype=np.float32)
-    weights = np.exp(-taps * taps / (2 * sigma * sigma))
-    return (weights / weights.sum()).reshape(-1, 1)
+    # Mild factors (after DCT scaling, nearly every photo): a 3x3 Gaussian low-pass sized to the factor, then
+    # bilinear. Nearly as free of aliasing as INTER_AREA (whose non-integer path costs about 7x) and unlike plain
+    # bilinear, which is what im2rec does. GaussianBlur runs 8-bit images in fixed point: cheaper than a float
+    # kernel, and the same bytes on every machine.
+    sigma = ANTIALIAS_SIGMA * math.sqrt(1 / scale**2 - 1)
+    if sigma >= MIN_SIGMA:
+        image = cv2.GaussianBlur(image, (3, 3), sigma)
+    return cv2.resize(image, target, interpolation=cv2.INTER_LINEAR)
 
 
 def _encode(image: "np.ndarray", options: ImageOptions) -> bytes:

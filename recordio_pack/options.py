@@ -103,7 +103,7 @@ class PackOptions:
         """Identifies the output: options, the input list and, when pixels are re-encoded, the codec version."""
         material = {"options": self.output_affecting(), "entries": entries_digest}
         if self.reencode != "never":
-            import cv2
+            from recordio_pack.codec_preload import cv2
 
             material["opencv"] = cv2.__version__
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

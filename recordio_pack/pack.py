@@ -235,9 +235,10 @@ def pack_entries(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
         journal.record(result)
         emit(PackEvent("shard", shard=result.index))
 
+    preload = ["recordio_pack.shard"] + (["recordio_pack.codec_preload"] if options.reencode != "never" else [])
     try:
         run_tasks(pack_shard, tasks, options.worker_count, on_event, on_done,
-                  task_name=lambda task: f"shard {task.names[0]}", preload=["recordio_pack.shard"])
+                  task_name=lambda task: f"shard {task.names[0]}", preload=preload)
     except ImageFailed as failure:  # --on-error fail, single worker
         raise RecordioPackError(f"bad image (--on-error fail): {failure}") from None
     except TaskFailed as failure:

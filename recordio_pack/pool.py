@@ -138,8 +138,12 @@ def run_tasks(function: Callable[..., Any], tasks: Sequence[Any], workers: int,
         for worker in range(workers):
             hand_out(worker)
         while remaining:
-            wait(connections + [process.sentinel for process in processes], timeout=POLL_S)
-            for worker in range(workers):
+            # Only busy workers: a finished one's pipe (EOF) and sentinel stay ready, and waiting on them would
+            # spin this loop on a core while the last shards are packed.
+            busy = sorted(holding)
+            wait([connections[worker] for worker in busy] + [processes[worker].sentinel for worker in busy],
+                 timeout=POLL_S)
+            for worker in busy:
                 drain(worker)
             for worker, process in enumerate(processes):
                 if worker in holding and not process.is_alive():

@@ -65,3 +65,28 @@ def test_worker_died_is_raised_by_the_pool_directly() -> None:
 
 def _suicide(task: int, emit, should_stop) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _nap(task: float, emit, should_stop) -> float:
+    import time
+
+    time.sleep(task)
+    return task
+
+
+def test_the_parent_sleeps_while_the_last_task_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that has finished (pipe at EOF, process gone) must not wake the parent's wait again and again."""
+    from recordio_pack import pool
+
+    calls = []
+    real_wait = pool.wait
+
+    def counting_wait(objects, timeout=None):
+        calls.append(len(objects))
+        return real_wait(objects, timeout)
+
+    monkeypatch.setattr(pool, "wait", counting_wait)
+    done: list[float] = []
+    run_tasks(_nap, [0.0, 1.5], 2, lambda event: None, done.append)
+    assert sorted(done) == [0.0, 1.5]
+    assert len(calls) < 20, f"the parent woke {len(calls)} times in 1.5 s"  # spinning made it thousands
