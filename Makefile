@@ -32,6 +32,7 @@ test: $(VENV)/.installed $(MXVENV)/.installed
 
 bench: $(VENV)/.installed $(MXVENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python bench/pack_vs_im2rec.py --mxnet-python "$(CURDIR)/$(MXVENV)/bin/python"
+	$(VENV)/bin/python bench/cost_breakdown.py
 
 clean:
 	rm -rf $(VENV) $(MXVENV) $(DEMO_DIR) bench/out .pytest_cache *.egg-info

@@ -161,3 +161,24 @@ def test_psnr_compares_against_an_area_resized_reference(tmp_path: Path) -> None
     assert result["images"] == 1
     assert result["exact_db"] == 99.0  # identical to the reference
     assert 20 < result["noisy_db"] < 30  # uniform noise of +-20: about 22.8 dB
+
+
+def test_cost_breakdown_times_every_stage_and_scores_both_outputs(tmp_path: Path) -> None:
+    from imagegen import jpeg
+
+    for number in range(12):
+        (tmp_path / f"photo{number:02d}.jpg").write_bytes(jpeg(300 + 8 * number, 260, seed=number))
+    (tmp_path / "notes.txt").write_text("not an image\n")
+    completed = subprocess.run([sys.executable, str(REPO / "bench" / "cost_breakdown.py"), "--images", str(tmp_path),
+                                "--batch", "5", "--rounds", "1", "--json"],
+                               capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout)
+    assert result["images"] == 12
+    assert set(result["ms_per_image"]) == {"codec limit", "ours without I/O", "ours, whole shard loop"}
+    assert all(value > 0 for value in result["ms_per_image"].values())
+    assert 25 < result["psnr_db"]["codec limit"] < 60 and 25 < result["psnr_db"]["ours"] < 60
+    assert result["ceiling_percent"] > 0
+    table = subprocess.run([sys.executable, str(REPO / "bench" / "cost_breakdown.py"), "--images", str(tmp_path),
+                            "--batch", "6", "--rounds", "1"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert table.returncode == 0 and "| ours, whole shard loop |" in table.stdout and "ceiling" in table.stdout
