@@ -159,12 +159,13 @@ def _children_cpu_s() -> float:
 def run_measured(command: Sequence[str], log: Path, cwd: Path | None = None,
                  env: dict[str, str] | None = None) -> Run:
     """Run ``command`` (output to ``log``) and measure it; CPU is user + system of the whole tree, from
-    RUSAGE_CHILDREN.
+    RUSAGE_CHILDREN. Dirty pages are flushed first, outside the timing, so every run starts with an idle disk.
 
     Raises RuntimeError with the log's tail when the command fails.
     """
     hwm: dict[int, int] = {}
     peak_sum = [0]
+    os.sync()  # untimed: the previous run's deferred write-back (im2rec never fsyncs) must not land in this one
     cpu_before = _children_cpu_s()
     with open(log, "wb") as output:
         started = time.perf_counter()
