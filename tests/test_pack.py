@@ -300,3 +300,10 @@ def test_packing_a_lst_equals_packing_its_entries(tmp_path: Path) -> None:
     pack_entries(read_lst(tmp_path / "t.lst"), source, tmp_path / "b", "t", options)
     for path in sorted((tmp_path / "a").iterdir()):
         assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes(), path.name
+
+
+def test_the_codec_version_in_the_fingerprint_is_found_without_loading_opencv() -> None:
+    script = ("import sys; from recordio_pack.options import opencv_version; "
+              "print(opencv_version(), 'cv2' in sys.modules)")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert completed.stdout.split() == [cv2.__version__, "False"]
