@@ -259,7 +259,7 @@ def _transform(image: "np.ndarray", info: ImageInfo, options: ImageOptions) -> "
     if scale < 0.5:  # large factors (PNG, or JPEGs past the DCT scaling): area averaging
         return cv2.resize(image, target, interpolation=cv2.INTER_AREA)
     # Mild factors (after DCT scaling, nearly every photo): a 3x3 Gaussian low-pass sized to the factor, then
-    # bilinear. Nearly as free of aliasing as INTER_AREA (whose non-integer path costs about 7x) and unlike plain
+    # bilinear. Nearly as free of aliasing as INTER_AREA (whose non-integer path costs about 4x) and unlike plain
     # bilinear, which is what im2rec does. GaussianBlur runs 8-bit images in fixed point: cheaper than a float
     # kernel, and the same bytes on every machine.
     sigma = ANTIALIAS_SIGMA * math.sqrt(1 / scale**2 - 1)
