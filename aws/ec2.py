@@ -159,6 +159,12 @@ def wait_snapshot_completed(client: Any, snapshot_id: str, waiting: Waiting,
         status, snapshot_id, region)
 
 
+def _describe_volume(client: Any, volume_id: str) -> dict[str, Any] | None:
+    """The volume's description, or None while EC2 does not know it yet."""
+    return _describe_one(client, "describe_volumes", "Volumes", f"describing volume {volume_id}",
+                         VolumeIds=[volume_id])
+
+
 def wait_volume_available(client: Any, volume_id: str, waiting: Waiting) -> dict[str, Any]:
     """Wait until a new volume is ``available`` (it starts as ``creating``)."""
     def status(volume: dict[str, Any]) -> tuple[str, float | None, bool]:
@@ -169,8 +175,7 @@ def wait_volume_available(client: Any, volume_id: str, waiting: Waiting) -> dict
 
     return waiting.until(
         "waiting for the volume",
-        lambda: _describe_one(client, "describe_volumes", "Volumes", f"describing volume {volume_id}",
-                              VolumeIds=[volume_id]),
+        lambda: _describe_volume(client, volume_id),
         status, volume_id)
 
 
@@ -194,8 +199,7 @@ def wait_attached(client: Any, volume_id: str, instance_id: str, waiting: Waitin
 
     return waiting.until(
         "waiting for the attachment",
-        lambda: _describe_one(client, "describe_volumes", "Volumes", f"describing volume {volume_id}",
-                              VolumeIds=[volume_id]),
+        lambda: _describe_volume(client, volume_id),
         status, volume_id)
 
 
