@@ -6,6 +6,15 @@ modification times. Every object is written with S3's full-object CRC32 (S3 reje
 it) and our SHA-256 as metadata, and checked again with HeadObject after the upload. A manifest is written
 only after every data object of the run is in place and verified, so a manifest in the bucket means a
 complete backup.
+
+Versions: a prefix holds one version of each dataset. When the bucket's manifest of the same name lists other
+files or other contents, the run refuses (``OtherVersionError``) unless ``overwrite``: then the new data goes
+up, then the new manifest, and only then are the objects of the old version that the new manifests do not
+list deleted, together with objects of ours (they carry our sha256 metadata) that no manifest lists, left
+by an interrupted replacement. Objects that are not ours and other datasets' manifests are left alone.
+
+Placement: an object whose content is right but whose storage class or encryption is not what the run asks
+is uploaded again, so the options always take effect (S3 cannot change either in place).
 """
 
 from __future__ import annotations
@@ -18,16 +27,17 @@ from typing import Any
 
 from recordio_pack.aws import multipart
 from recordio_pack.aws.s3 import (
-    SHA256_METADATA, DatasetMismatch, ObjectInfo, Progress, ProgressSubscriber, RateLimiter, S3Location,
-    TransferOptions, dataset_files, hash_file, hash_files, head_object, head_objects, list_objects, s3_client,
-    transfer_config, transfer_manager,
+    SHA256_METADATA, DatasetMismatch, Listed, ObjectInfo, Placement, Progress, ProgressSubscriber, RateLimiter,
+    S3Location, TransferOptions, dataset_files, delete_objects, hash_file, hash_files, head_object, head_objects,
+    list_objects, LocalFileError, local_errors, s3_client, transfer_config, transfer_manager,
 )
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.digest import crc32_base64
-from recordio_pack.errors import RecordioPackError
-from recordio_pack.manifest import FileRecord, Manifest, find_manifests
+from recordio_pack.errors import RecordioPackError, RefusedError
+from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, find_manifests
 
-__all__ = ["STORAGE_CLASSES", "SSE_MODES", "BackupOptions", "FilePlan", "BackupResult", "decide", "backup"]
+__all__ = ["STORAGE_CLASSES", "SSE_MODES", "BackupOptions", "FilePlan", "BackupResult", "OtherVersionError",
+           "decide", "backup"]
 
 STORAGE_CLASSES = ("STANDARD", "INTELLIGENT_TIERING", "STANDARD_IA", "GLACIER_IR")
 SSE_MODES = ("AES256", "aws:kms")
@@ -40,13 +50,17 @@ class BackupOptions:
     """``storage_class`` (default STANDARD), server-side encryption ``sse`` (default AES256; ``aws:kms`` with
     an optional ``kms_key_id``), ``dry_run`` (plan only: nothing read beyond sizes, nothing sent or aborted),
     ``verify_local`` (default True: re-read every local file and refuse if it no longer matches its manifest
-    before anything is sent; False checks sizes only and leaves content to S3's CRC32 check)."""
+    before anything is sent; False checks sizes only and leaves content to S3's CRC32 check), ``overwrite``
+    (default False: refuse when the bucket holds another version of the dataset; True: replace it, deleting
+    the old version's objects once the new manifest is up). A dry run reads the local manifests (not the
+    data files), the bucket's listing, manifests and object checksums; it sends, aborts and deletes nothing."""
 
     storage_class: str = "STANDARD"
     sse: str = "AES256"
     kms_key_id: str | None = None
     dry_run: bool = False
     verify_local: bool = True
+    overwrite: bool = False
     transfer: TransferOptions = field(default_factory=TransferOptions)
 
     def __post_init__(self) -> None:
@@ -56,6 +70,18 @@ class BackupOptions:
             raise ValueError(f"server-side encryption must be one of {', '.join(SSE_MODES)}, not {self.sse!r}")
         if self.kms_key_id and self.sse != "aws:kms":
             raise ValueError("a KMS key id needs server-side encryption aws:kms")
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.storage_class, self.sse, self.kms_key_id)
+
+
+class OtherVersionError(RefusedError):
+    """The bucket holds another version of the dataset under the prefix; ``names`` are its manifests."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 @dataclass
@@ -83,31 +109,46 @@ class BackupResult:
     plans: list[FilePlan]
     aborted: list[str] = field(default_factory=list)  # keys of unfinished uploads aborted (or to abort)
     foreign_uploads: int = 0  # unfinished uploads under the prefix that are not of this dataset; left alone
+    replaced: list[str] = field(default_factory=list)  # bucket manifests of another version this run replaces
+    deleted: list[str] = field(default_factory=list)  # names deleted (dry run: to delete) after the manifests
+    unlisted: list[str] = field(default_factory=list)  # our objects in no manifest, left alone (no overwrite)
     sent_bytes: int = 0
     reused_parts: int = 0
     seconds: float = 0.0
     upload_seconds: float = 0.0
 
-    def count(self, *actions: str) -> int:
-        return sum(plan.action in actions for plan in self.plans)
+    def count(self, *actions: str, manifest: bool | None = None) -> int:
+        """Plans with one of ``actions``: data files only (``manifest=False``), manifests only (True), or both."""
+        return sum(plan.action in actions and manifest in (None, plan.manifest) for plan in self.plans)
 
     def to_dict(self) -> dict[str, Any]:
+        """Counts: ``*_files`` are data files (what restore counts too), ``*_manifests`` the manifests;
+        ``uploaded_bytes`` covers both."""
         return {
             "source": self.source, "destination": self.destination, "dry_run": self.dry_run,
             "files": [plan.to_dict() for plan in self.plans],
-            "uploaded_files": self.count(UPLOAD, CONTINUE), "skipped_files": self.count(SKIP),
+            "uploaded_files": self.count(UPLOAD, CONTINUE, manifest=False),
+            "uploaded_manifests": self.count(UPLOAD, manifest=True),
+            "skipped_files": self.count(SKIP, manifest=False), "skipped_manifests": self.count(SKIP, manifest=True),
             "uploaded_bytes": self.sent_bytes, "reused_parts": self.reused_parts,
             "aborted_uploads": self.aborted, "foreign_uploads": self.foreign_uploads,
+            "replaced_manifests": self.replaced, "deleted_objects": self.deleted, "unlisted_objects": self.unlisted,
             "seconds": round(self.seconds, 3),
             "mb_per_s": round(self.sent_bytes / self.upload_seconds / 1e6, 2) if self.upload_seconds else None,
         }
 
 
-def decide(record: FileRecord, in_bucket_manifest: FileRecord | None, obj: ObjectInfo | None) -> tuple[str, str]:
-    """``(action, reason)`` for one file: skip when the object in the bucket is already exactly ``record``;
-    else upload, saying whether it is new, changed since the bucket's manifest, or missing from the bucket."""
+def decide(record: FileRecord, in_bucket_manifest: FileRecord | None, obj: ObjectInfo | None,
+           wanted: Placement | None = None) -> tuple[str, str]:
+    """``(action, reason)`` for one file: skip when the object in the bucket is already exactly ``record``,
+    stored as ``wanted`` asks (storage class, encryption; None: any); else upload, saying whether it is new,
+    changed since the bucket's manifest, missing from the bucket, or stored differently."""
     problem = obj.mismatch(record) if obj is not None else "absent"
     if problem is None:
+        assert obj is not None
+        moved = obj.placement.differs_from(wanted) if wanted is not None else None
+        if moved is not None:
+            return UPLOAD, f"stored differently ({moved}); uploaded again to apply it"
         if in_bucket_manifest == record:
             return SKIP, "unchanged"
         return SKIP, "unchanged (already uploaded by an earlier, unfinished run)"
@@ -121,7 +162,10 @@ def decide(record: FileRecord, in_bucket_manifest: FileRecord | None, obj: Objec
 
 
 def _load_local(directory: Path) -> tuple[list[tuple[Path, Manifest]], dict[str, FileRecord]]:
-    paths = find_manifests(directory)
+    if not directory.is_dir():
+        raise LocalFileError(f"{directory}: no such folder; give the folder `recordio-pack pack` wrote")
+    with local_errors(f"reading {directory}"):
+        paths = find_manifests(directory)
     if not paths:
         raise RecordioPackError(f"{directory}: no *.manifest.json here; back up a folder written by "
                                 "`recordio-pack pack`")
@@ -144,7 +188,12 @@ def _check_sizes(directory: Path, files: dict[str, FileRecord]) -> None:
         path = directory / name
         if not path.is_file():
             problems.append(f"{name} is missing")
-        elif path.stat().st_size != record.bytes:
+            continue
+        with local_errors(f"reading {path}"):
+            size = path.stat().st_size
+            with open(path, "rb"):  # an unreadable file fails here, before anything is sent
+                pass
+        if size != record.bytes:
             problems.append(f"{name} has {path.stat().st_size} bytes, its manifest says {record.bytes}")
     if problems:
         raise RecordioPackError(_mismatch_message(directory, problems))
@@ -159,7 +208,8 @@ def _mismatch_message(directory: Path, problems: list[str]) -> str:
 def _verify_local(directory: Path, files: dict[str, FileRecord], workers: int, progress: Progress) -> None:
     paths = {directory / name: record for name, record in files.items()}
     progress.stage("verifying", sum(record.bytes for record in paths.values()))
-    found = hash_files(paths, progress, workers)
+    with local_errors(f"reading {directory}"):
+        found = hash_files(paths, progress, workers)
     problems = [f"{record.name} {'sha256' if found[path].sha256 != record.sha256 else 'CRC32'} differs"
                 for path, record in paths.items()
                 if (found[path].sha256, found[path].crc32) != (record.sha256, record.crc32)]
@@ -167,49 +217,118 @@ def _verify_local(directory: Path, files: dict[str, FileRecord], workers: int, p
         raise RecordioPackError(_mismatch_message(directory, problems))
 
 
-def _bucket_manifests(client: Any, location: S3Location, names: list[str],
-                      listing: dict[str, int]) -> dict[str, bytes]:
+def _bucket_manifests(client: Any, location: S3Location, listing: dict[str, Listed]) -> dict[str, bytes]:
+    """The bytes of every manifest directly under the prefix, by name."""
     found = {}
-    for name in names:
-        if name in listing:
-            with aws_errors(f"reading {location.key(name)} from {location.bucket}"):
-                found[name] = client.get_object(Bucket=location.bucket, Key=location.key(name))["Body"].read()
+    for name in sorted(name for name in listing if "/" not in name and name.endswith(MANIFEST_SUFFIX)):
+        with aws_errors(f"reading {location.key(name)} from {location.bucket}"):
+            found[name] = client.get_object(Bucket=location.bucket, Key=location.key(name))["Body"].read()
     return found
 
 
-def _records_of(manifest_bytes: bytes | None) -> dict[str, FileRecord]:
+def _records_of(manifest_bytes: bytes | None) -> dict[str, FileRecord] | None:
+    """The data files a manifest's bytes vouch for, by name; None when they are not a readable manifest."""
     if manifest_bytes is None:
-        return {}
+        return None
     try:
         return {record.name: record for record in Manifest.from_dict(json.loads(manifest_bytes)).data_files()}
     except (ValueError, KeyError, TypeError):
-        return {}  # an unreadable bucket manifest vouches for nothing: every file is decided by its object
+        return None
 
 
-def _plan(directory: Path, location: S3Location, client: Any, options: BackupOptions,
-          manifests: list[tuple[Path, Manifest]], files: dict[str, FileRecord]) -> list[FilePlan]:
+def _other_version(local: Manifest, remote_bytes: bytes) -> str | None:
+    """Why the bucket's manifest of this dataset describes another version of it (None: the same files)."""
+    remote = _records_of(remote_bytes)
+    if remote is None:
+        return "its manifest there is unreadable"
+    here = {record.name: record for record in local.data_files()}
+    if remote == here:
+        return None
+    gone, new = sorted(set(remote) - set(here)), sorted(set(here) - set(remote))
+    changed = sorted(name for name in set(remote) & set(here) if remote[name] != here[name])
+    parts = [f"{len(items)} {what}" + (f" (e.g. {items[0]})" if items else "")
+             for items, what in ((gone, "files only there"), (new, "files only here"), (changed, "files differ"))
+             if items]
+    return ", ".join(parts)
+
+
+@dataclass
+class _Bucket:
+    """What the bucket holds under the prefix, as far as this run needs it."""
+
+    listing: dict[str, Listed]
+    manifests: dict[str, bytes]  # every manifest directly under the prefix
+
+    def vouched(self, manifest_names: list[str]) -> dict[str, FileRecord]:
+        """The files the bucket's manifests of ``manifest_names`` list."""
+        found: dict[str, FileRecord] = {}
+        for name in manifest_names:
+            found.update(_records_of(self.manifests.get(name)) or {})
+        return found
+
+
+def _read_bucket(client: Any, location: S3Location) -> _Bucket:
     listing = list_objects(client, location)
-    manifest_names = [path.name for path, _ in manifests]
-    remote_manifests = _bucket_manifests(client, location, manifest_names, listing)
-    in_bucket: dict[str, FileRecord] = {}
-    for name in manifest_names:
-        in_bucket.update(_records_of(remote_manifests.get(name)))
+    return _Bucket(listing, _bucket_manifests(client, location, listing))
+
+
+def _check_versions(location: S3Location, manifests: list[tuple[Path, Manifest]], bucket: _Bucket,
+                    overwrite: bool) -> list[str]:
+    """The bucket manifests this run replaces with another version (only with ``overwrite``; else
+    OtherVersionError naming them and what differs)."""
+    other = {path.name: why for path, manifest in manifests if path.name in bucket.manifests
+             for why in [_other_version(manifest, bucket.manifests[path.name])] if why is not None}
+    if other and not overwrite:
+        detail = "; ".join(f"{name}: {why}" for name, why in sorted(other.items()))
+        raise OtherVersionError(f"{location} holds another version of this dataset ({detail}); nothing was "
+                                "uploaded", sorted(other))
+    return sorted(other)
+
+
+def _leftovers(client: Any, location: S3Location, bucket: _Bucket, replaced: list[str], kept: set[str],
+               workers: int) -> list[str]:
+    """Objects to delete once the new manifests are up: those the replaced manifests list, and top-level
+    objects of ours (with our sha256 metadata) that no manifest lists, never one in ``kept``."""
+    kept = kept | set(bucket.manifests) | set(bucket.vouched([n for n in bucket.manifests if n not in replaced]))
+    old = set(bucket.vouched(replaced))
+    candidates = [name for name in bucket.listing if name not in kept]
+    unlisted = [name for name in candidates if name not in old and "/" not in name]
+    heads = head_objects(client, location, unlisted, workers)
+    return sorted(name for name in candidates
+                  if name in old or (heads.get(name) is not None and heads[name].sha256 is not None))
+
+
+def _data_plans(directory: Path, location: S3Location, client: Any, options: BackupOptions, bucket: _Bucket,
+                manifest_names: list[str], files: dict[str, FileRecord]) -> list[FilePlan]:
+    in_bucket = bucket.vouched(manifest_names)
     heads = head_objects(client, location, [name for name, record in files.items()
-                                            if listing.get(name) == record.bytes], options.transfer.concurrency)
+                                            if name in bucket.listing and bucket.listing[name].size == record.bytes],
+                         options.transfer.concurrency)
     plans = []
     for name, record in files.items():
         obj = heads.get(name)
-        if obj is None and name in listing:  # another size: no need to ask S3 for checksums to know it differs
-            obj = ObjectInfo(listing[name], None, None, None, "STANDARD", None)
-        action, reason = decide(record, in_bucket.get(name), obj)
+        if obj is None and name in bucket.listing:  # another size: no need to ask S3 for checksums to know it differs
+            obj = ObjectInfo(bucket.listing[name].size, None, None, None, "STANDARD", None)
+        action, reason = decide(record, in_bucket.get(name), obj, options.placement)
         plans.append(FilePlan(name, record, action, reason, path=directory / name))
+    return plans
+
+
+def _manifest_plans(location: S3Location, client: Any, options: BackupOptions, bucket: _Bucket,
+                    manifests: list[tuple[Path, Manifest]]) -> list[FilePlan]:
+    plans = []
     for path, _ in manifests:
-        local = path.read_bytes()
-        remote = remote_manifests.get(path.name)
-        record = FileRecord.of(path.name, hash_file(path))
-        reason = "unchanged" if remote == local else ("changed" if remote is not None else "new")
-        plans.append(FilePlan(path.name, record, SKIP if remote == local else UPLOAD, reason, manifest=True,
-                              path=path))
+        with local_errors(f"reading {path}"):
+            local = path.read_bytes()
+            record = FileRecord.of(path.name, hash_file(path))
+        remote = bucket.manifests.get(path.name)
+        action, reason = (SKIP, "unchanged") if remote == local else (UPLOAD, "new" if remote is None else "changed")
+        if action == SKIP:
+            obj = head_object(client, location, path.name)
+            moved = obj.placement.differs_from(options.placement) if obj is not None else "gone"
+            if moved is not None:
+                action, reason = UPLOAD, f"stored differently ({moved}); uploaded again to apply it"
+        plans.append(FilePlan(path.name, record, action, reason, manifest=True, path=path))
     return plans
 
 
@@ -246,9 +365,11 @@ def _extra_args(record: FileRecord, options: BackupOptions, manifest: bool) -> d
     return args
 
 
-def _verify_uploaded(client: Any, location: S3Location, plan: FilePlan) -> str | None:
+def _verify_uploaded(client: Any, location: S3Location, plan: FilePlan, wanted: Placement) -> str | None:
     obj = head_object(client, location, plan.name)
-    return "not in the bucket after upload" if obj is None else obj.mismatch(plan.record)
+    if obj is None:
+        return "not in the bucket after upload"
+    return obj.mismatch(plan.record) or obj.placement.differs_from(wanted)
 
 
 class _Uploader:
@@ -275,7 +396,7 @@ class _Uploader:
             plan.action, plan.reason = UPLOAD, f"{plan.reason} (not possible: {why}; sent afresh)"
             return False
         self.progress.advance(done.reused_bytes)
-        problem = _verify_uploaded(self.client, self.location, plan)
+        problem = _verify_uploaded(self.client, self.location, plan, self.options.placement)
         if problem is not None:
             self.progress.note(f"{plan.name}: the continued upload does not match the manifest ({problem}); "
                                "sending the file again")
@@ -300,7 +421,7 @@ class _Uploader:
         for plan, key, future in futures:
             with aws_errors(f"uploading {plan.name} to s3://{self.location.bucket}/{key}"):
                 future.result()
-            problem = _verify_uploaded(self.client, self.location, plan)
+            problem = _verify_uploaded(self.client, self.location, plan, self.options.placement)
             if problem is not None:
                 raise RecordioPackError(
                     f"s3://{self.location.bucket}/{key} does not match the manifest after upload ({problem}); "
@@ -311,29 +432,46 @@ class _Uploader:
 def backup(directory: str | Path, location: S3Location, options: BackupOptions, target: AwsTarget,
            progress: Progress | None = None) -> BackupResult:
     """Back the packed dataset in ``directory`` up to ``location``; see the module docstring. Raises
-    RecordioPackError (local data no longer matches its manifest, or an upload fails verification) or
-    AwsError; a failed run leaves no multipart upload of its own behind and no new manifest in the bucket."""
+    OtherVersionError (another version in the bucket, without ``overwrite``), LocalFileError, RecordioPackError
+    (local data no longer matches its manifest, or an upload fails verification) or AwsError; a failed run
+    leaves no multipart upload of its own behind, no new manifest in the bucket and deletes nothing."""
     started = time.monotonic()
     progress = progress or Progress()
     directory = Path(directory)
     manifests, files = _load_local(directory)
     _check_sizes(directory, files)
     client = s3_client(target, options.transfer)
-    plans = _plan(directory, location, client, options, manifests, files)
+    bucket = _read_bucket(client, location)
+    replaced = _check_versions(location, manifests, bucket, options.overwrite)
+    plans = (_data_plans(directory, location, client, options, bucket, [path.name for path, _ in manifests], files)
+             + _manifest_plans(location, client, options, bucket, manifests))
+    leftovers = _leftovers(client, location, bucket, replaced, {plan.name for plan in plans},
+                           options.transfer.concurrency)
     stale, foreign = _match_unfinished(multipart.list_unfinished(client, location), location, plans,
                                        options.storage_class)
     result = BackupResult(str(directory), location.uri, options.dry_run, plans,
-                          aborted=[upload.key for upload in stale], foreign_uploads=foreign)
-    if options.dry_run:
-        result.seconds = time.monotonic() - started
-        return result
+                          aborted=[upload.key for upload in stale], foreign_uploads=foreign, replaced=replaced)
+    if options.overwrite:
+        result.deleted = leftovers
+    else:
+        result.unlisted = leftovers
+    if not options.dry_run:
+        _send(client, location, directory, options, progress, result, files, stale)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _send(client: Any, location: S3Location, directory: Path, options: BackupOptions, progress: Progress,
+          result: BackupResult, files: dict[str, FileRecord], stale: list[multipart.Unfinished]) -> None:
+    """The writing half of a run: verify local data, abort stale uploads, send data, then manifests, then
+    delete ``result.deleted``."""
     if options.verify_local:
         _verify_local(directory, files, min(4, options.transfer.concurrency), progress)
     for upload in stale:
         multipart.abort(client, location.bucket, upload)
         progress.note(f"aborted an unfinished multipart upload of s3://{location.bucket}/{upload.key}")
-    data = [plan for plan in plans if plan.action != SKIP and not plan.manifest]
-    manifest_plans = [plan for plan in plans if plan.action != SKIP and plan.manifest]
+    data = [plan for plan in result.plans if plan.action != SKIP and not plan.manifest]
+    manifest_plans = [plan for plan in result.plans if plan.action != SKIP and plan.manifest]
     uploader = _Uploader(client, location, options, progress, result)
     progress.stage("uploading", sum(plan.record.bytes for plan in data + manifest_plans))
     upload_started = time.monotonic()
@@ -344,6 +482,6 @@ def backup(directory: str | Path, location: S3Location, options: BackupOptions, 
         uploader.send(manager, fresh)
         uploader.send(manager, manifest_plans)  # last: only once every data object is in place and verified
     result.upload_seconds = time.monotonic() - upload_started
-    result.seconds = time.monotonic() - started
-    return result
-
+    if result.deleted:  # only now that the new manifests are up: the bucket never lacks a complete version
+        delete_objects(client, location, result.deleted)
+        progress.note(f"deleted {len(result.deleted)} objects of the replaced version under {location}")

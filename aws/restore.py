@@ -1,33 +1,40 @@
 """Restore a backed-up dataset from ``s3://bucket/prefix`` into a folder, verifying every byte.
 
-The bucket's manifests say what the dataset is. Each data file is downloaded to ``NAME.tmp``, checked for
-size, SHA-256 and CRC32 against the manifest, and only then renamed into place; manifests are written last,
-so a manifest in the folder means every file it names is there and verified. A rerun skips files already
-present with the right content; a present file with other content (a corrupted or different version) is
+The bucket's manifests say what the dataset is. Each data file is downloaded with ranged GETs to
+``NAME.partial`` (``aws/download.py``), checked for size, SHA-256 and CRC32 against the manifest, and only then
+renamed into place; manifests are written last, so a manifest in the folder means every file it names is
+there and verified. A rerun skips files already present with the right content and continues partial
+downloads where they stopped; a present file with other content (a corrupted or different version) is
 reported, and replaced only when ``overwrite`` is asked for.
+
+Leftovers of an interrupted run are removed on the next one, and only names this tool makes: ``NAME.tmp`` and
+``NAME.tmp.XXXXXXXX`` (earlier versions, through s3transfer) and ``NAME.manifest.json.tmp`` of a file the
+manifests name, and our partial downloads of files the manifests no longer name.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
-import os
+import re
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recordio_pack.aws import download
 from recordio_pack.aws.s3 import (
-    SHA256_METADATA, DatasetMismatch, Progress, ProgressSubscriber, S3Location, TransferOptions, dataset_files,
-    hash_file, hash_files, list_objects, s3_client, transfer_config, transfer_manager,
+    SHA256_METADATA, DatasetMismatch, Listed, Progress, S3Location, TransferOptions, dataset_files, hash_files,
+    list_objects, local_errors, s3_client,
 )
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest
-from recordio_pack.recordio import atomic_output, fsync_dir
+from recordio_pack.recordio import atomic_output
 
-__all__ = ["RestoreOptions", "RestorePlan", "RestoreResult", "restore"]
+__all__ = ["RestoreOptions", "RestorePlan", "RestoreResult", "LocalFilesDiffer", "restore"]
 
 DOWNLOAD, SKIP = "download", "skip"
 
@@ -38,6 +45,14 @@ class RestoreOptions:
 
     overwrite: bool = False
     transfer: TransferOptions = field(default_factory=TransferOptions)
+
+
+class LocalFilesDiffer(RefusedError):
+    """Files in the destination hold other content than the backup; ``names`` are the first of them."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 @dataclass
@@ -57,7 +72,11 @@ class RestoreResult:
     destination: str
     plans: list[RestorePlan]
     manifests: list[str]
-    received_bytes: int = 0
+    written_manifests: list[str] = field(default_factory=list)  # manifests this run wrote (new or changed)
+    received_bytes: int = 0  # data fetched by this run plus the manifests it wrote
+    resumed_bytes: int = 0  # kept from partial downloads of an interrupted run
+    resumed_files: list[str] = field(default_factory=list)
+    removed_leftovers: list[str] = field(default_factory=list)  # temporaries of an interrupted run, removed
     seconds: float = 0.0
     download_seconds: float = 0.0
 
@@ -66,18 +85,23 @@ class RestoreResult:
         return [plan.name for plan in self.plans if plan.action == DOWNLOAD and plan.reason.startswith("differs")]
 
     def to_dict(self) -> dict[str, Any]:
+        """Counts as backup gives them: ``*_files`` are data files, ``*_manifests`` the manifests."""
         return {
             "source": self.source, "destination": self.destination, "manifests": self.manifests,
             "files": [plan.to_dict() for plan in self.plans],
             "downloaded_files": sum(plan.action == DOWNLOAD for plan in self.plans),
+            "downloaded_manifests": len(self.written_manifests),
             "skipped_files": sum(plan.action == SKIP for plan in self.plans),
-            "downloaded_bytes": self.received_bytes, "replaced": self.replaced,
+            "skipped_manifests": len(self.manifests) - len(self.written_manifests),
+            "downloaded_bytes": self.received_bytes, "resumed_bytes": self.resumed_bytes,
+            "resumed_files": self.resumed_files, "removed_leftovers": self.removed_leftovers,
+            "replaced": self.replaced,
             "seconds": round(self.seconds, 3),
             "mb_per_s": round(self.received_bytes / self.download_seconds / 1e6, 2) if self.download_seconds else None,
         }
 
 
-def _read_manifests(client: Any, location: S3Location, listing: dict[str, int]) -> dict[str, tuple[bytes, Manifest]]:
+def _read_manifests(client: Any, location: S3Location, listing: dict[str, Listed]) -> dict[str, tuple[bytes, Manifest]]:
     names = sorted(name for name in listing if "/" not in name and name.endswith(MANIFEST_SUFFIX))
     if not names:
         raise RecordioPackError(f"no recordio-pack manifest (*{MANIFEST_SUFFIX}) directly under {location}: "
@@ -97,9 +121,10 @@ def _read_manifests(client: Any, location: S3Location, listing: dict[str, int]) 
     return found
 
 
-def _check_bucket(location: S3Location, files: dict[str, FileRecord], listing: dict[str, int]) -> None:
-    problems = [f"{name} {'is missing' if name not in listing else f'has {listing[name]} bytes, not {record.bytes}'}"
-                for name, record in files.items() if listing.get(name) != record.bytes]
+def _check_bucket(location: S3Location, files: dict[str, FileRecord], listing: dict[str, Listed]) -> None:
+    problems = [f"{name} is missing" if name not in listing else f"{name} has {listing[name].size} bytes, not "
+                f"{record.bytes}" for name, record in files.items()
+                if name not in listing or listing[name].size != record.bytes]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise RecordioPackError(f"{location}: the backup is incomplete ({shown}); nothing was downloaded. "
@@ -111,7 +136,8 @@ def _plan(directory: Path, files: dict[str, FileRecord], overwrite: bool, worker
     present = {name: directory / name for name in files if (directory / name).is_file()}
     same_size = {path: files[name] for name, path in present.items() if path.stat().st_size == files[name].bytes}
     progress.stage("verifying", sum(record.bytes for record in same_size.values()))
-    found = hash_files(same_size, progress, workers)
+    with local_errors(f"reading {directory}"):
+        found = hash_files(same_size, progress, workers)
     plans, differing = [], []
     for name, record in files.items():
         path = directory / name
@@ -124,9 +150,8 @@ def _plan(directory: Path, files: dict[str, FileRecord], overwrite: bool, worker
             plans.append(RestorePlan(name, record, DOWNLOAD, "differs locally (size or checksum); replaced"))
     if differing and not overwrite:
         shown = ", ".join(differing[:5]) + (f" and {len(differing) - 5} more" if len(differing) > 5 else "")
-        raise RefusedError(f"{directory}: {len(differing)} existing file(s) differ from the backup (corrupted or "
-                           f"another version): {shown}; nothing was downloaded. Rerun with --overwrite to "
-                           "replace them with the bucket's copy")
+        raise LocalFilesDiffer(f"{directory}: {len(differing)} existing file(s) differ from the backup (corrupted "
+                               f"or another version): {shown}; nothing was downloaded", differing[:5])
     return plans
 
 
@@ -134,58 +159,57 @@ def _check_local_manifests(directory: Path, manifests: dict[str, tuple[bytes, Ma
     differing = [name for name, (data, _) in manifests.items()
                  if (directory / name).is_file() and (directory / name).read_bytes() != data]
     if differing and not overwrite:
-        raise RefusedError(f"{directory}: {', '.join(differing)} already exist(s) with other content; "
-                           "rerun with --overwrite to replace")
+        raise LocalFilesDiffer(f"{directory}: {', '.join(differing)} already exist(s) with other content",
+                               differing)
 
 
-def _temp(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
+_S3TRANSFER_TEMP = re.compile(r"\.tmp\.[0-9A-Fa-f]{8}")  # after NAME: s3transfer's temp of NAME.tmp
+
+
+def _leftovers_of(path: Path) -> list[Path]:
+    """What an interrupted run may have left for ``path``: ``NAME.tmp`` (our temp name before partial
+    downloads, and atomic_output's) and s3transfer's ``NAME.tmp.XXXXXXXX`` (8 hex digits)."""
+    temp = path.with_name(path.name + ".tmp")
+    found = [temp] if temp.is_file() else []
+    if path.parent.is_dir():
+        found += [other for other in path.parent.glob(f"{glob.escape(temp.name)}.*")
+                  if _S3TRANSFER_TEMP.fullmatch(other.name[len(path.name):]) and other.is_file()]
+    return found
+
+
+def _remove_leftovers(directory: Path, names: list[str]) -> list[str]:
+    """Remove the leftovers of the files ``names`` and our partial downloads of files no longer named; returns
+    what was removed, relative to ``directory``."""
+    removed = []
+    for path in (leftover for name in names for leftover in _leftovers_of(directory / name)):
+        with suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(str(path.relative_to(directory)))
+    removed += [name + download.PARTIAL_SUFFIX for name in download.remove_stray_partials(directory, names)]
+    return removed
 
 
 def _download(client: Any, location: S3Location, directory: Path, plans: list[RestorePlan],
-              options: RestoreOptions, progress: Progress) -> int:
-    """Download ``plans`` to temp names, verify each, rename; returns bytes received."""
-    config = transfer_config(options.transfer, max((plan.record.bytes for plan in plans), default=0))
-    problems: list[str] = []
-    received = 0
-    try:
-        with transfer_manager(client, config) as manager:
-            futures = []
-            for plan in plans:
-                path = directory / plan.name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                futures.append((plan, path, manager.download(
-                    location.bucket, location.key(plan.name), str(_temp(path)),
-                    extra_args={"ChecksumMode": "ENABLED"},
-                    subscribers=[ProgressSubscriber(progress, plan.record.bytes)])))
-            for plan, path, future in futures:
-                with aws_errors(f"downloading {location.key(plan.name)} from {location.bucket}"):
-                    future.result()
-                got = hash_file(_temp(path))
-                received += got.size
-                if (got.size, got.sha256, got.crc32) != (plan.record.bytes, plan.record.sha256, plan.record.crc32):
-                    problems.append(plan.name)
-                    _temp(path).unlink()
-                    continue
-                os.replace(_temp(path), path)
-    finally:
-        for plan in plans:
-            with suppress(OSError):
-                _temp(directory / plan.name).unlink()
-    for parent in sorted({(directory / plan.name).parent for plan in plans}):
-        fsync_dir(parent)
-    if problems:
-        raise RecordioPackError(f"{location}: {len(problems)} downloaded file(s) do not match the manifest "
-                                f"({', '.join(problems[:5])}): the bucket copy is damaged or was overwritten "
+              listing: dict[str, Listed], options: RestoreOptions, progress: Progress) -> download.DownloadResult:
+    """Download ``plans`` (resuming partial files), verify each, rename; raise when one does not verify."""
+    wanted = [download.Wanted(plan.record, listing[plan.name].etag) for plan in plans]
+    with local_errors(f"restoring into {directory}"):
+        done = download.download_files(client, location, directory, wanted, part_size=options.transfer.part_size,
+                                       concurrency=options.transfer.concurrency,
+                                       max_bandwidth=options.transfer.max_bandwidth, progress=progress)
+    if done.problems:
+        raise RecordioPackError(f"{location}: {len(done.problems)} downloaded file(s) do not match the manifest "
+                                f"({', '.join(done.problems[:5])}): the bucket copy is damaged or was overwritten "
                                 "by a later, unfinished backup; they were not written")
-    return received
+    return done
 
 
 def restore(location: S3Location, directory: str | Path, options: RestoreOptions, target: AwsTarget,
             progress: Progress | None = None) -> RestoreResult:
     """Restore the dataset at ``location`` into ``directory`` (created if needed); see the module docstring.
-    Raises RefusedError when local files differ and ``overwrite`` is off, RecordioPackError when the backup
-    is incomplete or a download does not verify, AwsError for AWS failures."""
+    Raises LocalFilesDiffer when local files differ and ``overwrite`` is off, RecordioPackError when the backup
+    is incomplete or a download does not verify, LocalFileError when the folder cannot be written, AwsError
+    for AWS failures."""
     started = time.monotonic()
     progress = progress or Progress()
     directory = Path(directory)
@@ -197,21 +221,27 @@ def restore(location: S3Location, directory: str | Path, options: RestoreOptions
     except DatasetMismatch as error:
         raise RecordioPackError(f"{location}: {error}") from None
     _check_bucket(location, files, listing)
-    directory.mkdir(parents=True, exist_ok=True)
+    with local_errors(f"creating {directory}"):
+        directory.mkdir(parents=True, exist_ok=True)
+        removed = _remove_leftovers(directory, [*files, *manifests])
     _check_local_manifests(directory, manifests, options.overwrite)
-    for name in files:  # temp files of an interrupted restore (our names: NAME.tmp of a file we restore)
-        with suppress(FileNotFoundError):
-            _temp(directory / name).unlink()
     plans = _plan(directory, files, options.overwrite, min(4, options.transfer.concurrency), progress)
-    result = RestoreResult(location.uri, str(directory), plans, sorted(manifests))
+    result = RestoreResult(location.uri, str(directory), plans, sorted(manifests), removed_leftovers=removed)
+    for plan in plans:
+        if plan.action == SKIP:  # present and verified: a partial download of it is of no more use
+            download.remove_partial(directory / plan.name)
     wanted = [plan for plan in plans if plan.action == DOWNLOAD]
     progress.stage("downloading", sum(plan.record.bytes for plan in wanted))
     download_started = time.monotonic()
-    result.received_bytes = _download(client, location, directory, wanted, options, progress)
+    done = _download(client, location, directory, wanted, listing, options, progress)
+    result.received_bytes, result.resumed_bytes, result.resumed_files = (
+        done.received_bytes, done.resumed_bytes, done.resumed_files)
     result.download_seconds = time.monotonic() - download_started
     for name, (data, _) in manifests.items():  # last: a manifest on disk vouches for verified files only
         if not (directory / name).is_file() or (directory / name).read_bytes() != data:
-            with atomic_output(directory / name) as stream:
+            with local_errors(f"writing {directory / name}"), atomic_output(directory / name) as stream:
                 stream.write(data)
+            result.written_manifests.append(name)
+            result.received_bytes += len(data)
     result.seconds = time.monotonic() - started
     return result

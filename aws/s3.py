@@ -8,26 +8,29 @@ intact" only when its size, CRC32 and SHA-256 metadata all equal the manifest's.
 
 from __future__ import annotations
 
+import errno
 import posixpath
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from s3transfer.subscribers import BaseSubscriber
 
-from recordio_pack.aws.session import AwsTarget, aws_errors
+from recordio_pack.aws.session import AwsError, AwsTarget, aws_errors
 from recordio_pack.digest import CHUNK, DigestingWriter, Digests, crc32_base64
+from recordio_pack.errors import RecordioPackError
 from recordio_pack.manifest import FileRecord, Manifest
 
 __all__ = [
     "MiB", "MIN_PART_SIZE", "DEFAULT_PART_SIZE", "MAX_PART_SIZE", "MAX_PARTS", "SHA256_METADATA",
     "S3Location", "parse_s3_uri", "check_relative_name", "part_size_for", "TransferOptions",
-    "transfer_config", "transfer_manager", "s3_client", "list_objects", "ObjectInfo", "head_object",
-    "head_objects", "Progress", "ProgressSubscriber", "RateLimiter", "hash_file", "hash_files",
+    "transfer_config", "transfer_manager", "s3_client", "Listed", "list_objects", "ObjectInfo", "head_object",
+    "head_objects", "delete_objects", "Placement", "LocalFileError", "local_errors", "Progress", "ProgressSubscriber", "RateLimiter", "hash_file", "hash_files",
     "dataset_files", "DatasetMismatch", "iter_chunks",
 ]
 
@@ -150,17 +153,62 @@ def s3_client(target: AwsTarget, options: TransferOptions) -> Any:
     return target.client("s3", max_pool_connections=max(10, options.concurrency + 2))
 
 
-def list_objects(client: Any, location: S3Location) -> dict[str, int]:
-    """Every object under ``location`` (recursively): name relative to the prefix -> size in bytes."""
-    found: dict[str, int] = {}
+@dataclass(frozen=True)
+class Listed:
+    """One object as ListObjectsV2 shows it: ``size`` in bytes and its ``etag`` (quoted, as S3 gives it)."""
+
+    size: int
+    etag: str
+
+
+def list_objects(client: Any, location: S3Location) -> dict[str, Listed]:
+    """Every object under ``location`` (recursively), by name relative to the prefix."""
+    found: dict[str, Listed] = {}
     start = len(location.list_prefix)
     with aws_errors(f"listing {location}"):
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket,
                                                                 Prefix=location.list_prefix)
         for page in pages:
             for item in page.get("Contents", []):
-                found[item["Key"][start:]] = item["Size"]
+                found[item["Key"][start:]] = Listed(item["Size"], item.get("ETag", ""))
     return found
+
+
+def delete_objects(client: Any, location: S3Location, names: Sequence[str]) -> None:
+    """Delete ``names`` under ``location`` (1,000 per request, S3's limit); a name already gone is fine."""
+    names = list(names)
+    for start in range(0, len(names), 1000):
+        batch = names[start:start + 1000]
+        with aws_errors(f"deleting {len(batch)} objects under {location}"):
+            response = client.delete_objects(Bucket=location.bucket, Delete={
+                "Objects": [{"Key": location.key(name)} for name in batch], "Quiet": True})
+        if response.get("Errors"):
+            first = response["Errors"][0]
+            raise AwsError(f"deleting objects under {location}: {len(response['Errors'])} not deleted, e.g. "
+                           f"{first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip())
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How an object is stored: S3 storage class, server-side encryption mode and, for ``aws:kms``, the KMS
+    key asked for (None: the account's default ``aws/s3`` key, or whichever key is there)."""
+
+    storage_class: str = "STANDARD"
+    sse: str | None = None
+    kms_key_id: str | None = None
+
+    def differs_from(self, wanted: "Placement") -> str | None:
+        """Why an object stored like this is not stored as ``wanted`` asks (None when it is). A KMS key is
+        compared only when ``wanted`` names a key id or ARN: S3 reports the key's ARN, never an alias."""
+        if self.storage_class != wanted.storage_class:
+            return f"storage class {self.storage_class} in bucket, {wanted.storage_class} asked"
+        if self.sse != wanted.sse:
+            return f"encryption {self.sse or 'none'} in bucket, {wanted.sse} asked"
+        asked = wanted.kms_key_id
+        if asked and not asked.startswith("alias/") and ":alias/" not in asked and not (
+                self.kms_key_id or "").endswith(asked):
+            return f"KMS key {self.kms_key_id} in bucket, {asked} asked"
+        return None
 
 
 @dataclass(frozen=True)
@@ -173,6 +221,11 @@ class ObjectInfo:
     sha256: str | None  # our metadata, hex
     storage_class: str
     sse: str | None
+    kms_key_id: str | None = None  # the key ARN S3 reports for aws:kms
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.storage_class, self.sse, self.kms_key_id)
 
     def mismatch(self, record: FileRecord) -> str | None:
         """Why this object is not ``record``'s content (None when size, CRC32 and SHA-256 all agree)."""
@@ -202,7 +255,8 @@ def head_object(client: Any, location: S3Location, name: str) -> ObjectInfo | No
     return ObjectInfo(size=head["ContentLength"], crc32=head.get("ChecksumCRC32"),
                       checksum_type=head.get("ChecksumType"),
                       sha256=head.get("Metadata", {}).get(SHA256_METADATA),
-                      storage_class=head.get("StorageClass", "STANDARD"), sse=head.get("ServerSideEncryption"))
+                      storage_class=head.get("StorageClass", "STANDARD"), sse=head.get("ServerSideEncryption"),
+                      kms_key_id=head.get("SSEKMSKeyId"))
 
 
 def head_objects(client: Any, location: S3Location, names: Sequence[str], workers: int) -> dict[str, ObjectInfo | None]:
@@ -211,6 +265,36 @@ def head_objects(client: Any, location: S3Location, names: Sequence[str], worker
         return {}
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as pool:
         return dict(zip(names, pool.map(lambda name: head_object(client, location, name), names)))
+
+
+class LocalFileError(RecordioPackError):
+    """A local file or folder could not be read or written: one line naming it, the cause and what to do."""
+
+
+_LOCAL_FIXES = {
+    errno.ENOSPC: "free space on that disk and run again (finished files are kept)",
+    errno.EDQUOT: "free space within your quota and run again (finished files are kept)",
+    errno.EACCES: "check its permissions",
+    errno.EPERM: "check its permissions",
+    errno.EROFS: "that file system is read-only; choose another folder",
+    errno.ENOTDIR: "a file stands where a folder should be; choose another path",
+    errno.EISDIR: "a folder stands where a file should be; move it away",
+    errno.EEXIST: "a file stands where a folder should be; choose another path",
+    errno.ENOENT: "it does not exist",
+}
+
+
+@contextmanager
+def local_errors(doing: str) -> Iterator[None]:
+    """Turn an OSError raised inside (not InterruptedError, which is a stop request) into LocalFileError."""
+    try:
+        yield
+    except InterruptedError:
+        raise
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        fix = _LOCAL_FIXES.get(error.errno or 0)
+        raise LocalFileError(f"{doing}: {where}{error.strerror or error}" + (f" ({fix})" if fix else "")) from error
 
 
 class Progress:

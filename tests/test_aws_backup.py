@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,15 +20,15 @@ from moto.core import set_initial_no_auth_action_count
 from recordio_pack.aws import multipart
 from recordio_pack.aws.backup import SKIP, UPLOAD, BackupOptions, backup, decide
 from recordio_pack.aws.s3 import (
-    MAX_PARTS, MiB, ObjectInfo, Progress, RateLimiter, S3Location, TransferOptions, check_relative_name,
+    MAX_PARTS, MiB, ObjectInfo, Placement, Progress, RateLimiter, S3Location, TransferOptions, check_relative_name,
     parse_s3_uri, part_size_for, transfer_config, transfer_manager,
 )
 from recordio_pack.aws.session import AwsError, AwsTarget
 from recordio_pack.digest import crc32_base64, file_digests
-from recordio_pack.errors import RecordioPackError
+from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.manifest import FileRecord
 
-from s3_helpers import PART, SIZES, Calls, damage, write_dataset
+from s3_helpers import PART, SIZES, SMALL, Calls, damage, write_dataset
 
 BUCKET = "rp-backup-test"
 WHERE = S3Location(BUCKET, "datasets/ds")
@@ -169,12 +170,12 @@ def test_a_second_run_sends_nothing_and_a_changed_file_is_found_by_content(tmp_p
     write_dataset(tmp_path / "ds", seed=1)
     client.delete_object(Bucket=BUCKET, Key=key("ds.lst"))
     calls.clear()
-    dry = backup(tmp_path / "ds", WHERE, options(dry_run=True), target)
+    dry = backup(tmp_path / "ds", WHERE, options(dry_run=True, overwrite=True), target)
     assert calls.sent_keys() == set() and dry.sent_bytes == 0
     reasons = {plan.name: plan.reason for plan in dry.plans}
     assert reasons[BIG] == "changed checksum since the bucket's manifest"
     assert reasons["ds.manifest.json"] == "changed"
-    real = backup(tmp_path / "ds", WHERE, options(), target)
+    real = backup(tmp_path / "ds", WHERE, options(overwrite=True), target)
     empty = "ds-00001-of-00002.idx"  # 0 bytes: the same content whatever the seed
     assert [plan.name for plan in real.plans if plan.action == SKIP] == [empty]
     assert calls.sent_keys() == {key(n) for n in SIZES if n != empty} | {key("ds.manifest.json")}
@@ -353,3 +354,109 @@ def test_continue_refuses_uploads_it_cannot_finish(tmp_path: Path, s3: Any) -> N
         multipart.continue_upload(client, WHERE, upload, tmp_path / "ds" / BIG, record, concurrency=2,
                                   limiter=RateLimiter(None), progress=Progress())
     assert client.list_multipart_uploads(Bucket=BUCKET)["Uploads"][0]["UploadId"] == upload_id  # untouched
+
+
+# --- versions in one prefix, storage class and encryption (issue 10 §6) ------------------------------------
+
+V2 = {"ds-00000-of-00001.rec": 7000, "ds-00000-of-00001.idx": 40, "ds.lst": 900, "ds.synsets.txt": 77}
+
+
+def test_another_version_is_refused_and_replaced_only_with_overwrite(tmp_path: Path, s3: Any) -> None:
+    client, target, calls = s3
+    write_dataset(tmp_path / "v1", sizes=SMALL)
+    backup(tmp_path / "v1", WHERE, options(), target)
+    before = keys(client)
+    write_dataset(tmp_path / "v2", sizes=V2, seed=2)
+    calls.clear()
+    for dry_run in (True, False):
+        with pytest.raises(RefusedError, match=r"holds another version.*ds.manifest.json.*files only there") as caught:
+            backup(tmp_path / "v2", WHERE, options(dry_run=dry_run), target)
+        assert caught.value.exit_code == 3 and "--" not in str(caught.value)  # flags are the CLI's words
+    assert calls.sent_keys() == set() and keys(client) == before
+    dry = backup(tmp_path / "v2", WHERE, options(dry_run=True, overwrite=True), target)
+    old_only = sorted(set(SMALL) - set(V2))
+    assert dry.deleted == old_only and dry.replaced == ["ds.manifest.json"] and keys(client) == before
+    calls.clear()
+    done = backup(tmp_path / "v2", WHERE, options(overwrite=True), target)
+    assert done.deleted == old_only
+    assert keys(client) == {key(n): s for n, s in V2.items()} | {
+        key("ds.manifest.json"): (tmp_path / "v2" / "ds.manifest.json").stat().st_size}
+    ops = [(op, k) for op, k in calls.calls if op in ("PutObject", "CompleteMultipartUpload", "DeleteObjects")]
+    assert ops[-2:] == [("PutObject", key("ds.manifest.json")), ("DeleteObjects", None)]  # delete only after
+    assert backup(tmp_path / "v2", WHERE, options(), target).count(UPLOAD) == 0  # now the same version
+
+
+def test_an_interrupted_replacement_is_finished_by_the_next_overwrite_and_others_objects_stay(
+        tmp_path: Path, s3: Any) -> None:
+    client, target, _ = s3
+    write_dataset(tmp_path / "v1", sizes=SMALL)
+    backup(tmp_path / "v1", WHERE, options(), target)
+    write_dataset(tmp_path / "other", sizes={"val.lst": 50}, name="val")  # another dataset in the same prefix
+    backup(tmp_path / "other", WHERE, options(), target)
+    client.put_object(Bucket=BUCKET, Key=key("NOTES.txt"), Body=b"not ours")
+    write_dataset(tmp_path / "v2", sizes=V2, seed=2)
+
+    def fail_deletes(model: Any, **kwargs: Any) -> None:
+        if model.name == "DeleteObjects":
+            raise ConnectionError("killed before the old version was deleted")
+
+    target.session().events.register("provide-client-params.s3", fail_deletes)
+    with pytest.raises(ConnectionError):
+        backup(tmp_path / "v2", WHERE, options(overwrite=True), target)
+    target.session().events.unregister("provide-client-params.s3", fail_deletes)
+    old_only = sorted(set(SMALL) - set(V2))
+    assert all(key(name) in keys(client) for name in old_only)  # the new manifest is up, the old files linger
+    plain = backup(tmp_path / "v2", WHERE, options(), target)  # same version now: no refusal, nothing deleted
+    assert plain.unlisted == old_only and plain.deleted == []
+    assert all(key(name) in keys(client) for name in old_only)
+    finished = backup(tmp_path / "v2", WHERE, options(overwrite=True), target)
+    assert finished.deleted == old_only
+    assert set(keys(client)) == {key(n) for n in [*V2, "ds.manifest.json", "val.lst", "val.manifest.json",
+                                                   "NOTES.txt"]}
+
+
+def test_a_changed_storage_class_or_encryption_is_applied_not_called_unchanged(tmp_path: Path, s3: Any) -> None:
+    client, target, calls = s3
+    write_dataset(tmp_path / "ds", sizes={"ds.lst": 100, "ds.synsets.txt": 20})
+    backup(tmp_path / "ds", WHERE, options(), target)
+    names = ["ds.lst", "ds.synsets.txt", "ds.manifest.json"]
+    calls.clear()
+    colder = backup(tmp_path / "ds", WHERE, options(storage_class="STANDARD_IA"), target)
+    assert all("storage class STANDARD in bucket, STANDARD_IA asked" in plan.reason for plan in colder.plans)
+    assert calls.sent_keys() == {key(n) for n in names}
+    assert {client.head_object(Bucket=BUCKET, Key=key(n))["StorageClass"] for n in names} == {"STANDARD_IA"}
+    assert backup(tmp_path / "ds", WHERE, options(storage_class="STANDARD_IA"), target).count(UPLOAD) == 0
+    kms = backup(tmp_path / "ds", WHERE, options(storage_class="STANDARD_IA", sse="aws:kms"), target)
+    assert all("encryption AES256 in bucket, aws:kms asked" in plan.reason for plan in kms.plans)
+    assert {client.head_object(Bucket=BUCKET, Key=key(n))["ServerSideEncryption"] for n in names} == {"aws:kms"}
+    assert backup(tmp_path / "ds", WHERE, options(storage_class="STANDARD_IA", sse="aws:kms"),
+                  target).count(UPLOAD) == 0
+
+
+def test_decide_applies_the_asked_placement() -> None:
+    record = FileRecord("x.rec", 10, "ab" * 32, "0badc0de")
+    good = ObjectInfo(10, crc32_base64(record.crc32), "FULL_OBJECT", record.sha256, "STANDARD", "AES256")
+    assert decide(record, record, good, Placement("STANDARD", "AES256")) == (SKIP, "unchanged")
+    action, reason = decide(record, record, good, Placement("GLACIER_IR", "AES256"))
+    assert action == UPLOAD and "storage class STANDARD in bucket, GLACIER_IR asked" in reason
+    kms = ObjectInfo(10, crc32_base64(record.crc32), None, record.sha256, "STANDARD", "aws:kms",
+                     "arn:aws:kms:us-east-1:123456789012:key/k-1")
+    assert decide(record, record, kms, Placement("STANDARD", "aws:kms", "k-1"))[0] == SKIP
+    assert decide(record, record, kms, Placement("STANDARD", "aws:kms", "alias/ours"))[0] == SKIP  # not comparable
+    assert "KMS key" in decide(record, record, kms, Placement("STANDARD", "aws:kms", "k-2"))[1]
+
+
+def test_local_read_errors_are_one_line_naming_the_file(tmp_path: Path, s3: Any) -> None:
+    _, target, _ = s3
+    with pytest.raises(RecordioPackError, match="no such folder") as caught:
+        backup(tmp_path / "nowhere", WHERE, options(), target)
+    assert "\n" not in str(caught.value)
+    write_dataset(tmp_path / "ds", sizes={"ds.lst": 10})
+    (tmp_path / "ds" / "ds.lst").chmod(0)
+    try:
+        if os.access(tmp_path / "ds" / "ds.lst", os.R_OK):
+            pytest.skip("running as root: permissions do not stop reads")
+        with pytest.raises(RecordioPackError, match=r"ds.lst: Permission denied \(check its permissions\)"):
+            backup(tmp_path / "ds", WHERE, options(), target)
+    finally:
+        (tmp_path / "ds" / "ds.lst").chmod(0o644)

@@ -52,13 +52,15 @@ def test_backup_dry_run_and_restore_round_trip(tmp_path: Path, moto_server: str)
     common = ["--endpoint-url", moto_server, "--part-size", "5MiB"]
     dry = cli("backup", str(tmp_path / "ds"), where, "--dry-run", *common)
     assert dry.returncode == 0, dry.stderr
-    assert "upload" in dry.stdout and "(new)" in dry.stdout and "dry run: would upload 7 files" in dry.stdout
+    assert "upload" in dry.stdout and "(new)" in dry.stdout and "dry run: would upload 6 data files + 1 manifest" in dry.stdout
     done = cli("backup", str(tmp_path / "ds"), where, "--json", "--max-bandwidth", "500MB/s", *common)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
-    assert summary["uploaded_files"] == 7 and summary["skipped_files"] == 0 and summary["aborted_uploads"] == []
+    assert summary["uploaded_files"] == len(SMALL) and summary["uploaded_manifests"] == 1
+    assert summary["skipped_files"] == 0 and summary["aborted_uploads"] == []
     again = cli("backup", str(tmp_path / "ds"), where, *common)
-    assert again.returncode == 0 and "uploaded 0 files" in again.stdout and "skipped 7 unchanged" in again.stdout
+    assert again.returncode == 0 and "uploaded 0 data files + 0 manifests" in again.stdout
+    assert "skipped 6 data files + 1 manifest unchanged" in again.stdout
     restored = cli("restore", where, str(tmp_path / "copy"), "--json", *common)
     assert restored.returncode == 0, restored.stderr
     assert json.loads(restored.stdout)["downloaded_files"] == len(SMALL)

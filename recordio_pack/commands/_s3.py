@@ -15,7 +15,17 @@ from recordio_pack.errors import UsageError
 
 def parse_bandwidth(text: str) -> int:
     """``"100MB/s"`` -> 100000000 bytes per second (the ``/s`` is optional)."""
-    return _common.parse_size(text[:-2] if text.lower().endswith("/s") else text)
+    try:
+        return _common.parse_size(text[:-2] if text.lower().endswith("/s") else text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (try 100MB/s, 1GiB/s or 50000000 bytes per "
+                                         "second; it must be positive)") from None
+
+
+def files_text(data_files: int, manifests: int) -> str:
+    """``"5 data files + 1 manifest"``: the one way backup and restore count what they moved."""
+    return (f"{data_files} data file{'s' if data_files != 1 else ''} + "
+            f"{manifests} manifest{'s' if manifests != 1 else ''}")
 
 
 def add_transfer_options(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from recordio_pack.commands import _common, _s3
-from recordio_pack.errors import UsageError
+from recordio_pack.errors import RefusedError, UsageError
 
 STORAGE_CLASSES = ("STANDARD", "INTELLIGENT_TIERING", "STANDARD_IA", "GLACIER_IR")
 
@@ -18,13 +18,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "manifests, only after every data object is in place and verified. What moves is decided by "
                     "content (sizes, CRC32 and SHA-256 of the manifest against the bucket's manifest and objects), "
                     "never by modification times. Every object carries S3's full-object CRC32 and our SHA-256; an "
-                    "interrupted run resumes, continuing or aborting unfinished multipart uploads.",
+                    "interrupted run resumes, continuing or aborting unfinished multipart uploads. A prefix holding "
+                    "another version of the dataset is refused (exit 3) unless --overwrite; objects whose storage "
+                    "class or encryption differs from what is asked are uploaded again.",
         epilog="example: recordio-pack backup /data/imagenet s3://my-bucket/datasets/imagenet --max-bandwidth 200MB/s")
     parser.add_argument("directory", metavar="DIR", help="folder holding the shards and NAME.manifest.json")
     parser.add_argument("destination", metavar="s3://BUCKET/PREFIX", help="where the dataset goes")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print what would be uploaded and why (new, changed, missing in bucket, unchanged); "
-                             "sends, aborts and re-reads nothing")
+                        help="print what would be uploaded and why (new, changed, missing in bucket, stored "
+                             "differently, unchanged) and what --overwrite would delete; reads the local manifests "
+                             "(not the data files), the bucket's listing, manifests and object checksums, and "
+                             "sends, aborts and deletes nothing")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace another version of the dataset in the bucket: upload the new one, then its "
+                             "manifest, and only then delete the old version's objects it does not list (default: "
+                             "refuse, exit 3)")
     parser.add_argument("--storage-class", choices=STORAGE_CLASSES, default="STANDARD",
                         help="S3 storage class of the uploaded objects (default STANDARD)")
     parser.add_argument("--sse", choices=("AES256", "aws:kms"), default="AES256",
@@ -43,20 +51,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _text(result: Any) -> str:
     data = result.to_dict()
     lines = []
+    uploaded = _s3.files_text(data["uploaded_files"], data["uploaded_manifests"])
+    skipped = _s3.files_text(data["skipped_files"], data["skipped_manifests"])
     if result.dry_run:
         for plan in result.plans:
             lines.append(f"{'upload' if plan.action != 'skip' else 'skip':6} {_s3.human_bytes(plan.record.bytes):>11}  "
                          f"{plan.name}  ({plan.reason})")
+        lines.extend(f"delete {name}  (old version, not in the new manifest)" for name in result.deleted)
         to_send = sum(plan.record.bytes for plan in result.plans if plan.action != "skip")
-        lines.append(f"dry run: would upload {data['uploaded_files']} files ({_s3.human_bytes(to_send)}) to "
-                     f"{result.destination}, skip {data['skipped_files']} unchanged"
-                     + (f", abort {len(result.aborted)} unfinished multipart uploads" if result.aborted else ""))
+        lines.append(f"dry run: would upload {uploaded} ({_s3.human_bytes(to_send)}) to "
+                     f"{result.destination}, skip {skipped} unchanged"
+                     + (f", abort {len(result.aborted)} unfinished multipart uploads" if result.aborted else "")
+                     + (f", then delete {len(result.deleted)} objects" if result.deleted else ""))
     else:
         rate = f" at {data['mb_per_s']} MB/s" if data["mb_per_s"] else ""
-        lines.append(f"backed up {result.source} to {result.destination}: uploaded {data['uploaded_files']} files "
-                     f"({_s3.human_bytes(result.sent_bytes)}{rate}), skipped {data['skipped_files']} unchanged"
+        lines.append(f"backed up {result.source} to {result.destination}: uploaded {uploaded} "
+                     f"({_s3.human_bytes(result.sent_bytes)}{rate}), skipped {skipped} unchanged"
                      + (f", reused {result.reused_parts} parts of unfinished uploads" if result.reused_parts else "")
-                     + (f", aborted {len(result.aborted)} unfinished multipart uploads" if result.aborted else ""))
+                     + (f", aborted {len(result.aborted)} unfinished multipart uploads" if result.aborted else "")
+                     + (f", deleted {len(result.deleted)} objects of the replaced version" if result.deleted else ""))
+    if result.unlisted:
+        lines.append(f"note: {len(result.unlisted)} objects of ours under {result.destination} are in no manifest "
+                     f"(e.g. {result.unlisted[0]}; left by an interrupted --overwrite or an unfinished backup of "
+                     "another version); rerun with --overwrite to delete them")
     if result.foreign_uploads:
         lines.append(f"note: {result.foreign_uploads} unfinished multipart uploads under {result.destination} are not "
                      "of this dataset and were left alone (see `recordio-pack cleanup`)")
@@ -64,17 +81,22 @@ def _text(result: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recordio_pack.aws.backup import BackupOptions, backup
+    from recordio_pack.aws.backup import BackupOptions, OtherVersionError, backup
     from recordio_pack.aws.session import AwsTarget
 
     destination = _s3.location(args.destination)
     try:
         options = BackupOptions(storage_class=args.storage_class, sse=args.sse, kms_key_id=args.kms_key_id,
-                                dry_run=args.dry_run, verify_local=args.verify_local,
+                                dry_run=args.dry_run, verify_local=args.verify_local, overwrite=args.overwrite,
                                 transfer=_s3.transfer_options(args))
     except ValueError as error:
         raise UsageError(str(error)) from None
-    with _s3.BarProgress(args) as progress:
-        result = backup(args.directory, destination, options, AwsTarget.from_args(args), progress)
+    try:
+        with _s3.BarProgress(args) as progress:
+            result = backup(args.directory, destination, options, AwsTarget.from_args(args), progress)
+    except OtherVersionError as error:
+        raise RefusedError(f"{error}. Rerun with --overwrite to replace it (the new version and its manifest go up "
+                           "first; only then are the old version's objects deleted), or back up to another "
+                           "prefix") from None
     _common.emit(args, result.to_dict(), _text(result))
     return 0

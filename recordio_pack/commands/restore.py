@@ -6,16 +6,18 @@ import argparse
 from typing import Any
 
 from recordio_pack.commands import _common, _s3
+from recordio_pack.errors import RefusedError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "restore", help="download a dataset backed up with `backup`, verifying every checksum",
         description="Download the manifests under s3://BUCKET/PREFIX/ and every file they name into DIR. Each file "
-                    "goes to NAME.tmp, is checked for size, SHA-256 and CRC32 against the manifest, and only then "
-                    "renamed; manifests are written last. Files already present with the right content are "
-                    "skipped, so an interrupted restore resumes. A present file with other content is reported "
-                    "and left alone unless --overwrite.",
+                    "goes to NAME.partial with ranged GETs, is checked for size, SHA-256 and CRC32 against the "
+                    "manifest, and only then renamed; manifests are written last. An interrupted restore resumes: "
+                    "files already present with the right content are skipped, partial files continue where "
+                    "they stopped (from zero if the object changed), and leftover temporaries are removed. A "
+                    "present file with other content is reported and left alone unless --overwrite.",
         epilog="example: recordio-pack restore s3://my-bucket/datasets/imagenet /data/imagenet")
     parser.add_argument("source", metavar="s3://BUCKET/PREFIX", help="where the backup is")
     parser.add_argument("directory", metavar="DIR", help="folder to restore into (created if needed)")
@@ -30,8 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _text(result: Any) -> str:
     data = result.to_dict()
     rate = f" at {data['mb_per_s']} MB/s" if data["mb_per_s"] else ""
-    text = (f"restored {result.source} into {result.destination}: downloaded {data['downloaded_files']} files "
-            f"({_s3.human_bytes(result.received_bytes)}{rate}), {data['skipped_files']} already present and verified")
+    downloaded = _s3.files_text(data["downloaded_files"], data["downloaded_manifests"])
+    present = _s3.files_text(data["skipped_files"], data["skipped_manifests"])
+    text = (f"restored {result.source} into {result.destination}: downloaded {downloaded} "
+            f"({_s3.human_bytes(result.received_bytes)}{rate}), {present} already present and verified")
+    if result.resumed_files:
+        text += (f"\ncontinued {len(result.resumed_files)} partial downloads "
+                 f"({_s3.human_bytes(result.resumed_bytes)} were already on disk)")
+    if result.removed_leftovers:
+        text += f"\nremoved {len(result.removed_leftovers)} temporary files of an interrupted restore"
     if result.replaced:
         text += (f"\nreplaced {len(result.replaced)} local files that differed from the backup: "
                  + ", ".join(result.replaced[:10]) + (" ..." if len(result.replaced) > 10 else ""))
@@ -39,12 +48,15 @@ def _text(result: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recordio_pack.aws.restore import RestoreOptions, restore
+    from recordio_pack.aws.restore import LocalFilesDiffer, RestoreOptions, restore
     from recordio_pack.aws.session import AwsTarget
 
     source = _s3.location(args.source)
     options = RestoreOptions(overwrite=args.overwrite, transfer=_s3.transfer_options(args))
-    with _s3.BarProgress(args) as progress:
-        result = restore(source, args.directory, options, AwsTarget.from_args(args), progress)
+    try:
+        with _s3.BarProgress(args) as progress:
+            result = restore(source, args.directory, options, AwsTarget.from_args(args), progress)
+    except LocalFilesDiffer as error:
+        raise RefusedError(f"{error}. Rerun with --overwrite to replace them with the bucket's copy") from None
     _common.emit(args, result.to_dict(), _text(result))
     return 0

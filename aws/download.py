@@ -1,0 +1,292 @@
+"""Resumable, verified downloads of S3 objects: ranged GETs into ``NAME.partial``, what is known about that file
+in ``NAME.partial.json``, and a rename to ``NAME`` only once the whole file matches its manifest record.
+
+A restore that is killed leaves, for each unfinished file, the partial file (its full size, with holes where
+parts are missing) and its state: the object's key, ETag and size, the part size, then one line per part
+that is on disk. The next run keeps those parts when the object still has that ETag and size, fetches the
+others with ``Range`` GETs conditioned on the ETag (``If-Match``: an object replaced meanwhile fails the
+request instead of mixing two versions in one file), and checks the whole file against the manifest exactly
+as a fresh download is checked. A resumed file that fails the check is fetched again from zero, once.
+
+Only this module's names count as its temporaries: ``NAME.partial`` and ``NAME.partial.json`` of a file it
+restores (``partial_paths``), and any ``*.partial.json`` that is a state file of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from botocore import exceptions as bx
+
+from recordio_pack.aws.s3 import Progress, RateLimiter, S3Location, hash_file, iter_chunks, part_size_for
+from recordio_pack.aws.session import aws_errors
+from recordio_pack.errors import RecordioPackError
+from recordio_pack.manifest import FileRecord
+from recordio_pack.recordio import fsync_dir
+
+__all__ = ["PARTIAL_SUFFIX", "STATE_SUFFIX", "Wanted", "DownloadResult", "ObjectChanged", "partial_paths",
+           "remove_partial", "remove_stray_partials", "download_files"]
+
+PARTIAL_SUFFIX = ".partial"
+STATE_SUFFIX = ".partial.json"
+STATE_FORMAT = "recordio-pack.partial-download/1"
+READ_CHUNK = 1 << 20
+_ATTEMPTS = 3  # per part, for a response body that breaks off mid-way (requests themselves retry in botocore)
+_BROKEN_BODY = (bx.IncompleteReadError, bx.ReadTimeoutError, bx.ResponseStreamingError, bx.ConnectionClosedError)
+
+
+class ObjectChanged(RecordioPackError):
+    """An object was replaced in the bucket while this run was downloading it."""
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One file to fetch: its manifest ``record`` (name relative to the folder, size, checksums) and the
+    object's ``etag`` as the listing gave it."""
+
+    record: FileRecord
+    etag: str
+
+
+@dataclass
+class DownloadResult:
+    received_bytes: int = 0  # fetched by this run
+    resumed_bytes: int = 0  # kept from partial files of an interrupted run
+    resumed_files: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # files whose bytes did not match the manifest
+
+
+def partial_paths(path: Path) -> tuple[Path, Path]:
+    """``(NAME.partial, NAME.partial.json)`` for the file ``path``."""
+    return path.with_name(path.name + PARTIAL_SUFFIX), path.with_name(path.name + STATE_SUFFIX)
+
+
+def remove_partial(path: Path) -> None:
+    for leftover in partial_paths(path):
+        with suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+@dataclass(frozen=True)
+class _Header:
+    key: str
+    etag: str
+    size: int
+    part_size: int
+
+    def line(self) -> str:
+        return json.dumps({"format": STATE_FORMAT, "key": self.key, "etag": self.etag, "size": self.size,
+                           "part_size": self.part_size}, sort_keys=True) + "\n"
+
+
+def _read_state(state: Path) -> tuple[_Header, set[int]] | None:
+    """The header and the part numbers a state file records; None when it is not a readable state of ours
+    (a line torn by a kill, at the end, is ignored)."""
+    try:
+        first, *rest = state.read_text(encoding="utf-8").split("\n")
+        data = json.loads(first)
+        if data.pop("format", None) != STATE_FORMAT:
+            return None
+        header = _Header(str(data["key"]), str(data["etag"]), int(data["size"]), int(data["part_size"]))
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+    return header, {int(line) for line in rest if line.strip().isdigit()}
+
+
+def remove_stray_partials(directory: Path, keep: Iterable[str]) -> list[str]:
+    """Remove our partial downloads directly in ``directory`` (recognised by their state file) of files not
+    in ``keep`` (names relative to ``directory``); returns the names of the files they were for."""
+    keep = set(keep)
+    removed = []
+    for state in sorted(directory.glob(f"*{STATE_SUFFIX}")):
+        name = state.name[:-len(STATE_SUFFIX)]
+        if name not in keep and _read_state(state) is not None:
+            remove_partial(directory / name)
+            removed.append(name)
+    return removed
+
+
+class _Job:
+    """One file on its way: the partial file, its state, and which parts are on disk."""
+
+    def __init__(self, location: S3Location, path: Path, wanted: Wanted, part_size: int) -> None:
+        self.path, self.record = path, wanted.record
+        self.data, self.state = partial_paths(path)
+        asked = _Header(location.key(wanted.record.name), wanted.etag, wanted.record.bytes, part_size)
+        found = _read_state(self.state)
+        resumable = (found is not None and (found[0].key, found[0].etag, found[0].size) == (
+            asked.key, asked.etag, asked.size) and self.data.is_file() and self.data.stat().st_size == asked.size)
+        # a resumed file keeps its part size: the recorded parts are numbered by it
+        self.header = found[0] if resumable and found is not None else asked
+        self.layout = {number: (offset, length) for number, offset, length
+                       in iter_chunks(self.header.size, self.header.part_size)}
+        self.done: set[int] = set()
+        if resumable and found is not None:
+            self.done = found[1] & set(self.layout)
+        else:
+            self.start_afresh()
+        self.resumed_bytes = sum(self.layout[number][1] for number in self.done)
+
+    def start_afresh(self) -> None:
+        remove_partial(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done = set()
+        self.resumed_bytes = 0
+        with open(self.state, "w", encoding="utf-8") as stream:  # the state first: it makes the data ours
+            stream.write(self.header.line())
+            stream.flush()
+            os.fsync(stream.fileno())
+        with open(self.data, "wb") as stream:
+            stream.truncate(self.header.size)
+
+    def missing(self) -> list[int]:
+        return [number for number in self.layout if number not in self.done]
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == len(self.layout)
+
+    def record_done(self, number: int) -> None:
+        """Append ``number`` to the state (after its bytes were written; a kill in between re-fetches it)."""
+        self.done.add(number)
+        with open(self.state, "a", encoding="utf-8") as stream:
+            stream.write(f"{number}\n")
+
+    def finish(self) -> bool:
+        """Check the whole file against the manifest; rename it into place (True) or remove it (False)."""
+        with open(self.data, "rb+") as stream:
+            os.fsync(stream.fileno())
+        got = hash_file(self.data)
+        if (got.size, got.sha256, got.crc32) != (self.record.bytes, self.record.sha256, self.record.crc32):
+            remove_partial(self.path)
+            return False
+        os.replace(self.data, self.path)
+        self.state.unlink()
+        return True
+
+
+class _Fetcher:
+    """Ranged GETs of parts into partial files, from worker threads; ``stop`` makes them give up between
+    chunks (Ctrl-C, SIGTERM, another part's failure)."""
+
+    def __init__(self, client: Any, location: S3Location, limiter: RateLimiter, progress: Progress) -> None:
+        self.client, self.location, self.limiter, self.progress = client, location, limiter, progress
+        self.stop = threading.Event()
+
+    def part(self, job: _Job, number: int) -> tuple[_Job, int, int]:
+        """Fetch part ``number`` of ``job``; returns ``(job, number, bytes received)``. A body that breaks off
+        is asked for again, up to three times."""
+        offset, length = job.layout[number]
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return job, number, self._get(job, offset, length)
+            except _BROKEN_BODY:
+                if attempt == _ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _get(self, job: _Job, offset: int, length: int) -> int:
+        where = f"s3://{self.location.bucket}/{job.header.key}"
+        with aws_errors(f"downloading {where} (bytes {offset}-{offset + length - 1})"):
+            try:
+                response = self.client.get_object(Bucket=self.location.bucket, Key=job.header.key,
+                                                  Range=f"bytes={offset}-{offset + length - 1}",
+                                                  IfMatch=job.header.etag)
+            except bx.ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                    raise ObjectChanged(f"{where} was replaced while it was being restored (a backup writing to "
+                                        "this prefix?); restore again once it has finished") from None
+                raise
+        written = 0
+        fd = os.open(job.data, os.O_WRONLY)
+        try:
+            body = response["Body"]
+            while written < length and (chunk := body.read(min(READ_CHUNK, length - written))):
+                if self.stop.is_set():
+                    raise InterruptedError(f"stopped downloading {where}")
+                self.limiter.throttle(len(chunk))
+                _pwrite_all(fd, chunk, offset + written)
+                written += len(chunk)
+                self.progress.advance(len(chunk))
+        except _BROKEN_BODY:
+            self.progress.advance(-written)
+            raise
+        finally:
+            os.close(fd)
+        if written != length:
+            raise RecordioPackError(f"{where}: got {written} of {length} bytes at offset {offset}")
+        return written
+
+
+def _pwrite_all(fd: int, data: bytes, position: int) -> None:
+    view = memoryview(data)
+    while view:
+        count = os.pwrite(fd, view, position)
+        view, position = view[count:], position + count
+
+
+def download_files(client: Any, location: S3Location, directory: Path, wanted: list[Wanted], *, part_size: int,
+                   concurrency: int, max_bandwidth: int | None, progress: Progress) -> DownloadResult:
+    """Fetch every ``wanted`` file of ``location`` into ``directory`` (see the module docstring), ``concurrency``
+    ranged GETs at a time, at most ``max_bandwidth`` bytes per second (None: no limit), parts of at least
+    ``part_size`` bytes. Files that do not verify are removed and listed in ``problems``; on any error or
+    interrupt, finished parts stay recorded for the next run."""
+    result = DownloadResult()
+    fetcher = _Fetcher(client, location, RateLimiter(max_bandwidth), progress)
+    jobs = [_Job(location, directory / item.record.name, item, part_size_for(item.record.bytes, part_size))
+            for item in wanted]
+    for job in jobs:
+        if job.resumed_bytes:
+            result.resumed_bytes += job.resumed_bytes
+            result.resumed_files.append(job.record.name)
+            progress.advance(job.resumed_bytes)
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    try:
+        pending: set[Future] = set()
+        for job in jobs:
+            pending |= _start(pool, fetcher, job, result)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job, number, received = future.result()
+                result.received_bytes += received
+                job.record_done(number)
+                if job.complete:
+                    pending |= _finish(pool, fetcher, job, result, progress)
+    finally:
+        fetcher.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    for parent in sorted({job.path.parent for job in jobs}):
+        fsync_dir(parent)
+    return result
+
+
+def _start(pool: ThreadPoolExecutor, fetcher: _Fetcher, job: _Job, result: DownloadResult) -> set[Future]:
+    """Submit ``job``'s missing parts; a job with none left (empty file, or every part already on disk) is
+    finished at once."""
+    missing = job.missing()
+    if not missing:
+        return _finish(pool, fetcher, job, result, fetcher.progress)
+    return {pool.submit(fetcher.part, job, number) for number in missing}
+
+
+def _finish(pool: ThreadPoolExecutor, fetcher: _Fetcher, job: _Job, result: DownloadResult,
+            progress: Progress) -> set[Future]:
+    """Verify and rename ``job``; a resumed file that does not verify starts again from zero (its parts are
+    returned to wait on), a fresh one is a problem."""
+    if job.finish():
+        return set()
+    if job.resumed_bytes:
+        progress.note(f"{job.record.name}: the resumed download did not match the manifest; fetching it again")
+        progress.advance(-job.record.bytes)
+        job.start_afresh()
+        return _start(pool, fetcher, job, result)
+    result.problems.append(job.record.name)
+    return set()
