@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from recordio_pack import __version__
-from recordio_pack.errors import EXIT_INTERRUPTED, RecordioPackError
+from recordio_pack.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, RecordioPackError, Terminated,
+                                  describe_os_error)
 
 # subcommand name -> module in recordio_pack.commands (each has register(subparsers))
 COMMANDS: dict[str, str] = {
@@ -38,25 +40,50 @@ def build_parser() -> argparse.ArgumentParser:
         prog="recordio-pack",
         description="Pack image folders into MXNet RecordIO shards, verify them, and ship them on AWS.",
         epilog="Exit status: 0 ok, 1 failed or a problem found, 2 bad usage, 3 refused (would overwrite "
-               "or mix options; see --overwrite), 130 interrupted.",
+               "or mix options; see --overwrite), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).",
     )
     parser.add_argument("--version", action="version", version=f"recordio-pack {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMANDS.values():
         importlib.import_module(f"recordio_pack.commands.{module_name}").register(subparsers)
     return parser
 
 
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Whatever a user can cause ends in one line on stderr and an exit status from the
+    README's table, never a traceback (``--debug`` shows it)."""
     args = build_parser().parse_args(argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    prefix = f"recordio-pack {args.command}"
     try:
         return int(args.run(args) or 0)
     except RecordioPackError as error:
-        print(f"recordio-pack {args.command}: error: {error}", file=sys.stderr)
+        _show_traceback(args)
+        print(f"{prefix}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Terminated:
+        print(f"{prefix}: terminated (SIGTERM); rerun the same command to resume", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print(f"recordio-pack {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as error:  # a disk, permission or network failure that no library layer worded
+        _show_traceback(args)
+        print(f"{prefix}: error: {describe_os_error(error)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _show_traceback(args: argparse.Namespace) -> None:
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

@@ -8,14 +8,19 @@ Every refusal is an ``ImageRejected`` with a reason a person can act on.
 from __future__ import annotations
 
 import math
+import os
 import struct
+import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["single_threaded_codec", "ImageRejected", "ImageInfo", "ImageOptions", "probe", "prepare_image", "target_size", "sniff"]
+__all__ = ["single_threaded_codec", "ImageRejected", "ImageInfo", "ImageOptions", "probe", "prepare_image", "target_size",
+           "sniff", "check_decodes", "decoder_messages"]
 
 
 ANTIALIAS_SIGMA = 0.4  # Gaussian sigma per unit of sqrt(1/scale**2 - 1); chosen by PSNR against area resizing
@@ -45,6 +50,7 @@ class ImageInfo:
     channels: int  # JPEG components (1 gray, 3 colour, 4 CMYK/YCCK); PNG/BMP channels incl. alpha
     bit_depth: int
     baseline_compatible: bool = True  # JPEG: Huffman-coded, 8-bit (what every decoder reads)
+    orientation: int = 1  # JPEG: EXIF Orientation (1 upright; 2..8 a reader that honours EXIF turns or mirrors it)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class ImageOptions:
     color: int = 1  # 1 colour (BGR), 0 grayscale, -1 as stored
     reencode: Literal["auto", "always", "never"] = "auto"
     max_pixels: int = 100_000_000
+    validate: Literal["full", "header"] = "full"  # full: kept bytes are decoded too, so damage is caught
 
 
 _JPEG_SOF = {0xC0: True, 0xC1: True, 0xC2: True, 0xC3: False, 0xC5: False, 0xC6: False, 0xC7: False,
@@ -83,10 +90,31 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def exif_orientation(segment: bytes) -> int:
+    """The Orientation tag (1..8) of an APP1 Exif segment's payload, 1 when absent or unreadable."""
+    if not segment.startswith(b"Exif\0\0") or len(segment) < 14:
+        return 1
+    tiff = segment[6:]
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return 1
+    try:
+        (first_ifd,) = struct.unpack_from(f"{order}I", tiff, 4)
+        (count,) = struct.unpack_from(f"{order}H", tiff, first_ifd)
+        for entry in range(count):
+            tag, kind, _, value = struct.unpack_from(f"{order}HHIH", tiff, first_ifd + 2 + 12 * entry)
+            if tag == 0x0112 and kind == 3:  # SHORT
+                return value if 1 <= value <= 8 else 1
+    except struct.error:
+        return 1
+    return 1
+
+
 def _probe_jpeg(data: bytes) -> ImageInfo:
     size = len(data)
     position = 2
     info: ImageInfo | None = None
+    orientation = 1
     while True:
         if position + 4 > size:
             raise ImageRejected("truncated JPEG (headers end before the image data)")
@@ -108,12 +136,15 @@ def _probe_jpeg(data: bytes) -> ImageInfo:
                 raise ImageRejected("unsupported JPEG (zero or deferred image size)")
             info = ImageInfo("jpeg", width, height, components, precision,
                              baseline_compatible=_JPEG_SOF[marker] and precision == 8)
+        elif marker == 0xE1 and orientation == 1:
+            orientation = exif_orientation(data[position + 4:position + 2 + length])
         elif marker == 0xDA:  # start of scan: entropy-coded data follows
             if info is None:
                 raise ImageRejected("corrupt JPEG (scan before frame header)")
             if data.rfind(b"\xff\xd9", position) == -1:
                 raise ImageRejected("truncated JPEG (no end-of-image marker)")
-            return info
+            return ImageInfo(info.format, info.width, info.height, info.channels, info.bit_depth,
+                             info.baseline_compatible, orientation)
         elif marker == 0xD9:
             raise ImageRejected("corrupt JPEG (end-of-image before any image data)")
         position += 2 + length
@@ -183,7 +214,7 @@ def target_size(width: int, height: int, options: ImageOptions) -> tuple[int, in
 def _keeps_original(info: ImageInfo, options: ImageOptions) -> bool:
     if options.reencode != "auto" or info.format != "jpeg" or options.encoding != "jpg":
         return False
-    if not info.baseline_compatible:
+    if not info.baseline_compatible or info.orientation != 1:  # turned by EXIF: stored upright instead
         return False
     allowed = {1} if options.color == 0 else {1, 3}
     if info.channels not in allowed:
@@ -202,11 +233,84 @@ def _reduction(info: ImageInfo, options: ImageOptions) -> int:
     return 1
 
 
+# What libjpeg and libpng print (to file descriptor 2, no file name) when they meet damaged data and carry on.
+# OpenCV still returns an image, its damaged part filled with garbage or grey: such messages mean a reject.
+_DAMAGE_MESSAGES = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters",
+                    "Inconsistent progression sequence", "libpng warning: IDAT", "libpng error")
+_capture: tuple[int, int] | None = None  # (pid, memfd): each process its own, created on first use
+_capture_lock = threading.Lock()
+
+
+def _capture_fd() -> int:
+    global _capture
+    if _capture is None or _capture[0] != os.getpid():
+        _capture = (os.getpid(), os.memfd_create("recordio-pack-decoder-messages", os.MFD_CLOEXEC))
+    return _capture[1]
+
+
+@contextmanager
+def decoder_messages() -> Iterator[list[str]]:
+    """Lines the codec libraries print on stderr inside the block, collected instead of shown.
+
+    File descriptor 2 is process-wide, so blocks are serialised by a lock; workers are processes, not threads.
+    Lines that do not mean damage are passed on to the real stderr.
+    """
+    with _capture_lock:
+        capture = _capture_fd()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(capture, 2)
+        lines: list[str] = []
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            length = os.lseek(capture, 0, os.SEEK_CUR)
+            if length:
+                text = os.pread(capture, min(length, 1 << 16), 0).decode("utf-8", "replace")
+                os.ftruncate(capture, 0)
+                os.lseek(capture, 0, os.SEEK_SET)
+                for line in text.splitlines():
+                    if line.startswith(_DAMAGE_MESSAGES):
+                        lines.append(line.strip())
+                    elif line.strip():
+                        print(line, file=sys.stderr)
+
+
+def _imdecode(data: bytes, flag: int, kind: str) -> "np.ndarray":
+    """``cv2.imdecode``, rejecting the image when it fails or when the decoder reports damage on the way."""
+    import cv2
+    import numpy as np
+
+    with decoder_messages() as damage:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    if damage:
+        raise ImageRejected(f"damaged {kind}: {damage[0]}" + (f" (+{len(damage) - 1} more)" if len(damage) > 1 else ""))
+    if image is None:
+        raise ImageRejected(f"corrupt {kind} (the decoder could not read it)")
+    return image
+
+
+def check_decodes(data: bytes, info: ImageInfo | None = None) -> None:
+    """Decode every byte of the image's data as cheaply as the format allows, or raise ImageRejected.
+
+    JPEGs decode at 1/8 scale in gray: all the entropy-coded data is still read (where damage shows), with
+    almost no inverse DCT or colour work.
+    """
+    import cv2
+
+    info = info or probe(data)
+    if info.format == "jpeg":
+        _imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8, "JPEG")
+    else:
+        _imdecode(data, cv2.IMREAD_UNCHANGED, info.format.upper())
+
+
 def _decode(data: bytes, info: ImageInfo, options: ImageOptions) -> "np.ndarray":
     import cv2
     import numpy as np
 
-    buffer = np.frombuffer(data, dtype=np.uint8)
     if info.format == "jpeg":
         factor = _reduction(info, options)
         gray = options.color == 0 or (options.color == -1 and info.channels == 1)
@@ -216,13 +320,8 @@ def _decode(data: bytes, info: ImageInfo, options: ImageOptions) -> "np.ndarray"
             (True, 1): cv2.IMREAD_GRAYSCALE, (True, 2): cv2.IMREAD_REDUCED_GRAYSCALE_2,
             (True, 4): cv2.IMREAD_REDUCED_GRAYSCALE_4, (True, 8): cv2.IMREAD_REDUCED_GRAYSCALE_8,
         }[(gray, factor)]
-        image = cv2.imdecode(buffer, flag)
-        if image is None:
-            raise ImageRejected("corrupt JPEG (the decoder could not read it)")
-        return image
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageRejected(f"corrupt {info.format.upper()} (the decoder could not read it)")
+        return _imdecode(data, flag, "JPEG")
+    image = _imdecode(data, cv2.IMREAD_UNCHANGED, info.format.upper())
     if image.dtype != np.uint8:  # 16-bit PNG: keep the high byte, rounded
         image = np.clip((image.astype(np.float32) + 128.0) / 257.0, 0, 255).astype(np.uint8)
     if image.ndim == 3 and image.shape[2] in (2, 4):  # alpha: composite onto white
@@ -284,15 +383,20 @@ def prepare_image(data: bytes, options: ImageOptions) -> tuple[bytes, bool]:
     """The bytes to store for one input image, and whether they were re-encoded.
 
     ``never`` stores the input as it is (after validation); ``auto`` keeps valid 8-bit gray/colour JPEGs that
-    need no resize or crop and re-encodes everything else (CMYK, PNG, 16-bit, alpha, too large);
-    ``always`` re-encodes every image.
+    need no resize or crop and are upright (EXIF orientation 1), and re-encodes everything else (CMYK, PNG,
+    16-bit, alpha, too large, turned by EXIF); ``always`` re-encodes every image.  Kept bytes are decoded as
+    well unless ``options.validate`` is "header".
     """
     info = probe(data, options.max_pixels)
-    if options.reencode == "never" or _keeps_original(info, options):
+    keep = options.reencode == "never" or _keeps_original(info, options)
+    if keep and options.validate == "header":
         return data, False
-    import cv2  # only here: pass-through workers never load OpenCV and numpy (~0.1 s CPU, ~30 MiB each)
+    import cv2  # only here: header-checked pass-through never loads OpenCV and numpy (~0.1 s CPU, ~30 MiB each)
 
     try:
+        if keep:
+            check_decodes(data, info)
+            return data, False
         image = _decode(data, info, options)
         return _encode(_transform(image, info, options), options), True
     except cv2.error as error:  # OpenCV refuses some malformed inputs by raising instead of returning None

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from recordio_pack.errors import RecordioPackError
 from recordio_pack.format import format_lst_line, lst_path_problem, parse_lst_line
 from recordio_pack.recordio import atomic_output
-from recordio_pack.sources import Entry
+from recordio_pack.sources import Entry, file_kind
 
-__all__ = ["DEFAULT_EXTS", "DEFAULT_SEED", "TreeListing", "ListResult", "LstIndex", "LstSlice", "scan_tree", "ordered_entries",
+__all__ = ["DEFAULT_EXTS", "DEFAULT_SEED", "TreeListing", "ListResult", "LstIndex", "LstSlice", "scan_tree", "UnreadableFolder", "ordered_entries",
            "split_entries", "write_lst", "read_lst", "write_class_map", "read_class_map", "make_lists"]
 
 DEFAULT_EXTS = (".jpeg", ".jpg", ".png")
@@ -28,40 +29,91 @@ CLASS_MAP_NAME = "synsets.txt"
 
 @dataclass
 class TreeListing:
+    """Every file found under a root, each in exactly one of ``entries``, ``rejects`` and ``skipped``."""
+
     classes: list[str]  # label -> class folder name
     entries: list[Entry]  # class order, then sorted walk order inside a class; index = position
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, why it is not listed)
-    skipped_other_ext: int = 0
+    rejects: list[tuple[str, str]] = field(default_factory=list)  # (path, why it cannot be packed)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why it is not an input): other extensions
+    cross_class_links: list[tuple[str, str]] = field(default_factory=list)  # (link, class folder of its target)
+
+    @property
+    def files(self) -> int:
+        """Files found (any type): the invariant is files = entries + rejects + skipped."""
+        return len(self.entries) + len(self.rejects) + len(self.skipped)
+
+    @property
+    def problems(self) -> list[tuple[str, str]]:
+        return self.rejects
+
+    @property
+    def skipped_other_ext(self) -> int:
+        return len(self.skipped)
+
+    def skipped_by_extension(self) -> dict[str, int]:
+        """How many skipped files per lower-case extension ("(none)" for names without one)."""
+        counts: dict[str, int] = {}
+        for path, _ in self.skipped:
+            extension = os.path.splitext(path)[1].lower() or "(none)"
+            counts[extension] = counts.get(extension, 0) + 1
+        return dict(sorted(counts.items()))
 
 
-def _walk_files(directory: Path, seen: set[tuple[int, int]]) -> Iterable[Path]:
-    """Files below ``directory`` in sorted order, following symlinked directories at most once each."""
+class UnreadableFolder(RecordioPackError):
+    """A folder under the root cannot be listed: its files could be neither packed nor accounted for."""
+
+    def __init__(self, path: str, error: OSError) -> None:
+        super().__init__(f"{path}: cannot list this folder ({error.strerror or error}); every folder under the "
+                         "input must be readable, so that each file is packed, rejected or skipped with a reason")
+        self.path = path
+
+
+def _scandir_sorted(directory: Path) -> list[os.DirEntry[str]]:
     try:
-        stat = directory.stat()
+        return sorted(os.scandir(directory), key=lambda item: item.name)
+    except OSError as error:
+        raise UnreadableFolder(str(directory), error) from None
+
+
+def _walk_files(directory: Path, seen: set[tuple[int, int]]) -> Iterable[os.DirEntry[str]]:
+    """Non-directory entries below ``directory`` in sorted order, following symlinked directories at most once."""
+    try:
+        info = directory.stat()
     except OSError:
         return
-    identity = (stat.st_dev, stat.st_ino)
+    identity = (info.st_dev, info.st_ino)
     if identity in seen:
         return
     seen.add(identity)
-    try:
-        children = sorted(os.scandir(directory), key=lambda item: item.name)
-    except OSError:
-        return
-    for child in children:
-        path = Path(child.path)
+    for child in _scandir_sorted(directory):
         try:
             is_dir = child.is_dir(follow_symlinks=True)
         except OSError:
-            continue
+            is_dir = False
         if is_dir:
-            yield from _walk_files(path, seen)
+            yield from _walk_files(Path(child.path), seen)
         else:
-            yield path
+            yield child
+
+
+def _not_an_image_file(child: os.DirEntry[str]) -> str | None:
+    """Why a non-directory entry cannot be read as an image, judged from its metadata alone (never opened)."""
+    try:
+        mode = child.stat(follow_symlinks=True).st_mode
+    except FileNotFoundError:
+        return "broken symbolic link" if child.is_symlink() else "vanished while listing"
+    except OSError as error:
+        return f"unreadable: {error.strerror or error}"
+    kind = file_kind(mode)
+    return f"not a regular file ({kind})" if kind else None
 
 
 def scan_tree(root: str | Path, exts: Sequence[str] = DEFAULT_EXTS) -> TreeListing:
-    """Every image file under ``root``'s class folders, with labels from sorted class-folder order."""
+    """Every file under ``root``: class-folder images as entries (labels from sorted class-folder order), and
+    every other file as a reject (cannot be packed: why) or a skip (not an image extension: why).
+
+    A folder that cannot be listed raises UnreadableFolder: its files could not be accounted for.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory")
@@ -70,33 +122,65 @@ def scan_tree(root: str | Path, exts: Sequence[str] = DEFAULT_EXTS) -> TreeListi
     seen: set[tuple[int, int]] = set()
     seen.add((root.stat().st_dev, root.stat().st_ino))
     items: list[tuple[str, int]] = []
-    children = sorted(os.scandir(root), key=lambda item: item.name)
+    children = _scandir_sorted(root)
+    class_dirs = [child for child in children if _is_dir(child)]
     # A class folder belongs to its own class: a symlink to it from inside another class is not followed.
-    unwalked = {(child.stat().st_dev, child.stat().st_ino) for child in children if child.is_dir(follow_symlinks=True)}
+    unwalked = {(child.stat().st_dev, child.stat().st_ino) for child in class_dirs}
     seen |= unwalked
+    class_of_folder = {os.path.realpath(child.path): child.name for child in class_dirs}
+    class_names = {child.name for child in class_dirs}
     for child in children:
-        if child.is_dir(follow_symlinks=True):
-            label = len(listing.classes)
-            listing.classes.append(child.name)
-            identity = (child.stat().st_dev, child.stat().st_ino)
-            if identity in unwalked:  # else a second name for a class folder already listed
-                unwalked.discard(identity)
-                seen.discard(identity)
-            for path in _walk_files(Path(child.path), seen):
-                relative = path.relative_to(root).as_posix()
-                if path.suffix.lower() not in wanted:
-                    listing.skipped_other_ext += 1
-                    continue
-                problem = lst_path_problem(relative)
-                if problem:
-                    listing.problems.append((relative, problem))
-                    continue
-                items.append((relative, label))
-        elif Path(child.name).suffix.lower() in wanted:
-            listing.problems.append((child.name, "image directly in the root, outside any class folder"))
+        if child.name in class_names:
+            continue
+        relative = child.name
+        if os.path.splitext(relative)[1].lower() in wanted:
+            listing.rejects.append((relative, "outside any class folder (images go in ROOT/CLASS/)"))
+        else:
+            listing.skipped.append((relative, "outside any class folder, not an image extension"))
+    for child in class_dirs:
+        label = len(listing.classes)
+        listing.classes.append(child.name)
+        identity = (child.stat().st_dev, child.stat().st_ino)
+        if identity in unwalked:  # else a second name for a class folder already listed
+            unwalked.discard(identity)
+            seen.discard(identity)
+        for found in _walk_files(Path(child.path), seen):
+            relative = Path(found.path).relative_to(root).as_posix()
+            extension = os.path.splitext(found.name)[1].lower()
+            if extension not in wanted:
+                listing.skipped.append((relative, f"extension {extension or '(none)'} is not in --exts"))
+                continue
+            problem = _not_an_image_file(found) or lst_path_problem(relative)
+            if problem:
+                listing.rejects.append((relative, problem))
+                continue
+            if found.is_symlink():
+                target_class = _class_of(os.path.realpath(found.path), class_of_folder)
+                if target_class is not None and target_class != child.name:
+                    listing.cross_class_links.append((relative, target_class))
+            items.append((relative, label))
     labels = [(float(label),) for label in range(len(listing.classes))]  # one shared tuple per class
     listing.entries = [Entry(index, labels[label], relative) for index, (relative, label) in enumerate(items)]
     return listing
+
+
+def _is_dir(child: os.DirEntry[str]) -> bool:
+    try:
+        return child.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+def _class_of(real_path: str, class_of_folder: dict[str, str]) -> str | None:
+    """The class folder (by real path) that holds ``real_path``, if any."""
+    folder = os.path.dirname(real_path)
+    while True:
+        if folder in class_of_folder:
+            return class_of_folder[folder]
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
 def ordered_entries(entries: list[Entry], shuffle: bool = True, seed: int = DEFAULT_SEED) -> list[Entry]:
@@ -233,6 +317,8 @@ def read_class_map(path: str | Path) -> list[str]:
             if not line.strip():
                 continue
             label, _, name = line.rstrip("\n").partition("\t")
+            if not label.strip().isdigit():
+                raise ValueError(f"{path}:{number}: label {label!r} is not a whole number (want label<TAB>name)")
             if int(label) != len(classes):
                 raise ValueError(f"{path}:{number}: labels must run 0, 1, 2, ... in order, got {label}")
             classes.append(name)
@@ -245,8 +331,10 @@ class ListResult:
     class_map: str
     classes: int
     images: int
-    problems: list[tuple[str, str]]
+    problems: list[tuple[str, str]]  # files that could not be listed, with the reason
     skipped_other_ext: int
+    skipped_by_extension: dict[str, int] = field(default_factory=dict)
+    cross_class_links: list[tuple[str, str]] = field(default_factory=list)
 
 
 def make_lists(root: str | Path, prefix: str | Path, *, exts: Sequence[str] = DEFAULT_EXTS, shuffle: bool = True,
@@ -272,4 +360,5 @@ def make_lists(root: str | Path, prefix: str | Path, *, exts: Sequence[str] = DE
         write_lst(path, part)
     write_class_map(class_map, listing.classes)
     return ListResult({str(path): len(part) for path, part in targets.items()}, str(class_map),
-                      len(listing.classes), len(listing.entries), listing.problems, listing.skipped_other_ext)
+                      len(listing.classes), len(listing.entries), listing.rejects, listing.skipped_other_ext,
+                      listing.skipped_by_extension(), listing.cross_class_links)

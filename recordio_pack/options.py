@@ -54,6 +54,8 @@ class PackOptions:
     quality: JPEG quality 1..100 when re-encoding.  encoding: "jpg" or "png" for re-encoded images.
     color: 1 colour, 0 grayscale, -1 as stored.  reencode: "auto", "always" or "never" (pass-through).
     max_pixels: decompression-bomb guard, width x height read from the header before decoding.
+    validate: "full" (default) also decodes the images stored as they are, so a damaged one is rejected;
+      "header" checks only their structure (magic bytes, headers, end-of-image marker).
     pack_label: write multi-label `.lst` lines as IRHeader label vectors (else the first label, like im2rec).
     key: "position" (0..n-1 within each shard) or "lst-index" (im2rec's keys).
     num_shards / shard_size: how the list is cut into shards (shard_size counts input bytes);
@@ -69,6 +71,7 @@ class PackOptions:
     color: int = 1
     reencode: Literal["auto", "always", "never"] = "auto"
     max_pixels: int = 100_000_000
+    validate: Literal["full", "header"] = "full"
     pack_label: bool = False
     key: Literal["position", "lst-index"] = "position"
     num_shards: int | None = None
@@ -88,6 +91,8 @@ class PackOptions:
             problems.append(f"color must be 1, 0 or -1, got {self.color}")
         if self.reencode not in ("auto", "always", "never"):
             problems.append(f"reencode must be auto, always or never, got {self.reencode!r}")
+        if self.validate not in ("full", "header"):
+            problems.append(f"validate must be full or header, got {self.validate!r}")
         if self.max_pixels <= 0:
             problems.append(f"max_pixels must be positive, got {self.max_pixels}")
         if self.key not in ("position", "lst-index"):
@@ -114,19 +119,25 @@ class PackOptions:
     def image_options(self) -> ImageOptions:
         return ImageOptions(resize=self.resize, upscale=self.upscale, center_crop=self.center_crop,
                             quality=self.quality, encoding=self.encoding, color=self.color,
-                            reencode=self.reencode, max_pixels=self.max_pixels)
+                            reencode=self.reencode, max_pixels=self.max_pixels,
+                            validate=self.validate)
 
     def output_affecting(self) -> dict[str, Any]:
-        """The options that change output bytes (everything but ``workers``), for the manifest."""
+        """The options that change output bytes (everything but ``workers``), for the manifest; the shard size
+        that applies is written even when it is the default."""
         data = asdict(self)
         data.pop("workers")
+        if data["num_shards"] is None and data["shard_size"] is None:
+            data["shard_size"] = DEFAULT_SHARD_SIZE
         return data
 
-    def fingerprint(self, entries_digest: str) -> str:
-        """Identifies the output: options, the input list and, when pixels are re-encoded, the codec version."""
-        material = {"options": self.output_affecting(), "entries": entries_digest}
-        if self.reencode != "never":
-            material["opencv"] = opencv_version()
+    def codec(self) -> str:
+        """The codec whose version changes re-encoded bytes ("" when pixels are never decoded and re-encoded)."""
+        return f"opencv {opencv_version()}" if self.reencode != "never" else ""
+
+    def fingerprint(self) -> str:
+        """Identifies how inputs become records: the output-affecting options and the codec version."""
+        material = {"options": self.output_affecting(), "codec": self.codec()}
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
     @classmethod

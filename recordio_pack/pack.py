@@ -1,44 +1,63 @@
-"""Packing a list of images into RecordIO shards: plan, resume, run workers, write rejects and the manifest.
+"""Packing a list of images into RecordIO shards: plan, reuse what is current, run workers, write the manifest.
 
 The list is cut into contiguous shards (``plan_shards``); each shard is packed by one worker
-(``recordio_pack.shard.pack_shard``).  A journal, ``NAME.pack-state.json``, records each finished shard so a
-killed run resumes where it stopped; the manifest is written last, and the journal removed, when all are done.
+(``recordio_pack.shard.pack_shard``).  Every shard has an *inputs digest*: its list lines with each input's
+size and modification time (or content hash).  A shard is packed again only when its digest changed, or its
+files are missing or fail their checksum, so a rerun after a killed run resumes, and a rerun after some
+images changed repacks only their shards (an incremental update).
+
+Only one process writes a dataset at a time (``locking.dataset_lock``).  While shards are being written the
+state lives in the journal, ``NAME.pack-state.json``; the manifest is written last, when every shard is
+complete, and removed before an update starts, so a manifest always describes whole, current files.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
-import os
+import shutil
 from array import array
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 from recordio_pack.digest import file_digests
 from recordio_pack.errors import RecordioPackError, RefusedError
+from recordio_pack.inputs import PackInput, check_dataset_name
 from recordio_pack.listing import LstIndex, write_class_map, write_lst
+from recordio_pack.locking import dataset_lock
 from recordio_pack.manifest import FileRecord, Manifest, ShardRecord, manifest_path
 from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
 from recordio_pack.pool import TaskFailed, WorkerDied, run_tasks
 from recordio_pack.recordio import atomic_output
-from recordio_pack.shard import ImageFailed, ShardProgress, ShardResult, ShardTask, pack_shard, shard_names
+from recordio_pack.shard import ImageFailed, ShardProgress, ShardResult, ShardTask, ShardWriteError, pack_shard, shard_names
 from recordio_pack.sources import Entry, ImageSource
 
-__all__ = ["PackResult", "PackEvent", "plan_shards", "entries_digest", "pack_entries"]
+__all__ = ["PackResult", "PackEvent", "NotEnoughSpace", "plan_shards", "pack_entries", "pack_input",
+           "estimated_output_bytes"]
 
 JOURNAL_SUFFIX = ".pack-state.json"
+SPACE_MARGIN = 64 << 20  # free bytes kept beyond the estimate (the final files, the journal, the filesystem)
+ChangeCheck = Literal["stat", "content"]
+
+
+class NotEnoughSpace(RecordioPackError):
+    """The output's filesystem lacks the room the shards still to pack need (estimated, or hit while writing)."""
 
 
 @dataclass(frozen=True)
 class PackEvent:
-    """Progress for renderers: ``kind`` is "plan" (totals), "progress" (deltas) or "shard" (one finished)."""
+    """Progress for renderers: ``kind`` is "plan" (totals; ``images`` already done in ``bytes_in``... see fields),
+    "progress" (deltas) or "shard" (one finished)."""
 
     kind: str
     images: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     shard: int = -1
+    done_images: int = 0  # "plan" only: images in shards reused from before (not part of the rate)
 
 
 @dataclass
@@ -47,17 +66,30 @@ class PackResult:
     out_dir: str
     manifest: str
     shards: int
-    shards_resumed: int
-    images: int
+    shards_resumed: int  # shards reused as they were (finished before, inputs unchanged, checksums match)
+    images: int  # inputs listed for packing (= records + worker rejects)
     records: int
-    rejects: int
+    rejects: int  # every reject: by the workers and by the listing
     reencoded: int
     bytes_out: int
     rejects_file: str
+    skipped: int = 0
+    skipped_file: str = ""
+    skipped_by_extension: dict[str, int] = field(default_factory=dict)
+    cross_class_links: int = 0
+    shards_repacked_changed: int = 0  # shards packed again because their inputs changed (incremental update)
+    shards_repacked_damaged: int = 0  # finished shards whose files failed their checksum, packed again
+    up_to_date: bool = False  # nothing needed packing
     reject_samples: list[tuple[str, str]] = field(default_factory=list)  # the first few (path, reason)
 
+    @property
+    def files_accounted(self) -> int:
+        return self.records + self.rejects + self.skipped
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["files_accounted"] = self.files_accounted
+        return data
 
 
 def plan_shards(count: int, sizes: Iterable[int] = (), num_shards: int | None = None,
@@ -80,154 +112,359 @@ def plan_shards(count: int, sizes: Iterable[int] = (), num_shards: int | None = 
     return ranges
 
 
-def entries_digest(entries: Iterable[Entry]) -> str:
-    digest = hashlib.sha256()
-    for entry in entries:
-        digest.update(f"{entry.index}\t{entry.labels}\t{entry.path}\t{entry.offset}\t{entry.size}\n".encode())
+@dataclass
+class _InputFacts:
+    sizes: array  # bytes per entry (0 when unreadable: the worker rejects it with the reason)
+    marks: list[str]  # per entry: "size:mtime_ns", or the content's SHA-256 with --detect-changes content
+
+
+def _input_facts(entries: Sequence[Entry], source: ImageSource, check: ChangeCheck) -> _InputFacts:
+    """Size and change mark of every input. Threads, because on network block storage (EBS) many stat calls
+    in flight finish far sooner than one at a time."""
+
+    def facts(entry: Entry) -> tuple[int, str]:
+        try:
+            stat = source.stat(entry)
+            if check == "content":
+                return stat.size, hashlib.sha256(source.read(entry)).hexdigest()
+            return stat.size, f"{stat.size}:{stat.mtime_ns}"
+        except (OSError, ValueError) as error:
+            return 0, f"unreadable:{type(error).__name__}"
+
+    with ThreadPoolExecutor(16) as executor:
+        pairs = list(executor.map(facts, entries, chunksize=4096))
+    return _InputFacts(array("q", (size for size, _ in pairs)), [mark for _, mark in pairs])
+
+
+def _shard_inputs_digest(index: int, count: int, entries: Iterable[Entry], marks: Sequence[str]) -> str:
+    digest = hashlib.sha256(f"{index}/{count}\n".encode())
+    for entry, mark in zip(entries, marks):
+        digest.update(f"{entry.index}\t{entry.labels}\t{entry.path}\t{entry.offset}\t{entry.size}\t{mark}\n".encode())
     return digest.hexdigest()
 
 
-def _input_sizes(entries: Iterable[Entry], source: ImageSource) -> array[int]:
-    """Input bytes per entry (0 when unreadable: the worker rejects it with the reason). Threads, because on
-    network block storage (EBS) many stat calls in flight finish far sooner than one at a time."""
-    from concurrent.futures import ThreadPoolExecutor
+def estimated_output_bytes(input_size: int, options: PackOptions) -> int:
+    """About how many bytes one input becomes: its own size when stored as it is or not resized; when resized,
+    at most what a photo of the target size takes (JPEG ~0.6 bytes/pixel at quality <= 95, PNG ~3)."""
+    if not options.resize or options.reencode == "never":
+        return input_size + 64
+    short = options.resize
+    pixels = short * short * (1 if options.center_crop else 4 / 3)
+    per_pixel = 3.0 if options.encoding == "png" else 1.2 if options.quality > 95 else 0.6
+    return int(min(input_size, pixels * per_pixel)) + 64
 
-    def size(entry: Entry) -> int:
+
+def _check_space(out_dir: Path, pending_sizes: Iterable[int], options: PackOptions) -> None:
+    needed = sum(estimated_output_bytes(size, options) for size in pending_sizes) + SPACE_MARGIN
+    free = shutil.disk_usage(out_dir).free
+    if free < needed:
+        raise NotEnoughSpace(f"{out_dir}: {free / 2**30:.2f} GiB free, the shards still to pack need about "
+                             f"{needed / 2**30:.2f} GiB (an estimate from input sizes and --resize); free space or "
+                             "choose another output folder (--skip-space-check to try anyway)")
+
+
+@dataclass
+class _Previous:
+    """What an earlier run left: a finished dataset (manifest) or an unfinished one (journal)."""
+
+    kind: Literal["manifest", "journal"]
+    path: Path
+    options: dict[str, Any]
+    codec: str
+    options_fingerprint: str
+    origin: str
+    fingerprint: str
+    shard_count: int
+    done: dict[int, ShardResult]
+    files: list[str]  # every shard file it lists
+    replaces: str = ""  # journal of an update: the fingerprint of the version it replaces
+
+
+def _result_of(shard: ShardRecord) -> ShardResult:
+    return ShardResult(shard.index, shard.records, [], asdict(shard.rec), asdict(shard.idx), shard.reencoded,
+                       shard.inputs, shard.record_crc32)
+
+
+def _load_previous(out_dir: Path, name: str) -> _Previous | None:
+    journal = out_dir / f"{name}{JOURNAL_SUFFIX}"
+    if journal.exists():
         try:
-            return source.size(entry)
-        except OSError:
-            return 0
+            data = json.loads(journal.read_text(encoding="utf-8"))
+            done = {raw["index"]: ShardResult(raw["index"], raw["records"], [tuple(pair) for pair in raw["rejects"]],
+                                              raw["rec"], raw["idx"], raw.get("reencoded", 0), raw.get("inputs", ""),
+                                              raw.get("record_crc32", "")) for raw in data["shards"]}
+            return _Previous("journal", journal, data.get("options", {}), data.get("codec", ""),
+                             data.get("options_fingerprint", ""), data.get("origin", ""), "", data["shard_count"], done,
+                             [str(record[kind]["name"]) for record in data["shards"] for kind in ("rec", "idx")],
+                             data.get("replaces", ""))
+        except (ValueError, KeyError, TypeError) as error:
+            raise RefusedError(f"{journal}: unreadable ({error}); remove it, or pass --overwrite to start over") from None
+    manifest_file = manifest_path(out_dir, name)
+    if manifest_file.exists():
+        try:
+            manifest = Manifest.load(manifest_file)
+        except ValueError as error:
+            raise RefusedError(f"{error}; pass --overwrite to replace the dataset") from None
+        return _Previous("manifest", manifest_file, manifest.options, manifest.codec, manifest.options_fingerprint,
+                         manifest.origin, manifest.fingerprint, len(manifest.shards),
+                         {shard.index: _result_of(shard) for shard in manifest.shards},
+                         [record.name for shard in manifest.shards for record in (shard.rec, shard.idx)])
+    return None
 
-    with ThreadPoolExecutor(16) as executor:
-        return array("q", executor.map(size, entries, chunksize=4096))
+
+def _differences(previous: _Previous, options: PackOptions) -> str:
+    """The options (and codec) that differ, as ``--name old -> new`` pairs."""
+    current = options.output_affecting()
+    changed = [f"{key} {previous.options.get(key)!r} -> {value!r}" for key, value in sorted(current.items())
+               if previous.options.get(key) != value]
+    if previous.codec != options.codec():
+        changed.append(f"codec {previous.codec or 'none'!r} -> {options.codec() or 'none'!r}")
+    return ", ".join(changed) or "the options of an older recordio-pack"
 
 
 class _Journal:
-    """NAME.pack-state.json: the fingerprint and every finished shard's result, rewritten atomically."""
+    """NAME.pack-state.json: what identifies the job and every finished shard's result, rewritten atomically."""
 
-    def __init__(self, path: Path, fingerprint: str, shard_count: int) -> None:
+    def __init__(self, path: Path, options: PackOptions, origin: str, shard_count: int) -> None:
         self.path = path
-        self.fingerprint = fingerprint
-        self.shard_count = shard_count
+        self.header = {"options": options.output_affecting(), "codec": options.codec(),
+                       "options_fingerprint": options.fingerprint(), "origin": origin, "shard_count": shard_count}
         self.done: dict[int, ShardResult] = {}
 
-    def load(self) -> str | None:
-        """Read finished shards from a previous run; return its fingerprint (None when there is no journal)."""
-        if not self.path.exists():
-            return None
-        data = json.loads(self.path.read_text(encoding="utf-8"))
-        if data.get("fingerprint") == self.fingerprint and data.get("shard_count") == self.shard_count:
-            for raw in data["shards"]:
-                result = ShardResult(raw["index"], raw["records"], [tuple(pair) for pair in raw["rejects"]],
-                                     raw["rec"], raw["idx"], raw.get("reencoded", 0))
-                self.done[result.index] = result
-        return str(data.get("fingerprint"))
-
-    def record(self, result: ShardResult) -> None:
-        self.done[result.index] = result
-        data = {"fingerprint": self.fingerprint, "shard_count": self.shard_count,
-                "shards": [asdict(self.done[index]) for index in sorted(self.done)]}
+    def record(self, result: ShardResult | None = None) -> None:
+        if result is not None:
+            self.done[result.index] = result
+        data = {**self.header, "shards": [asdict(self.done[index]) for index in sorted(self.done)]}
         with atomic_output(self.path) as stream:
             stream.write(json.dumps(data).encode("utf-8"))
 
 
-def _sizes_match(out_dir: Path, files: Iterable[tuple[str, int]]) -> bool:
-    """Every ``(name, bytes)`` is a file in ``out_dir`` of that size."""
-    for name, size in files:
-        path = out_dir / name
-        if not path.exists() or path.stat().st_size != size:
+def _files_intact(out_dir: Path, result: ShardResult, verify: bool) -> bool:
+    """The shard's files are there with the recorded size and, when ``verify``, the recorded SHA-256."""
+    for record in (result.rec, result.idx):
+        path = out_dir / str(record["name"])
+        try:
+            if path.stat().st_size != int(str(record["bytes"])):
+                return False
+        except OSError:
+            return False
+        if verify and file_digests(path).sha256 != record["sha256"]:
             return False
     return True
 
 
-def _still_there(out_dir: Path, result: ShardResult) -> bool:
-    files = [(str(record["name"]), int(str(record["bytes"]))) for record in (result.rec, result.idx)]
-    return _sizes_match(out_dir, files)
+def _recover_rejects(out_dir: Path, name: str, previous: _Previous, reusable: dict[int, ShardResult], plan: _Plan,
+                     entries: Sequence[Entry] | LstIndex) -> None:
+    """Give shards reused from a finished dataset their reject rows back, from its NAME.rejects.tsv (the manifest
+    keeps only counts): worker rejects follow the listing's, in shard and list order."""
+    from collections import defaultdict, deque
+
+    try:
+        lines = (out_dir / f"{name}.rejects.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    except OSError:
+        lines = []
+    manifest = Manifest.load(previous.path)
+    rows: dict[str, deque[str]] = defaultdict(deque)
+    for line in lines[manifest.listing_rejects:]:
+        path, _, reason = line.partition("\t")
+        rows[path].append(reason)
+    for index in sorted(reusable):
+        result = reusable[index]
+        result.rejects = []
+        expected = next(shard.rejects for shard in manifest.shards if shard.index == index)
+        span = plan.ranges[index]
+        for entry in entries[span.start:span.stop] if expected else ():
+            if rows.get(entry.path):
+                result.rejects.append((entry.path, rows[entry.path].popleft()))
+        if len(result.rejects) != expected:  # the rejects file does not match the manifest: pack the shard again
+            del reusable[index]
 
 
-def _check_overwrite(out_dir: Path, name: str, fingerprint: str, outputs: list[str], overwrite: bool) -> None:
-    """Refuse to replace files we did not make for exactly this job, unless ``overwrite``."""
-    if overwrite:
-        return
-    manifest_file = manifest_path(out_dir, name)
-    if manifest_file.exists():
-        try:
-            previous = Manifest.load(manifest_file).fingerprint
-        except ValueError:
-            previous = None
-        if previous != fingerprint:
-            raise RefusedError(f"{manifest_file} describes a dataset packed with other options or inputs; "
-                               "pass --overwrite to replace it, or choose another --name/output folder")
-        return
-    journal = out_dir / f"{name}{JOURNAL_SUFFIX}"
-    if journal.exists():
-        return  # a resumable run of ours; its fingerprint is checked by the caller
-    clashes = [output for output in outputs if (out_dir / output).exists()]
-    if clashes:
-        shown = ", ".join(clashes[:3]) + (" ..." if len(clashes) > 3 else "")
-        raise RefusedError(f"{out_dir} already has {shown} not made by a pack run with these options; "
-                           "pass --overwrite to replace")
-
-
-def _remove_temporaries(out_dir: Path, outputs: list[str]) -> None:
+def _remove_temporaries(out_dir: Path, outputs: Iterable[str]) -> None:
     for output in outputs:
         for stale in out_dir.glob(f"{output}.*.tmp"):
             stale.unlink(missing_ok=True)
 
 
-def _write_rejects(path: Path, rejects: list[tuple[str, str]]) -> None:
+def _write_listing(path: Path, rows: Sequence[tuple[str, str]], header: str) -> None:
     with atomic_output(path) as stream:
-        stream.write(b"path\treason\n")
-        for reject_path, reason in rejects:
+        stream.write(f"path\t{header}\n".encode())
+        for row_path, reason in rows:
+            clean_path = row_path.replace("\t", "\\t").replace("\n", "\\n")  # a name a line cannot hold, escaped
             clean = reason.replace("\t", " ").replace("\n", " ")
-            stream.write(f"{reject_path}\t{clean}\n".encode("utf-8", "backslashreplace"))
+            stream.write(f"{clean_path}\t{clean}\n".encode("utf-8", "backslashreplace"))
+
+
+def _check_unique_keys(entries: Sequence[Entry] | LstIndex) -> None:
+    seen: dict[int, str] = {}
+    for entry in entries:
+        if entry.index in seen:
+            raise RefusedError(f"--key lst-index needs unique .lst indexes, but index {entry.index} is used by "
+                               f"{seen[entry.index]!r} and {entry.path!r}; renumber the list or use --key position")
+        seen[entry.index] = entry.path
+
+
+@dataclass
+class _Plan:
+    ranges: list[range]
+    digests: list[str]
+    names: list[tuple[str, str]]
+    facts: _InputFacts
+
+    @property
+    def outputs(self) -> list[str]:
+        return [file for pair in self.names for file in pair]
+
+
+def _plan(entries: Sequence[Entry] | LstIndex, source: ImageSource, options: PackOptions, name: str,
+          check: ChangeCheck) -> _Plan:
+    facts = _input_facts(entries, source, check)
+    ranges = plan_shards(len(entries), facts.sizes, options.num_shards, options.shard_size)
+    count = len(ranges)
+    digests = []
+    for index, span in enumerate(ranges):
+        digests.append(_shard_inputs_digest(index, count, entries[span.start:span.stop], facts.marks[span.start:span.stop]))
+    return _Plan(ranges, digests, [shard_names(name, index, count) for index in range(count)], facts)
+
+
+def _refuse_if_foreign(out_dir: Path, name: str, previous: _Previous | None, plan: _Plan, options: PackOptions,
+                       origin: str) -> None:
+    """Refuse (RefusedError) to touch outputs that another job made: other options, another input, or files
+    that no run of ours recorded."""
+    if previous is None:
+        clashes = [output for output in plan.outputs if (out_dir / output).exists()]
+        if clashes:
+            shown = ", ".join(clashes[:3]) + (" ..." if len(clashes) > 3 else "")
+            raise RefusedError(f"{out_dir} already has {shown}, which no pack run of {name} recorded; "
+                               "pass --overwrite to replace, or choose another --name/output folder")
+        return
+    what = "a finished dataset" if previous.kind == "manifest" else "an unfinished pack"
+    if previous.options_fingerprint != options.fingerprint():
+        raise RefusedError(f"{previous.path} describes {what} packed with other options ({_differences(previous, options)}); "
+                           "rerun with those options, pass --overwrite to replace it, or choose another --name")
+    unchanged = previous.shard_count == len(plan.ranges) and all(
+        previous.done.get(index) is not None and previous.done[index].inputs == digest
+        for index, digest in enumerate(plan.digests))
+    if previous.origin != origin and not unchanged:
+        raise RefusedError(f"{previous.path} describes {what} packed from {previous.origin or 'another input'}, "
+                           f"not {origin}; pass --overwrite to replace it, or choose another --name")
 
 
 def pack_entries(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_dir: str | Path, name: str,
                  options: PackOptions, *, classes: Sequence[str] | None = None,
                  label_convention: str = "lst", overwrite: bool = False, write_list: bool = False,
-                 progress: Callable[[PackEvent], None] | None = None) -> PackResult:
+                 progress: Callable[[PackEvent], None] | None = None, origin: str = "",
+                 rejects: Sequence[tuple[str, str]] = (), skipped: Sequence[tuple[str, str]] = (),
+                 cross_class_links: int = 0, detect_changes: ChangeCheck = "stat", verify_finished: bool = True,
+                 space_check: bool = True) -> PackResult:
     """Pack ``entries`` (in this order) from ``source`` into ``out_dir/NAME*.rec/.idx`` + manifest + rejects.
 
     ``entries`` is a list, or an ``LstIndex`` over a `.lst` (then workers read their own slices of the file
-    and this process holds 16 bytes per image).
+    and this process holds about 16 bytes per image plus one change mark).
 
-    Resumes a killed run of the same job; refuses (RefusedError) to replace different outputs unless
-    ``overwrite``.  ``write_list`` also writes NAME.lst (for packs made straight from a folder or archive).
+    ``rejects``/``skipped``: inputs found by the listing that cannot be packed / are not inputs, written to
+    NAME.rejects.tsv / NAME.skipped.tsv and counted in the manifest.  ``origin`` names the input; a dataset
+    packed from another input is not updated without ``overwrite``.  Shards whose inputs are unchanged
+    (``detect_changes``: "stat" = size and mtime, "content" = SHA-256 of each input) and whose files pass
+    their checksum (``verify_finished``; False checks sizes only) are kept; the rest are packed.
+    Refuses (RefusedError) to replace outputs of other options, inputs or tools unless ``overwrite``, and
+    while another process writes the same dataset.
     """
+    name = check_dataset_name(name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    emit = progress or (lambda event: None)
-    fingerprint = options.fingerprint(entries_digest(entries))
-    sizes = () if options.num_shards else _input_sizes(entries, source)
-    ranges = plan_shards(len(entries), sizes, options.num_shards, options.shard_size)
-    count = len(ranges)
-    outputs = [file for index in range(count) for file in shard_names(name, index, count)]
-    _check_overwrite(out_dir, name, fingerprint, outputs, overwrite)
+    with dataset_lock(out_dir, name):
+        return _pack_locked(entries, source, out_dir, name, options, classes=classes,
+                            label_convention=label_convention, overwrite=overwrite, write_list=write_list,
+                            emit=progress or (lambda event: None), origin=origin, rejects=rejects, skipped=skipped,
+                            cross_class_links=cross_class_links, detect_changes=detect_changes,
+                            verify_finished=verify_finished, space_check=space_check)
 
-    journal = _Journal(out_dir / f"{name}{JOURNAL_SUFFIX}", fingerprint, count)
-    previous = journal.load()
-    if previous is not None and previous != fingerprint and not overwrite:
-        raise RefusedError(f"{journal.path} belongs to an unfinished pack with other options or inputs; "
-                           "rerun with those options to finish it, or pass --overwrite to start over")
-    manifest_file = manifest_path(out_dir, name)
-    if overwrite:
-        manifest_file.unlink(missing_ok=True)
-    elif manifest_file.exists():
-        finished = _already_packed(out_dir, name, manifest_file, len(entries))
-        if finished is not None:
-            return finished
-    _remove_temporaries(out_dir, outputs)  # left by a killed run
-    resumed = {index for index, result in journal.done.items() if _still_there(out_dir, result)}
-    journal.done = {index: journal.done[index] for index in resumed}
 
-    tasks = [ShardTask(index, count, name, str(out_dir), entries[span.start:span.stop], source, options)
-             for index, span in enumerate(ranges) if index not in resumed]
-    emit(PackEvent("plan", images=len(entries), shard=count))
-    if resumed:
-        emit(PackEvent("progress", images=sum(len(ranges[index]) for index in resumed),
-                       bytes_out=sum(int(journal.done[index].rec["bytes"]) for index in resumed)))
+def pack_input(pack_in: PackInput, out_dir: str | Path, options: PackOptions, *, name: str | None = None,
+               **kwargs: Any) -> PackResult:
+    """``pack_entries`` for what ``inputs.open_input`` found."""
+    return pack_entries(pack_in.entries, pack_in.source, out_dir, name or pack_in.name, options,
+                        classes=pack_in.classes, label_convention=pack_in.label_convention,
+                        write_list=pack_in.write_list, origin=pack_in.origin, rejects=pack_in.rejects,
+                        skipped=pack_in.skipped, cross_class_links=len(pack_in.cross_class_links), **kwargs)
 
+
+def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_dir: Path, name: str,
+                 options: PackOptions, *, classes: Sequence[str] | None, label_convention: str, overwrite: bool,
+                 write_list: bool, emit: Callable[[PackEvent], None], origin: str,
+                 rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]], cross_class_links: int,
+                 detect_changes: ChangeCheck, verify_finished: bool, space_check: bool) -> PackResult:
+    if options.key == "lst-index":
+        _check_unique_keys(entries)
+    if rejects and options.on_error == "fail":
+        path, reason = rejects[0]
+        raise RecordioPackError(f"bad input (--on-error fail): {path}: {reason}")
+    plan = _plan(entries, source, options, name, detect_changes)
+    if overwrite:  # start over: nothing is reused, and the old version's files not replaced are removed at the end
+        try:
+            replaced = _load_previous(out_dir, name)
+        except RefusedError:
+            replaced = None
+        stale_files = replaced.files if replaced is not None else []
+        (out_dir / f"{name}{JOURNAL_SUFFIX}").unlink(missing_ok=True)
+        previous = None
+    else:
+        previous = _load_previous(out_dir, name)
+        _refuse_if_foreign(out_dir, name, previous, plan, options, origin)
+        stale_files = previous.files if previous is not None else []
+
+    reusable: dict[int, ShardResult] = {}
+    damaged = changed = 0
+    if previous is not None and previous.shard_count == len(plan.ranges):
+        candidates = {index: result for index, result in previous.done.items()
+                      if index < len(plan.digests) and result.inputs == plan.digests[index]}
+        changed = len(previous.done) - len(candidates)
+        with ThreadPoolExecutor(8) as executor:
+            intact = dict(zip(candidates, executor.map(
+                lambda result: _files_intact(out_dir, result, verify_finished), candidates.values())))
+        reusable = {index: result for index, result in candidates.items() if intact[index]}
+        damaged = len(candidates) - len(reusable)
+        if previous.kind == "manifest":
+            _recover_rejects(out_dir, name, previous, reusable, plan, entries)
+    elif previous is not None:
+        changed = len(previous.done)
+    listing_state = _listing_digest(rejects, skipped)
+    if previous is not None and previous.kind == "manifest" and len(reusable) == len(plan.ranges):
+        up_to_date = _finished_result(out_dir, name, previous, plan, listing_state)
+        if up_to_date is not None:
+            return up_to_date
+
+    journal = _Journal(out_dir / f"{name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges))
+    journal.header["replaces"] = (previous.fingerprint or previous.replaces) if previous is not None else ""
+    journal.done = dict(reusable)
+    journal.record()  # before the manifest goes: from here on the journal is the state
+    manifest_path(out_dir, name).unlink(missing_ok=True)
+    _remove_temporaries(out_dir, plan.outputs)  # left by a killed run
+    pending = [index for index in range(len(plan.ranges)) if index not in reusable]
+    if space_check:
+        _check_space(out_dir, (size for index in pending for size in plan.facts.sizes[plan.ranges[index].start:
+                                                                                       plan.ranges[index].stop]), options)
+    tasks = [ShardTask(index, len(plan.ranges), name, str(out_dir), entries[plan.ranges[index].start:plan.ranges[index].stop],
+                       source, options, plan.digests[index]) for index in pending]
+    emit(PackEvent("plan", images=len(entries), shard=len(plan.ranges),
+                   done_images=sum(len(plan.ranges[index]) for index in reusable)))
+    _run(tasks, options, journal, emit, out_dir, plan)
+
+    replaced = str(journal.header["replaces"])
+    update = {"replaced": replaced, "shards_repacked": pending} if replaced else None
+    result = _finish(out_dir, name, options, origin, journal, classes, label_convention, entries, write_list,
+                     rejects, skipped, cross_class_links, listing_state, update)
+    for file in sorted(set(stale_files) - set(plan.outputs)):  # shards of the previous plan that the new one does not have
+        (out_dir / file).unlink(missing_ok=True)
+    result.shards_resumed = len(reusable)
+    result.shards_repacked_changed = changed
+    result.shards_repacked_damaged = damaged
+    return result
+
+
+def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, emit: Callable[[PackEvent], None],
+         out_dir: Path, plan: _Plan) -> None:
     def on_event(event: ShardProgress) -> None:
         emit(PackEvent("progress", event.images, event.bytes_in, event.bytes_out, event.shard))
 
@@ -235,64 +472,127 @@ def pack_entries(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
         journal.record(result)
         emit(PackEvent("shard", shard=result.index))
 
-    preload = ["recordio_pack.shard"] + (["recordio_pack.codec_preload"] if options.reencode != "never" else [])
+    decodes = options.reencode != "never" or options.validate == "full"
+    preload = ["recordio_pack.shard"] + (["recordio_pack.codec_preload"] if decodes else [])
     try:
         run_tasks(pack_shard, tasks, options.worker_count, on_event, on_done,
                   task_name=lambda task: f"shard {task.names[0]}", preload=preload)
     except ImageFailed as failure:  # --on-error fail, single worker
         raise RecordioPackError(f"bad image (--on-error fail): {failure}") from None
+    except ShardWriteError as failure:  # single worker
+        raise _write_failure(failure, out_dir, tasks, journal, options, plan) from None
     except TaskFailed as failure:
-        raise RecordioPackError(f"{failure.task_name} failed: {failure.detail.strip()}") from None
+        if isinstance(failure.error, ShardWriteError):
+            raise _write_failure(failure.error, out_dir, tasks, journal, options, plan) from None
+        detail = failure.detail.strip().splitlines()[-1] if failure.error is not None else failure.detail.strip()
+        raise RecordioPackError(f"{failure.task_name} failed: {detail}") from None
     except WorkerDied as death:
         raise RecordioPackError(f"{death}; rerun the same command to resume") from None
     finally:
-        _remove_temporaries(out_dir, outputs)  # of shards whose workers were stopped
-
-    return _finish(out_dir, name, options, fingerprint, journal, classes, label_convention, entries,
-                   write_list, len(resumed))
+        _remove_temporaries(out_dir, plan.outputs)  # of shards whose workers were stopped
 
 
-def _already_packed(out_dir: Path, name: str, manifest_file: Path, images: int) -> PackResult | None:
-    """The result of a finished identical job whose files are all still there, else None (pack again)."""
-    manifest = Manifest.load(manifest_file)
-    if not _sizes_match(out_dir, ((record.name, record.bytes) for record in manifest.data_files())):
+def _write_failure(failure: ShardWriteError, out_dir: Path, tasks: list[ShardTask], journal: _Journal,
+                   options: PackOptions, plan: _Plan) -> RecordioPackError:
+    if failure.errno != errno.ENOSPC:
+        return RecordioPackError(f"writing {failure.path} failed: {failure.strerror}")
+    left = [task.index for task in tasks if task.index not in journal.done]
+    needed = sum(estimated_output_bytes(size, options) for index in left
+                 for size in plan.facts.sizes[plan.ranges[index].start:plan.ranges[index].stop])
+    return NotEnoughSpace(f"{failure.path}: no space left on device; the {len(left)} shard(s) not yet packed need "
+                          f"about {needed / 2**30:.2f} GiB more ({shutil.disk_usage(out_dir).free / 2**30:.2f} GiB "
+                          "free now); free space and rerun the same command to resume")
+
+
+def _listing_digest(rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for kind, rows in (("reject", rejects), ("skip", skipped)):
+        for path, reason in rows:
+            digest.update(f"{kind}\t{path}\t{reason}\n".encode("utf-8", "backslashreplace"))
+    return digest.hexdigest()
+
+
+def _fingerprint(options: PackOptions, digests: Sequence[str], listing_state: str) -> str:
+    """Identifies the dataset version: how it was packed, from which inputs, and what the listing found."""
+    material = {"options": options.fingerprint(), "shards": list(digests), "listing": listing_state}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _finished_result(out_dir: Path, name: str, previous: _Previous, plan: _Plan, listing_state: str) -> PackResult | None:
+    """The result of a finished dataset that is current in every part, else None (then it is updated)."""
+    manifest = Manifest.load(previous.path)
+    if manifest.fingerprint != _fingerprint_from(manifest, plan, listing_state):
+        return None
+    extras = [record for record in manifest.files]
+    if not all((out_dir / record.name).exists() and (out_dir / record.name).stat().st_size == record.bytes
+               for record in extras):
         return None
     rejects_file = out_dir / f"{name}.rejects.tsv"
     lines = rejects_file.read_text(encoding="utf-8").splitlines()[1:]
-    rejects = [(path, reason) for path, _, reason in (line.partition("\t") for line in lines)]
+    samples = [(path, reason) for path, _, reason in (line.partition("\t") for line in lines)]
+    skipped_file = out_dir / f"{name}.skipped.tsv"
     return PackResult(
-        name=name, out_dir=str(out_dir), manifest=str(manifest_file), shards=len(manifest.shards),
-        shards_resumed=len(manifest.shards), images=images, records=manifest.records, rejects=manifest.rejects,
-        reencoded=0, bytes_out=sum(shard.rec.bytes + shard.idx.bytes for shard in manifest.shards),
-        rejects_file=str(rejects_file), reject_samples=rejects[:10])
+        name=name, out_dir=str(out_dir), manifest=str(previous.path), shards=len(manifest.shards),
+        shards_resumed=len(manifest.shards), images=sum(len(span) for span in plan.ranges), records=manifest.records,
+        rejects=manifest.rejects, reencoded=sum(shard.reencoded for shard in manifest.shards),
+        bytes_out=sum(shard.rec.bytes + shard.idx.bytes for shard in manifest.shards),
+        rejects_file=str(rejects_file), skipped=manifest.skipped,
+        skipped_file=str(skipped_file) if skipped_file.exists() else "",
+        skipped_by_extension=manifest.skipped_by_extension, cross_class_links=manifest.cross_class_links,
+        up_to_date=True, reject_samples=samples[:10])
 
 
-def _finish(out_dir: Path, name: str, options: PackOptions, fingerprint: str, journal: _Journal,
-            classes: Sequence[str] | None, label_convention: str, entries: Sequence[Entry] | LstIndex, write_list: bool,
-            resumed: int) -> PackResult:
+def _fingerprint_from(manifest: Manifest, plan: _Plan, listing_state: str) -> str:
+    material = {"options": manifest.options_fingerprint, "shards": list(plan.digests), "listing": listing_state}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal: _Journal,
+            classes: Sequence[str] | None, label_convention: str, entries: Sequence[Entry] | LstIndex,
+            write_list: bool, listed_rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]],
+            cross_class_links: int, listing_state: str, update: dict[str, Any] | None) -> PackResult:
     results = [journal.done[index] for index in sorted(journal.done)]
-    rejects = [reject for result in results for reject in result.rejects]
+    worker_rejects = [reject for result in results for reject in result.rejects]
+    all_rejects = list(listed_rejects) + worker_rejects
     rejects_file = out_dir / f"{name}.rejects.tsv"
-    _write_rejects(rejects_file, rejects)
+    _write_listing(rejects_file, all_rejects, "reason")
     extra_files = [rejects_file]
+    skipped_file = out_dir / f"{name}.skipped.tsv"
+    if skipped:
+        _write_listing(skipped_file, skipped, "why")
+        extra_files.append(skipped_file)
+    else:
+        skipped_file.unlink(missing_ok=True)
     if classes is not None:
         write_class_map(out_dir / f"{name}.synsets.txt", classes)
         extra_files.append(out_dir / f"{name}.synsets.txt")
     if write_list:
         write_lst(out_dir / f"{name}.lst", entries)
         extra_files.append(out_dir / f"{name}.lst")
+    by_extension: dict[str, int] = {}
+    for path, _ in skipped:
+        extension = Path(path).suffix.lower() or "(none)"
+        by_extension[extension] = by_extension.get(extension, 0) + 1
+    digests = [result.inputs for result in results]
     manifest = Manifest(
-        name=name, fingerprint=fingerprint, options=options.output_affecting(), key_convention=options.key,
-        classes=list(classes) if classes is not None else None, label_convention=label_convention,
+        name=name, fingerprint=_fingerprint(options, digests, listing_state), options=options.output_affecting(),
+        key_convention=options.key, classes=list(classes) if classes is not None else None,
+        label_convention=label_convention,
         shards=[ShardRecord(result.index, result.records, len(result.rejects),
-                            FileRecord(**result.rec), FileRecord(**result.idx)) for result in results],  # type: ignore[arg-type]
-        files=[FileRecord.of(path.name, file_digests(path)) for path in extra_files])
+                            FileRecord(**result.rec), FileRecord(**result.idx),  # type: ignore[arg-type]
+                            result.record_crc32, result.inputs, result.reencoded) for result in results],
+        files=[FileRecord.of(path.name, file_digests(path)) for path in extra_files],
+        origin=origin, options_fingerprint=options.fingerprint(), codec=options.codec(),
+        listing_rejects=len(listed_rejects), skipped=len(skipped), skipped_by_extension=dict(sorted(by_extension.items())),
+        cross_class_links=cross_class_links, update=update)
     manifest_file = manifest_path(out_dir, name)
     manifest.save(manifest_file)
     journal.path.unlink(missing_ok=True)
     return PackResult(
-        name=name, out_dir=str(out_dir), manifest=str(manifest_file), shards=len(results), shards_resumed=resumed,
-        images=len(entries), records=manifest.records, rejects=len(rejects),
+        name=name, out_dir=str(out_dir), manifest=str(manifest_file), shards=len(results), shards_resumed=0,
+        images=len(entries), records=manifest.records, rejects=len(all_rejects),
         reencoded=sum(result.reencoded for result in results),
         bytes_out=sum(shard.rec.bytes + shard.idx.bytes for shard in manifest.shards),
-        rejects_file=str(rejects_file), reject_samples=rejects[:10])
+        rejects_file=str(rejects_file), skipped=len(skipped), skipped_file=str(skipped_file) if skipped else "",
+        skipped_by_extension=manifest.skipped_by_extension, cross_class_links=cross_class_links,
+        reject_samples=all_rejects[:10])

@@ -20,10 +20,13 @@ POLL_S = 0.5
 
 
 class TaskFailed(Exception):
-    def __init__(self, task_name: str, detail: str) -> None:
+    """A task raised: ``error`` is the exception itself when it could travel between processes."""
+
+    def __init__(self, task_name: str, detail: str, error: BaseException | None = None) -> None:
         super().__init__(f"{task_name} failed:\n{detail}")
         self.task_name = task_name
         self.detail = detail
+        self.error = error
 
 
 class WorkerDied(Exception):
@@ -35,33 +38,76 @@ def _parent_alive() -> bool:
     return parent is None or parent.is_alive()
 
 
+class _Stopped(Exception):
+    """The worker was told to stop (SIGTERM) or its parent is gone: it exits quietly, having cleaned up."""
+
+
 def _worker_main(function: Callable[..., Any], connection: Any) -> None:
     """Receive task numbers and tasks, send ("event", x) / ("done", result) / ("error", details) back.
 
     Sends are synchronous (no feeder thread), so nothing the parent needs is lost if this process is killed.
+    SIGTERM (the parent stopping the pool) and a vanished parent end the task at the next ``should_stop`` poll,
+    so the task removes its temporaries; the worker then exits without a word, since nobody is left to read it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+    terminated = False
+    busy = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal terminated
+        terminated = True
+        if not busy:  # waiting for work: nothing to clean up, and recv() would resume waiting
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
     checks = 0
 
     def should_stop() -> bool:
         nonlocal checks
         checks += 1
-        return checks % 16 == 0 and not _parent_alive()
+        return terminated or (checks % 16 == 0 and not _parent_alive())
 
-    while True:
+    def send(message: tuple[str, Any]) -> None:
+        try:
+            connection.send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            raise _Stopped() from None
+
+    while not terminated:
         try:
             task = connection.recv()
-        except EOFError:  # the parent is gone
+        except (EOFError, ConnectionResetError, InterruptedError):  # the parent is gone
             return
         if task is None:
             return
+        busy = True
         try:
-            result = function(task, lambda event: connection.send(("event", event)), should_stop)
+            result = function(task, lambda event: send(("event", event)), should_stop)
         except BaseException as error:  # reported to the parent, which fails the run
+            if isinstance(error, _Stopped) or should_stop() or not _parent_alive():
+                return
             detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            connection.send(("error", (type(error).__name__, str(error), detail)))
+            try:
+                send(("error", (type(error).__name__, str(error), detail, _picklable(error))))
+            except _Stopped:
+                pass
             return
-        connection.send(("done", result))
+        try:
+            send(("done", result))
+        except _Stopped:
+            return
+        busy = False
+
+
+def _picklable(error: BaseException) -> BaseException | None:
+    """``error`` itself when it survives pickling (typed library errors do), so the parent can word it."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return None
+    return error
 
 
 def _describe_exit(code: int | None) -> str:
@@ -131,8 +177,8 @@ def run_tasks(function: Callable[..., Any], tasks: Sequence[Any], workers: int,
                 on_done(payload)
                 hand_out(worker)
             else:
-                name, text, detail = payload
-                raise TaskFailed(task_name(tasks[holding[worker]]), text if name == "ImageFailed" else detail)
+                name, text, detail, error = payload
+                raise TaskFailed(task_name(tasks[holding[worker]]), text if name == "ImageFailed" else detail, error)
 
     try:
         for worker in range(workers):

@@ -17,11 +17,12 @@ from typing import Callable, Sequence
 from recordio_pack.digest import DigestingWriter
 from recordio_pack.format import MAX_PAYLOAD, IRHeader, pack_payload
 from recordio_pack.imaging import ImageRejected, prepare_image, single_threaded_codec
+from recordio_pack.manifest import encode_record_crc32s
 from recordio_pack.options import PackOptions
 from recordio_pack.recordio import RecordWriter, fsync_dir
-from recordio_pack.sources import Entry, ImageSource
+from recordio_pack.sources import Entry, ImageSource, NotRegularFile
 
-__all__ = ["ShardTask", "ShardResult", "ShardProgress", "ImageFailed", "pack_shard", "shard_names"]
+__all__ = ["ShardTask", "ShardResult", "ShardProgress", "ImageFailed", "ShardWriteError", "pack_shard", "shard_names"]
 
 WRITE_BUFFER = 8 << 20
 PROGRESS_EVERY_S = 0.25
@@ -42,6 +43,7 @@ class ShardTask:
     entries: Sequence[Entry]  # a list, or a listing.LstSlice the worker reads itself
     source: ImageSource
     options: PackOptions
+    inputs: str = ""  # the digest of this shard's inputs, carried into its result and the manifest
 
     @property
     def names(self) -> tuple[str, str]:
@@ -64,10 +66,23 @@ class ShardResult:
     rec: dict[str, object] = field(default_factory=dict)  # name, bytes, sha256, crc32
     idx: dict[str, object] = field(default_factory=dict)
     reencoded: int = 0
+    inputs: str = ""
+    record_crc32: str = ""  # manifest.encode_record_crc32s of each record's framed bytes
 
 
 class ImageFailed(Exception):
     """Raised under ``on_error="fail"``: the first bad image stops the run."""
+
+
+class ShardWriteError(Exception):
+    """Writing a shard's files failed (a full disk, most often): the file, errno and text, picklable."""
+
+    def __init__(self, path: str, errno: int, strerror: str) -> None:
+        super().__init__(path, errno, strerror)
+        self.path, self.errno, self.strerror = path, errno, strerror
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.strerror}"
 
 
 def _payload(entry: Entry, image: bytes, options: PackOptions) -> bytes:
@@ -111,7 +126,8 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
                     if len(payload) > MAX_PAYLOAD:
                         raise ImageRejected(f"record of {len(payload)} bytes exceeds RecordIO's 2**29-byte limit")
                 except (ImageRejected, OSError, ValueError) as error:
-                    reason = error.reason if isinstance(error, ImageRejected) else f"unreadable: {error}"
+                    reason = (error.reason if isinstance(error, ImageRejected) else str(error)
+                              if isinstance(error, NotRegularFile) else f"unreadable: {error}")
                     if task.options.on_error == "fail":
                         raise ImageFailed(f"{entry.path}: {reason}") from None
                     result.rejects.append((entry.path, reason))
@@ -136,13 +152,18 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
         os.replace(rec_temp, out_dir / rec_name)
         os.replace(idx_temp, out_dir / idx_name)
         fsync_dir(out_dir)
-    except BaseException:
+    except BaseException as error:
         rec_temp.unlink(missing_ok=True)
         idx_temp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, InterruptedError):  # writing our own files failed
+            raise ShardWriteError(error.filename or str(rec_temp), error.errno or 0,
+                                  error.strerror or str(error)) from None
         raise
     if emit and pending.images:
         emit(pending)
     result.records = writer.count
     result.rec = {"name": rec_name, **rec_hashing.digests().as_dict()}
     result.idx = {"name": idx_name, **idx_hashing.digests().as_dict()}
+    result.inputs = task.inputs
+    result.record_crc32 = encode_record_crc32s(writer.record_crc32s)
     return result

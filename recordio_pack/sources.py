@@ -9,11 +9,40 @@ picklable: they travel to worker processes with each shard's entries.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Entry", "ImageSource", "FolderSource", "RangeSource"]
+__all__ = ["Entry", "ImageSource", "FolderSource", "RangeSource", "NotRegularFile", "file_kind", "InputStat"]
+
+
+class NotRegularFile(ValueError):
+    """The path is a FIFO, socket or device: reading it could block forever or have side effects."""
+
+
+_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "directory"))
+
+
+def file_kind(mode: int) -> str | None:
+    """None for a regular file, else what it is ("FIFO", "socket", ...)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "special file")
+
+
+def _not_regular(path: str, mode: int) -> NotRegularFile | None:
+    kind = file_kind(mode)
+    return NotRegularFile(f"not a regular file ({kind})") if kind else None
+
+
+@dataclass(frozen=True, slots=True)
+class InputStat:
+    """What says an input changed without reading it: its size and modification time."""
+
+    size: int
+    mtime_ns: int
 
 
 @dataclass(frozen=True, slots=True)  # slots: a parent holds one per image (1.28M for ImageNet train)
@@ -30,6 +59,8 @@ class ImageSource(Protocol):
 
     def size(self, entry: Entry) -> int: ...
 
+    def stat(self, entry: Entry) -> InputStat: ...
+
     def describe(self) -> str: ...
 
 
@@ -40,11 +71,29 @@ class FolderSource:
     root: str
 
     def read(self, entry: Entry) -> bytes:
-        with open(os.path.join(self.root, entry.path), "rb") as stream:
-            return stream.read()
+        """The file's bytes. FIFOs, sockets and devices are refused (NotRegularFile) without being read:
+        checked before opening, and again on the opened descriptor (opened non-blocking, so a FIFO cannot hang)."""
+        path = os.path.join(self.root, entry.path)
+        refusal = _not_regular(path, os.stat(path).st_mode)
+        if refusal:
+            raise refusal
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            refusal = _not_regular(path, info.st_mode)
+            if refusal:
+                raise refusal
+            with open(fd, "rb", closefd=False) as stream:
+                return stream.read()
+        finally:
+            os.close(fd)
 
     def size(self, entry: Entry) -> int:
         return os.stat(os.path.join(self.root, entry.path)).st_size
+
+    def stat(self, entry: Entry) -> InputStat:
+        info = os.stat(os.path.join(self.root, entry.path))
+        return InputStat(info.st_size, info.st_mtime_ns)
 
     def describe(self) -> str:
         return str(Path(self.root))
@@ -70,6 +119,10 @@ class RangeSource:
 
     def size(self, entry: Entry) -> int:
         return entry.size
+
+    def stat(self, entry: Entry) -> InputStat:
+        """The member's size, with the container's modification time (a rewritten archive changes every member)."""
+        return InputStat(entry.size, os.stat(self.container).st_mtime_ns)
 
     def describe(self) -> str:
         return str(Path(self.container))

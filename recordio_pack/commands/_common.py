@@ -85,13 +85,14 @@ class ProgressBar:
     """Renders library progress events with tqdm on stderr (silent with --quiet or --json)."""
 
     def __init__(self, args: argparse.Namespace, total: float | None, unit: str, desc: str,
-                 scale: bool = False) -> None:
+                 scale: bool = False, initial: float = 0) -> None:
+        """``initial``: work done before this run (resumed), shown in the count but not in the rate."""
         self._bar = None
         if not (getattr(args, "quiet", False) or getattr(args, "json", False)):
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, unit=unit, desc=desc, unit_scale=scale, unit_divisor=1024 if scale else 1000,
-                             dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
+                             dynamic_ncols=True, file=sys.stderr, smoothing=0.1, initial=initial)
 
     def update(self, amount: float, postfix: str | None = None) -> None:
         if self._bar is not None:

@@ -39,10 +39,17 @@ def run(args: argparse.Namespace) -> int:
     lines = [f"{path}: {count} images" for path, count in result.lists.items()]
     lines.append(f"{result.class_map}: {result.classes} classes")
     if result.skipped_other_ext:
-        lines.append(f"skipped {result.skipped_other_ext} files with other extensions")
+        by_extension = ", ".join(f"{count} {extension}" for extension, count in result.skipped_by_extension.items())
+        lines.append(f"skipped {result.skipped_other_ext} files with other extensions ({by_extension})")
+    if result.cross_class_links:
+        lines.append(f"warning: {len(result.cross_class_links)} symbolic link(s) to an image of another class, "
+                     "listed under the link's class, e.g. " + ", ".join(
+                         f"{link!r} -> {target}" for link, target in result.cross_class_links[:3]))
     for path, problem in result.problems:
         lines.append(f"not listed: {path!r}: {problem}")
     emit(args, {"lists": result.lists, "class_map": result.class_map, "classes": result.classes,
                 "images": result.images, "skipped_other_ext": result.skipped_other_ext,
+                "skipped_by_extension": result.skipped_by_extension,
+                "cross_class_links": [{"path": link, "target_class": target} for link, target in result.cross_class_links],
                 "problems": [{"path": path, "reason": why} for path, why in result.problems]}, "\n".join(lines))
     return 0

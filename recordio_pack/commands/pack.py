@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("input", help="folder, .lst file or .tar archive")
     parser.add_argument("outdir", help="output folder")
-    parser.add_argument("--name", help="dataset name for output files (default: INPUT's base name)")
+    parser.add_argument("--name", help="dataset name for output files (default: INPUT's own name, resolved)")
     parser.add_argument("--root", help="folder the .lst paths are relative to (required with a .lst)")
     parser.add_argument("--classes", help="class map file (label<TAB>name lines) for a .lst; default: synsets.txt beside it")
     image = parser.add_argument_group("images")
@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="auto: keep valid 8-bit RGB/gray JPEGs that need no resize, convert the rest; "
                             "always: re-encode every image (im2rec); never: store bytes as they are (--pass-through)")
     image.add_argument("--max-pixels", type=positive_int, default=100_000_000, help="decompression-bomb guard")
+    image.add_argument("--validate", choices=["full", "header"], default="full",
+                       help="full: also decode the images stored as they are, rejecting damaged ones; "
+                            "header: check only their structure (faster pass-through on trusted data)")
     records = parser.add_argument_group("records and shards")
     records.add_argument("--pack-label", action="store_true", help="store multi-label .lst lines as label vectors")
     records.add_argument("--key", choices=["position", "lst-index"], default="position",
@@ -51,45 +54,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_group.add_argument("--on-error", choices=["skip", "fail"], default="skip",
                            help="skip: reject a bad image (listed in NAME.rejects.tsv) and go on; fail: stop")
     run_group.add_argument("--overwrite", action="store_true", help="replace outputs of a different pack")
+    run_group.add_argument("--detect-changes", choices=["stat", "content"], default="stat",
+                           help="how a rerun finds changed inputs (their shards are packed again): size and "
+                                "modification time, or a SHA-256 of every input (reads them all)")
+    run_group.add_argument("--trust-finished", action="store_true",
+                           help="reuse finished shards after checking their sizes only, not their SHA-256")
+    run_group.add_argument("--skip-space-check", action="store_true",
+                           help="start even when the output folder seems to lack the space the shards need")
     add_output_options(parser)
     parser.set_defaults(run=run)
-
-
-def _load_input(args: argparse.Namespace):  # -> (entries, source, classes, convention, name, write_list)
-    import sys
-    from pathlib import Path
-
-    from recordio_pack.errors import UsageError
-    from recordio_pack.listing import LstIndex, ordered_entries, read_class_map, scan_tree
-    from recordio_pack.sources import FolderSource
-
-    path = Path(args.input)
-    if path.is_dir():
-        listing = scan_tree(path, [ext for ext in args.exts.split(",") if ext])
-        for problem_path, problem in listing.problems:
-            print(f"not listed: {problem_path!r}: {problem}", file=sys.stderr)
-        entries = ordered_entries(listing.entries, args.shuffle, args.seed)
-        return entries, FolderSource(str(path)), listing.classes, "sorted", path.name, True
-    if path.suffix == ".lst":
-        if not args.root:
-            raise UsageError("--root is required with a .lst input (the folder its paths are relative to)")
-        try:
-            entries = LstIndex(path)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        class_file = Path(args.classes) if args.classes else path.parent / "synsets.txt"
-        classes = read_class_map(class_file) if class_file.exists() else None
-        return entries, FolderSource(args.root), classes, "lst", path.stem, False
-    if path.suffix == ".tar":
-        try:
-            from recordio_pack.imagenet.archive import open_archive_input
-        except ImportError:
-            raise UsageError("packing straight from a .tar needs the imagenet module") from None
-        entries, source, classes, convention = open_archive_input(
-            path, labels=args.labels, devkit=Path(args.devkit) if args.devkit else None)
-        entries = ordered_entries(entries, args.shuffle, args.seed)  # the same order as packing the tree
-        return entries, source, classes, convention, path.name.split(".")[0], True
-    raise UsageError(f"{path}: not a folder, .lst or .tar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,47 +70,79 @@ def run(args: argparse.Namespace) -> int:
 
     from recordio_pack.commands._common import ProgressBar
     from recordio_pack.errors import UsageError
+    from recordio_pack.inputs import check_dataset_name, open_input
     from recordio_pack.options import PackOptions
-    from recordio_pack.pack import PackEvent, pack_entries
+    from recordio_pack.pack import PackEvent, pack_input
 
     try:
         options = PackOptions(
             resize=args.resize, upscale=args.upscale, center_crop=args.center_crop, quality=args.quality,
             encoding=args.encoding, color=args.color, reencode=args.reencode, max_pixels=args.max_pixels,
-            pack_label=args.pack_label, key=args.key, num_shards=args.num_shards, shard_size=args.shard_size,
-            on_error=args.on_error, workers=args.workers or 0)
+            validate=args.validate, pack_label=args.pack_label, key=args.key, num_shards=args.num_shards,
+            shard_size=args.shard_size, on_error=args.on_error, workers=args.workers or 0)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    entries, source, classes, convention, default_name, write_list = _load_input(args)
+    if args.name is not None:
+        check_dataset_name(args.name)
+    pack_in = open_input(args.input, root=args.root, classes_file=args.classes,
+                         exts=[ext for ext in args.exts.split(",") if ext], shuffle=args.shuffle, seed=args.seed,
+                         labels=args.labels, devkit=args.devkit)
+    name = args.name or pack_in.name
     bar: ProgressBar | None = None
     moved = [0, 0]
-    started = time.monotonic()
+    started = [time.monotonic()]
 
     def progress(event: PackEvent) -> None:
         nonlocal bar
         if event.kind == "plan":
-            bar = ProgressBar(args, total=event.images, unit="img", desc=f"pack {args.name or default_name}")
+            bar = ProgressBar(args, total=event.images, unit="img", desc=f"pack {name}", initial=event.done_images)
+            started[0] = time.monotonic()
         elif event.kind == "progress" and bar is not None:
             moved[0] += event.bytes_in
             moved[1] += event.bytes_out
-            elapsed = max(time.monotonic() - started, 1e-6)
+            elapsed = max(time.monotonic() - started[0], 1e-6)
             bar.update(event.images, f"in {moved[0] / 2**20 / elapsed:.1f} MiB/s, out {moved[1] / 2**20 / elapsed:.1f} MiB/s")
 
     try:
-        result = pack_entries(entries, source, args.outdir, args.name or default_name, options, classes=classes,
-                              label_convention=convention, overwrite=args.overwrite, write_list=write_list,
-                              progress=progress)
+        result = pack_input(pack_in, args.outdir, options, name=name, overwrite=args.overwrite, progress=progress,
+                            detect_changes=args.detect_changes, verify_finished=not args.trust_finished,
+                            space_check=not args.skip_space_check)
     finally:
         if bar is not None:
             bar.close()
-    lines = [f"packed {result.records} of {result.images} images into {result.shards} shard(s) in {result.out_dir} "
-             f"({result.bytes_out / 2**20:.1f} MiB; {result.reencoded} re-encoded"
-             + (f"; {result.shards_resumed} shard(s) already done" if result.shards_resumed else "") + ")",
-             f"manifest: {result.manifest}"]
+    emit(args, result.as_dict(), _summary(result))
+    return 0
+
+
+def _summary(result) -> str:  # result: recordio_pack.pack.PackResult
+    if result.up_to_date:
+        lines = [f"{result.name} in {result.out_dir} is up to date: {result.records} records in {result.shards} "
+                 "shard(s), inputs unchanged, every shard checked"]
+    else:
+        reused = []
+        if result.shards_resumed:
+            reused.append(f"{result.shards_resumed} shard(s) kept as they were")
+        if result.shards_repacked_changed:
+            reused.append(f"{result.shards_repacked_changed} repacked because their inputs changed")
+        if result.shards_repacked_damaged:
+            reused.append(f"{result.shards_repacked_damaged} repacked because their files failed the checksum")
+        lines = [f"packed {result.records} of {result.images} images into {result.shards} shard(s) in {result.out_dir} "
+                 f"({result.bytes_out / 2**20:.1f} MiB; {result.reencoded} re-encoded"
+                 + "".join(f"; {part}" for part in reused) + ")"]
+    lines.append(f"manifest: {result.manifest}")
+    lines.append(f"inputs: {result.files_accounted} = {result.records} packed + {result.rejects} rejected + "
+                 f"{result.skipped} skipped")
     if result.rejects:
         lines.append(f"rejected {result.rejects} input(s), listed with reasons in {result.rejects_file}:")
-        lines += [f"  {path}: {reason}" for path, reason in result.reject_samples]
+        lines += [f"  {path!r}: {reason}" if "\n" in path or "\t" in path else f"  {path}: {reason}"
+                  for path, reason in result.reject_samples]
         if result.rejects > len(result.reject_samples):
             lines.append(f"  ... and {result.rejects - len(result.reject_samples)} more")
-    emit(args, result.as_dict(), "\n".join(lines))
-    return 0
+    if result.skipped:
+        by_extension = ", ".join(f"{count} {extension}" for extension, count in result.skipped_by_extension.items())
+        lines.append(f"skipped {result.skipped} file(s) that are not images by extension ({by_extension}), "
+                     f"listed in {result.skipped_file}")
+    if result.cross_class_links:
+        lines.append(f"warning: {result.cross_class_links} symbolic link(s) point to an image in another class "
+                     "folder; each was packed under the class of the folder holding the link")
+    return "\n".join(lines)
