@@ -11,6 +11,7 @@ when the record is not split), so a reader that resynchronises on the magic neve
 from __future__ import annotations
 
 import math
+import re
 import struct
 from dataclasses import dataclass
 from typing import Iterator
@@ -18,7 +19,8 @@ from typing import Iterator
 __all__ = [
     "MAGIC", "MAGIC_BYTES", "MAX_PAYLOAD", "CFLAG_WHOLE", "CFLAG_FIRST", "CFLAG_MIDDLE", "CFLAG_LAST",
     "IRHEADER", "FramingError", "IRHeader", "LstEntry", "encode_lrec", "decode_lrec", "frame", "padded",
-    "read_record", "pack_payload", "unpack_payload", "format_idx_line", "parse_idx_line",
+    "read_record", "Frame", "Damage", "read_frame", "find_record_start", "scan_frames", "unescaped_magics_in",
+    "unescaped_magics", "looks_like_idx", "pack_payload", "unpack_payload", "format_idx_line", "parse_idx_line",
     "format_lst_line", "parse_lst_line", "lst_path_problem",
 ]
 
@@ -60,16 +62,25 @@ def padded(length: int) -> int:
     return (length + 3) & ~3
 
 
-def _aligned_magic_positions(payload: bytes | memoryview) -> Iterator[int]:
-    data = bytes(payload) if isinstance(payload, memoryview) else payload  # mmap and bytes have find()
-    limit = len(data) & ~3  # only whole aligned words are scanned, as dmlc does
-    position = data.find(MAGIC_BYTES)
-    while position != -1 and position + 4 <= limit:
+def _searchable(data: bytes | memoryview) -> bytes:
+    return bytes(data) if isinstance(data, memoryview) else data  # mmap and bytes have find()
+
+
+def _aligned_magics(data: bytes, start: int = 0, stop: int | None = None) -> Iterator[int]:
+    """Offsets of magic words at multiples of 4 lying wholly inside ``start..stop``."""
+    limit = len(data) if stop is None else min(stop, len(data))
+    position = data.find(MAGIC_BYTES, padded(start), limit)
+    while position != -1:
         if position % 4 == 0:
             yield position
-            position = data.find(MAGIC_BYTES, position + 4)
+            position = data.find(MAGIC_BYTES, position + 4, limit)
         else:
-            position = data.find(MAGIC_BYTES, position + 1)
+            position = data.find(MAGIC_BYTES, position + 1, limit)
+
+
+def _aligned_magic_positions(payload: bytes | memoryview) -> Iterator[int]:
+    data = _searchable(payload)
+    return _aligned_magics(data, 0, len(data) & ~3)  # only whole aligned words are scanned, as dmlc does
 
 
 def frame(payload: bytes) -> bytes:
@@ -91,20 +102,55 @@ def frame(payload: bytes) -> bytes:
     return b"".join(parts)
 
 
+@dataclass(frozen=True)
+class Frame:
+    """One readable record: ``start`` (offset of its first magic), ``end`` (just past its padding), the offset of
+    every segment header, and the payload with its segments rejoined."""
+
+    start: int
+    end: int
+    headers: tuple[int, ...]
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Bytes ``start..end`` (end exclusive) that hold no readable record; ``error`` is the framing error found
+    there (its ``offset`` is the exact byte)."""
+
+    start: int
+    end: int
+    error: FramingError
+
+    def describe(self) -> str:
+        """"bytes A..B (N bytes) hold no readable record (...)", with the exact error and, when it lies further
+        on, the offset of the record it was read from."""
+        error = self.error
+        reason = str(error) if error.offset == self.start else f"reading the record at byte {self.start}: {error}"
+        return f"bytes {self.start}..{self.end} ({self.end - self.start} bytes) hold no readable record ({reason})"
+
+
 def read_record(data: bytes | memoryview, offset: int) -> tuple[bytes, int]:
     """Read the record that starts at ``offset`` of ``data``; return ``(payload, offset of the next record)``.
 
     Raises FramingError on a wrong magic, a bad continuation flag, a truncated segment or non-zero padding.
     """
+    record = read_frame(data, offset)
+    return record.payload, record.end
+
+
+def read_frame(data: bytes | memoryview, offset: int) -> Frame:
+    """Like `read_record`, with the record's extent and segment headers."""
     # The view is released even when FramingError propagates: a traceback holding an export of an mmap
     # would make closing the mmap fail with BufferError and hide the framing error.
     with memoryview(data) as view:
-        return _read_record(view, offset)
+        return _read_frame(view, offset)
 
 
-def _read_record(view: memoryview, offset: int) -> tuple[bytes, int]:
+def _read_frame(view: memoryview, offset: int) -> Frame:
     size = len(view)
     parts: list[bytes] = []
+    headers: list[int] = []
     position = offset
     expect_continuation = False
     while True:
@@ -126,11 +172,64 @@ def _read_record(view: memoryview, offset: int) -> tuple[bytes, int]:
             raise FramingError("non-zero padding", body + length)
         if cflag in (CFLAG_FIRST, CFLAG_MIDDLE) and length % 4:
             raise FramingError(f"split segment of unaligned length {length}", position)
+        headers.append(position)
         parts.append(bytes(view[body:body + length]))
         position = end
         if cflag in (CFLAG_WHOLE, CFLAG_LAST):
-            return (parts[0] if len(parts) == 1 else MAGIC_BYTES.join(parts)), position
+            payload = parts[0] if len(parts) == 1 else MAGIC_BYTES.join(parts)
+            return Frame(offset, position, tuple(headers), payload)
         expect_continuation = True
+
+
+def find_record_start(data: bytes | memoryview, start: int, stop: int | None = None) -> int | None:
+    """The first 4-byte-aligned offset in ``start..stop`` (default: to the end) where a whole record can be
+    read: its magic, a length that fits, zero padding and a valid segment-flag sequence (a middle or last
+    segment's header does not count).  None when there is none.  This is where a reader resynchronises after
+    damage: records start on multiples of 4, and escaping keeps the magic out of every aligned payload word."""
+    searchable = _searchable(data)
+    stop = len(searchable) if stop is None else min(stop, len(searchable))
+    for position in _aligned_magics(searchable, start, stop + 3):
+        try:
+            read_frame(searchable, position)
+        except FramingError:
+            continue
+        return position
+    return None
+
+
+def scan_frames(data: bytes | memoryview) -> Iterator[Frame | Damage]:
+    """Every record of ``data`` and every damaged byte range between them, in file order; together they
+    cover ``data`` exactly.  After damage the scan resynchronises on the next readable record
+    (`find_record_start`), so one bad header costs one record, not the rest of the file.  A record whose
+    length runs over the records after it (a corrupted length that happens to land on zero padding) is
+    found when the framing breaks: it is reported as damage up to the first record start inside it."""
+    data = _searchable(data)
+    size = len(data)
+    position = 0
+    pending: Frame | None = None  # held back one step: the next framing error may show it overran
+    while position < size:
+        try:
+            current = read_frame(data, position)
+        except FramingError as error:
+            if pending is not None:
+                inner = find_record_start(data, pending.start + 4, position)
+                if inner is not None:
+                    yield Damage(pending.start, inner, FramingError(
+                        f"record length runs over the record that starts at byte {inner}", pending.start))
+                    pending, position = None, inner
+                    continue
+                yield pending
+                pending = None
+            resume = find_record_start(data, position + 4)
+            end = size if resume is None else resume
+            yield Damage(position, end, error)
+            position = end
+            continue
+        if pending is not None:
+            yield pending
+        pending, position = current, current.end
+    if pending is not None:
+        yield pending
 
 
 @dataclass(frozen=True)
@@ -182,6 +281,21 @@ def parse_idx_line(line: str) -> tuple[int, int]:
     return int(fields[0]), int(fields[1])
 
 
+_IDX_LINE = re.compile(rb"[0-9]+\t[0-9]+\r?\n")
+
+
+def looks_like_idx(head: bytes) -> bool:
+    """Whether the first bytes of a file read as `.idx` lines (``key<TAB>offset``) rather than RecordIO: a
+    `.rec` starts with the magic, an index with digits.  ``head``: at least a few hundred bytes when the file
+    has them; a last line cut short is ignored."""
+    if not head or head.startswith(MAGIC_BYTES):
+        return False
+    lines = head.split(b"\n")
+    whole = lines[:-1] if len(lines) > 1 else lines
+    return all(_IDX_LINE.fullmatch(line + b"\n") or not line.strip() for line in whole) and any(
+        line.strip() for line in whole)
+
+
 @dataclass(frozen=True)
 class LstEntry:
     """One `.lst` line: im2rec's ``index<TAB>label[<TAB>label...]<TAB>path``."""
@@ -220,22 +334,15 @@ def parse_lst_line(line: str) -> LstEntry:
 
 
 
-def segment_offsets(data: bytes | memoryview) -> list[int]:
-    """The offset of every segment header, walking lengths from byte 0 (stops at the first unreadable one)."""
-    view = memoryview(data)
-    offsets = []
-    position = 0
-    while position + 8 <= len(view):
-        magic, lrec = HEADER.unpack_from(view, position)
-        if magic != MAGIC:
-            break
-        offsets.append(position)
-        position += 8 + padded(decode_lrec(lrec)[1])
-    return offsets
+def unescaped_magics_in(data: bytes | memoryview, record: Frame) -> list[int]:
+    """Aligned magic words inside ``record`` that are not its segment headers: escaping was skipped, and a
+    reader that resynchronises on the magic (DALI, dmlc's byte-range splits) would cut the record there."""
+    headers = set(record.headers)
+    return [position for position in _aligned_magics(_searchable(data), record.start, record.end)
+            if position not in headers]
 
 
 def unescaped_magics(data: bytes | memoryview) -> list[int]:
-    """Aligned magic words that are not segment headers: escaping was skipped, and a reader that
-    resynchronises on the magic (DALI, dmlc's byte-range splits) would cut a record there."""
-    headers = set(segment_offsets(data))
-    return [position for position in _aligned_magic_positions(data) if position not in headers]
+    """`unescaped_magics_in` over every readable record of ``data`` (damaged ranges are not searched)."""
+    return [position for item in scan_frames(data) if isinstance(item, Frame)
+            for position in unescaped_magics_in(data, item)]

@@ -6,9 +6,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from recordio_pack.format import unpack_payload
+from recordio_pack.errors import RecordioPackError
+from recordio_pack.format import Damage, scan_frames, unpack_payload
 from recordio_pack.imaging import ImageRejected, probe
-from recordio_pack.recordio import atomic_output, iter_records, mapped, read_idx
+from recordio_pack.recordio import DamagedShard, InputError, atomic_output, mapped, read_idx, require_file
 
 __all__ = ["RecordRow", "iter_rows", "contact_sheet"]
 
@@ -32,19 +33,35 @@ class RecordRow:
 
 def _keys(rec: Path) -> dict[int, int]:
     idx = rec.with_suffix(".idx")
-    return {offset: key for key, offset in read_idx(idx)} if idx.exists() else {}
+    if not idx.exists():
+        return {}
+    try:
+        return {offset: key for key, offset in read_idx(idx)}
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(str(error) if str(error).startswith(str(idx)) else f"{idx}: {error}") from None
+
+
+def _records(rec: Path, data: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(offset, payload)`` of each record; DamagedShard at the first damaged byte range."""
+    for item in scan_frames(data):
+        if isinstance(item, Damage):
+            raise DamagedShard(rec, [item])
+        yield item.start, item.payload
 
 
 def iter_rows(rec: str | Path, classes: Sequence[str] | None = None, limit: int | None = None,
               with_images: bool = False) -> Iterator[tuple[RecordRow, bytes]]:
     """One row per record (key from the `.idx` beside ``rec`` when there is one, else the position)."""
-    rec = Path(rec)
+    rec = require_file(rec)
     keys = _keys(rec)
     with mapped(rec) as data:
-        for position, (offset, payload) in enumerate(iter_records(data)):
+        for position, (offset, payload) in enumerate(_records(rec, data)):
             if limit is not None and position >= limit:
                 return
-            header, image = unpack_payload(payload)
+            try:
+                header, image = unpack_payload(payload)
+            except ValueError as error:
+                raise InputError(f"{rec}: record at byte {offset}: {error}") from None
             try:
                 info = probe(bytes(image))
                 width, height, kind = info.width, info.height, info.format
@@ -81,7 +98,7 @@ def contact_sheet(recs: Sequence[str | Path], output: str | Path, classes: Seque
         if len(tiles) >= count:
             break
     if not tiles:
-        raise ValueError("no records to show")
+        raise RecordioPackError("no records to show")
     rows = -(-len(tiles) // columns)
     blank = np.full_like(tiles[0], 255)
     grid = [np.hstack(tiles[row * columns:(row + 1) * columns] +
@@ -89,7 +106,7 @@ def contact_sheet(recs: Sequence[str | Path], output: str | Path, classes: Seque
             for row in range(rows)]
     ok, encoded = cv2.imencode(".png", np.vstack(grid))
     if not ok:
-        raise ValueError("PNG encoding of the contact sheet failed")
+        raise RecordioPackError("PNG encoding of the contact sheet failed")
     with atomic_output(output) as stream:
         stream.write(encoded.tobytes())
     return len(tiles)

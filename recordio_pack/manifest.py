@@ -6,17 +6,21 @@ No timestamps: the same inputs and options give the same manifest.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import sys
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from recordio_pack import __version__
 from recordio_pack.digest import Digests
 from recordio_pack.recordio import atomic_output
 
-__all__ = ["MANIFEST_FORMAT", "MANIFEST_SUFFIX", "FileRecord", "ShardRecord", "Manifest", "manifest_path",
-           "find_manifests"]
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_SUFFIX", "FileRecord", "ShardRecord", "encode_record_crc32s",
+           "decode_record_crc32s", "Manifest", "manifest_path", "find_manifests"]
 
 MANIFEST_FORMAT = "recordio-pack.manifest/1"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -43,11 +47,49 @@ class ShardRecord:
     rejects: int
     rec: FileRecord
     idx: FileRecord
+    # zlib CRC32 of each record's framed bytes (magic through padding), in write order, as base64 of
+    # little-endian uint32 words (`encode_record_crc32s`); "" in manifests written before it existed
+    record_crc32: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ShardRecord":
         return cls(data["index"], data["records"], data["rejects"], FileRecord(**data["rec"]),
-                   FileRecord(**data["idx"]))
+                   FileRecord(**data["idx"]), data.get("record_crc32", ""))
+
+    def record_crc32s(self) -> array | None:
+        """The per-record CRC32s, or None when the manifest has none; ValueError when they are malformed or
+        their count is not ``records``."""
+        if not self.record_crc32:
+            return None
+        values = decode_record_crc32s(self.record_crc32)
+        if len(values) != self.records:
+            raise ValueError(f"shard {self.index}: {len(values)} record checksums for {self.records} records")
+        return values
+
+
+def encode_record_crc32s(values: Iterable[int]) -> str:
+    """Per-record CRC32s as the manifest stores them: base64 of little-endian uint32 words."""
+    words = array("I", values)
+    if words.itemsize != 4:
+        raise RuntimeError(f"array('I') has {words.itemsize}-byte items on this platform, not 4")
+    if sys.byteorder != "little":
+        words.byteswap()
+    return base64.b64encode(words.tobytes()).decode("ascii")
+
+
+def decode_record_crc32s(text: str) -> array:
+    """The inverse of `encode_record_crc32s`; ValueError on text that is not base64 of whole uint32 words."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"record_crc32 is not base64: {error}") from None
+    if len(raw) % 4:
+        raise ValueError(f"record_crc32 holds {len(raw)} bytes, not a whole number of 4-byte CRC32s")
+    words = array("I")
+    words.frombytes(raw)
+    if sys.byteorder != "little":
+        words.byteswap()
+    return words
 
 
 @dataclass

@@ -4,23 +4,60 @@ from __future__ import annotations
 
 import mmap
 import os
+import zlib
+from array import array
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from recordio_pack.format import format_idx_line, frame, parse_idx_line, read_record
+from recordio_pack.errors import RecordioPackError
+from recordio_pack.format import Damage, format_idx_line, frame, parse_idx_line, read_record
 
-__all__ = ["RecordWriter", "mapped", "iter_records", "read_idx", "write_idx_atomic", "atomic_output", "fsync_dir"]
+__all__ = ["RecordWriter", "InputError", "NoSuchFile", "DamagedShard", "require_file", "mapped", "iter_records",
+           "read_idx", "write_idx_atomic", "atomic_output", "fsync_dir"]
+
+
+class InputError(RecordioPackError):
+    """A file given to read is missing, unreadable or damaged; the message names it (and the byte or line)."""
+
+
+class NoSuchFile(InputError):
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(f"{path}: no such file")
+        self.path = str(path)
+
+
+class DamagedShard(InputError):
+    """A `.rec` with bytes that hold no readable record; ``damage`` lists every such range, in file order."""
+
+    def __init__(self, path: str | Path, damage: list[Damage]) -> None:
+        more = f"; and {len(damage) - 1} more damaged range(s)" if len(damage) > 1 else ""
+        super().__init__(f"{path}: {damage[0].describe()}{more}")
+        self.path = str(path)
+        self.damage = damage
+
+
+def require_file(path: str | Path) -> Path:
+    """``path`` as a Path; NoSuchFile when nothing is there."""
+    path = Path(path)
+    if not path.exists():
+        raise NoSuchFile(path)
+    return path
 
 
 class RecordWriter:
-    """Appends framed records to a `.rec` stream and ``key<TAB>offset`` lines to an `.idx` stream."""
+    """Appends framed records to a `.rec` stream and ``key<TAB>offset`` lines to an `.idx` stream.
+
+    ``record_crc32s`` holds, in write order, the zlib CRC32 of each record's framed bytes (magic through
+    padding, every segment): what the manifest keeps so that verify can name a damaged record.
+    """
 
     def __init__(self, rec: BinaryIO, idx: BinaryIO, start_offset: int = 0) -> None:
         self._rec = rec
         self._idx = idx
         self.offset = start_offset
         self.count = 0
+        self.record_crc32s = array("I")
 
     def write(self, key: int, payload: bytes) -> int:
         """Write one record; return the offset of its first magic."""
@@ -28,6 +65,7 @@ class RecordWriter:
         offset = self.offset
         self._rec.write(framed)
         self._idx.write(format_idx_line(key, offset).encode("ascii"))
+        self.record_crc32s.append(zlib.crc32(framed))
         self.offset += len(framed)
         self.count += 1
         return offset

@@ -1,26 +1,182 @@
 """Checking packed shards: framing and escaping, `.idx` coverage, header sanity, labels, manifest checksums.
 
-``verify_paths`` takes folders (every manifest inside, else every `.rec`), manifests or `.rec` files and
-returns a report listing each problem precisely (file, byte offset or line).  It never stops at the first
-problem of a dataset, only at the first framing error of a file (past it nothing can be trusted).
+``verify_paths`` takes folders (every manifest inside, else every `.rec`), manifests, `.rec` files or `.idx`
+files (`resolve_path` says what each stands for) and returns a report listing each problem precisely (file,
+byte offset or line, the record by position and key).  A damaged byte range does not end the check of a file:
+the scan resynchronises on the next readable record, reports the range and the records it held, and goes on.
+Each `.rec` is read once: framing, the file's SHA-256 and each record's CRC32 come from the same pass.
+Repeated problems of one kind show their first `LINES_PER_KIND` lines, then a count.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+import re
+import zlib
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
-from recordio_pack.digest import file_digests
-from recordio_pack.format import FramingError, IRHeader, unescaped_magics, unpack_payload
+from recordio_pack.digest import CHUNK, Digests, _Running, file_digests
+from recordio_pack.format import (
+    Damage, Frame, IRHeader, looks_like_idx, scan_frames, unescaped_magics_in, unpack_payload,
+)
 from recordio_pack.imaging import sniff
-from recordio_pack.manifest import MANIFEST_SUFFIX, Manifest, find_manifests
-from recordio_pack.recordio import iter_records, mapped, read_idx
+from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, find_manifests
+from recordio_pack.recordio import InputError, mapped, read_idx, require_file
 
-__all__ = ["VerifyReport", "ShardCheck", "check_shard", "verify_paths"]
+__all__ = ["VerifyReport", "ShardCheck", "DamagedRange", "Target", "BadManifest", "LINES_PER_KIND",
+           "check_shard", "verify_paths", "resolve_path", "load_class_map", "load_manifest"]
 
 MAX_LABELS = 1 << 16
+LINES_PER_KIND = 10  # lines shown per kind of problem and file before "... and K more"
+SNIFF_BYTES = 512
+_SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
+
+OnRecord = Callable[[int], None]
+
+
+class BadManifest(InputError):
+    """A manifest that cannot be read or parsed; the message names the file."""
+
+
+# ---------------------------------------------------------------- what a path stands for
+
+@dataclass(frozen=True)
+class Target:
+    """What one path given to verify or inspect stands for.
+
+    ``kind``: a manifest (all its shards), one `.rec` (with the manifest beside it that lists it, if any), or a
+    combined index over ``recs``.  ``classes``: the manifest's class map, else a ``NAME.synsets.txt`` beside.
+    """
+
+    kind: Literal["manifest", "rec", "index"]
+    path: Path
+    manifest: Manifest | None = None
+    shard: ShardRecord | None = None  # kind "rec": its entry in ``manifest``
+    classes: list[str] | None = None
+    recs: tuple[Path, ...] = ()  # kind "index": the shards it covers, in order
+
+    def rec_paths(self) -> list[Path]:
+        if self.kind == "manifest":
+            assert self.manifest is not None
+            return [self.path.parent / shard.rec.name for shard in self.manifest.shards]
+        return [self.path] if self.kind == "rec" else list(self.recs)
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """`Manifest.load` with every failure as BadManifest naming the file."""
+    try:
+        return Manifest.load(path)
+    except ValueError as error:
+        raise BadManifest(str(error)) from None
+    except OSError as error:
+        raise BadManifest(f"{path}: cannot read the manifest: {error.strerror or error}") from None
+
+
+def load_class_map(path: str | Path) -> list[str]:
+    """A ``label<TAB>name`` class map; NoSuchFile or InputError naming the file (and line) otherwise."""
+    from recordio_pack.listing import read_class_map
+
+    path = require_file(path)
+    try:
+        return read_class_map(path)
+    except (ValueError, UnicodeDecodeError) as error:
+        text = str(error)
+        raise InputError(text if text.startswith(str(path)) else f"{path}: {text}") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the class map: {error.strerror or error}") from None
+
+
+def resolve_path(raw: str | Path) -> list[Target]:
+    """What ``raw`` stands for: a folder (its manifests, else its `.rec` files), a manifest, a `.rec`, or an
+    `.idx` (told by its content, whatever its name: a shard's index stands for its `.rec`, another for the
+    shards beside it).  NoSuchFile, BadManifest or InputError say why not."""
+    path = Path(raw)
+    if path.is_dir():
+        manifests = find_manifests(path)
+        if manifests:
+            return [_manifest_target(manifest) for manifest in manifests]
+        recs = sorted(path.glob("*.rec"))
+        if not recs:
+            raise InputError(f"{path}: no manifest or .rec file to read")
+        return [_rec_target(rec) for rec in recs]
+    require_file(path)
+    if path.name.endswith(MANIFEST_SUFFIX):
+        return [_manifest_target(path)]
+    if _is_index(path):
+        return [_index_target(path)]
+    return [_rec_target(path)]
+
+
+def _manifest_target(path: Path) -> Target:
+    manifest = load_manifest(path)
+    return Target("manifest", path, manifest, classes=manifest.classes)
+
+
+def _is_index(path: Path) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(SNIFF_BYTES)
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
+    return looks_like_idx(head) or (not head and path.suffix == ".idx")
+
+
+def _dataset_stem(name: str) -> str:
+    """``NAME`` of ``NAME-00003-of-00016`` or ``NAME``."""
+    return _SHARD_SUFFIX.sub("", name)
+
+
+def _rec_target(rec: Path) -> Target:
+    for manifest_file in find_manifests(rec.parent):
+        manifest = load_manifest(manifest_file)
+        for shard in manifest.shards:
+            if shard.rec.name == rec.name:
+                return Target("rec", rec, manifest, shard, manifest.classes)
+    return Target("rec", rec, classes=_class_map_beside(rec.parent, _dataset_stem(rec.stem)))
+
+
+def _class_map_beside(folder: Path, stem: str) -> list[str] | None:
+    for candidate in (folder / f"{stem}.synsets.txt", folder / "synsets.txt"):
+        if candidate.is_file():
+            return load_class_map(candidate)
+    return None
+
+
+def _index_target(idx: Path) -> Target:
+    rec = idx.with_suffix(".rec")
+    if rec.is_file():
+        return _rec_target(rec)
+    stem = idx.name.removesuffix(".idx").removesuffix(".all")
+    manifest_file = idx.parent / f"{stem}{MANIFEST_SUFFIX}"
+    if manifest_file.is_file():
+        manifest = load_manifest(manifest_file)
+        recs = tuple(idx.parent / shard.rec.name for shard in manifest.shards)
+        return Target("index", idx, manifest, classes=manifest.classes, recs=recs)
+    recs = tuple(sorted(idx.parent.glob(f"{stem}-?????-of-?????.rec")) or
+                 ([idx.parent / f"{stem}.rec"] if (idx.parent / f"{stem}.rec").is_file() else []))
+    if not recs:
+        raise InputError(f"{idx}: an index (key<TAB>offset lines), not a .rec, and no shards beside it "
+                         f"({stem}{MANIFEST_SUFFIX} or {stem}-*.rec) to check it against")
+    return Target("index", idx, classes=_class_map_beside(idx.parent, stem), recs=recs)
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class DamagedRange:
+    """Bytes ``start..end`` of a `.rec` that hold no readable record, and the records the `.idx` puts there."""
+
+    start: int
+    end: int
+    error: str
+    records: tuple[str, ...]  # "#position (key K)" per record hit; empty without an .idx
+
+    def as_dict(self) -> dict[str, object]:
+        return {"start": self.start, "end": self.end, "error": self.error, "records": list(self.records)}
 
 
 @dataclass
@@ -30,6 +186,13 @@ class ShardCheck:
     bytes: int = 0
     labels: dict[float, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    damage: list[DamagedRange] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list, repr=False)  # offset of every readable record
+    digests: Digests | None = field(default=None, repr=False)  # of the .rec, from the framing scan
+
+    def as_dict(self) -> dict[str, object]:
+        return {"rec": self.rec, "records": self.records, "bytes": self.bytes, "problems": self.problems,
+                "damaged": [damage.as_dict() for damage in self.damage]}
 
 
 @dataclass
@@ -45,139 +208,352 @@ class VerifyReport:
     def records(self) -> int:
         return sum(shard.records for shard in self.shards)
 
+    def add(self, check: ShardCheck) -> None:
+        self.shards.append(check)
+        self.problems.extend(check.problems)
+
     def as_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "records": self.records, "shards": len(self.shards), "problems": self.problems,
-                "files": [{"rec": shard.rec, "records": shard.records, "bytes": shard.bytes,
-                           "problems": shard.problems} for shard in self.shards]}
+                "files": [shard.as_dict() for shard in self.shards]}
 
 
-def _check_header(name: str, offset: int, header: IRHeader, image: memoryview, classes: Sequence[str] | None,
-                  decode: bool, problems: list[str]) -> None:
-    where = f"{name}: record at byte {offset}"
+class ProblemLog:
+    """The problems of one file: each kind shows its first ``limit`` lines, then one "... and K more" line."""
+
+    def __init__(self, lines: list[str], limit: int = LINES_PER_KIND) -> None:
+        self.lines = lines
+        self.limit = limit
+        self._seen: dict[str, int] = {}
+        self._where: dict[str, str] = {}
+        self._last: dict[str, int] = {}
+
+    def add(self, kind: str, where: str, text: str) -> None:
+        """``text``: the whole line; ``where``: the file name the "... and K more ``kind``" line starts with."""
+        seen = self._seen[kind] = self._seen.get(kind, 0) + 1
+        if seen <= self.limit:
+            self.lines.append(text)
+            self._where[kind] = where
+            self._last[kind] = len(self.lines)
+
+    def close(self) -> None:
+        for kind, last in sorted(self._last.items(), key=lambda item: -item[1]):
+            extra = self._seen[kind] - self.limit
+            if extra > 0:
+                self.lines.insert(last, f"{self._where[kind]}: ... and {extra} more {kind}")
+
+
+class RecordLocator:
+    """Names records by their write position and key, from the `.idx` when there is one."""
+
+    def __init__(self, pairs: list[tuple[int, int]] | None) -> None:
+        self.indexed = pairs is not None
+        self._by_offset = {offset: (line, key) for line, (key, offset) in enumerate(pairs or [])}
+        ordered = sorted(self._by_offset.items())
+        self._offsets = [offset for offset, _ in ordered]
+        self._entries = [entry for _, entry in ordered]
+
+    def position(self, offset: int, fallback: int) -> int:
+        return self._by_offset.get(offset, (fallback, None))[0]
+
+    def knows(self, offset: int) -> bool:
+        return offset in self._by_offset
+
+    def describe(self, position: int, offset: int) -> str:
+        key = self._by_offset.get(offset, (None, None))[1]
+        return f"record #{position} ({'' if key is None else f'key {key}, '}byte {offset})"
+
+    def records_in(self, start: int, end: int) -> list[str]:
+        """The indexed records whose extent (up to the next indexed offset) overlaps bytes ``start..end``."""
+        first = max(bisect.bisect_right(self._offsets, start) - 1, 0)
+        stop = bisect.bisect_left(self._offsets, end)
+        return [f"record #{line} (key {key}, byte {offset})"
+                for offset, (line, key) in zip(self._offsets[first:stop], self._entries[first:stop])]
+
+
+# ---------------------------------------------------------------- one shard
+
+def _check_header(where: str, header: IRHeader, image: memoryview, classes: Sequence[str] | None,
+                  decode: bool, log: ProblemLog, name: str) -> None:
     if header.vector and len(header.labels) > MAX_LABELS:
-        problems.append(f"{where}: implausible label count {len(header.labels)}")
+        log.add("implausible label counts", name, f"{where}: implausible label count {len(header.labels)}")
     for label in header.labels:
         if not math.isfinite(label):
-            problems.append(f"{where}: label {label} is not a finite number")
+            log.add("non-finite labels", name, f"{where}: label {label} is not a finite number")
         elif classes is not None and (label != int(label) or not 0 <= label < len(classes)):
-            problems.append(f"{where}: label {label:g} is outside the class map (0..{len(classes) - 1})")
+            log.add("labels outside the class map", name,
+                    f"{where}: label {label:g} is outside the class map (0..{len(classes) - 1})")
     kind = sniff(bytes(image[:16]))
     if kind not in ("jpeg", "png", "bmp"):
-        problems.append(f"{where}: payload is not an encoded image (starts with {bytes(image[:8])!r})")
+        log.add("payloads that are not images", name,
+                f"{where}: payload is not an encoded image (starts with {bytes(image[:8])!r})")
     elif decode:
         import cv2
         import numpy as np
 
         if cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_UNCHANGED) is None:
-            problems.append(f"{where}: the {kind} image does not decode")
+            log.add("images that do not decode", name, f"{where}: the {kind} image does not decode")
 
 
-def check_shard(rec: Path, idx: Path | None, classes: Sequence[str] | None = None, decode: bool = False,
-                on_record: Callable[[int], None] | None = None) -> ShardCheck:
-    """Scan one `.rec` (and its `.idx` when given) and collect every problem found."""
-    check = ShardCheck(str(rec))
-    problems = check.problems
-    offsets: list[int] = []
-    with mapped(rec) as data:
-        check.bytes = len(data)
-        try:
-            for offset, payload in iter_records(data):
-                offsets.append(offset)
-                try:
-                    header, image = unpack_payload(payload)
-                except ValueError as error:
-                    problems.append(f"{rec.name}: record at byte {offset}: {error}")
-                    continue
-                for label in header.labels[:1]:
-                    check.labels[label] = check.labels.get(label, 0) + 1
-                _check_header(rec.name, offset, header, image, classes, decode, problems)
-                if on_record:
-                    on_record(1)
-        except FramingError as error:
-            problems.append(f"{rec.name}: {error} (the file is damaged or truncated from here on)")
-        for position in unescaped_magics(data)[:10]:
-            problems.append(f"{rec.name}: unescaped magic inside a record at byte {position} (readers that "
-                            "resynchronise on the magic, such as DALI, would split the record there)")
-    check.records = len(offsets)
+def _read_index(idx: Path | None, rec: Path, log: ProblemLog) -> list[tuple[int, int]] | None:
     if idx is None:
-        return check
+        return None
     if not idx.exists():
-        problems.append(f"{idx.name}: missing (rebuild it with `recordio-pack index {rec}`)")
-        return check
+        log.add("index problems", idx.name, f"{idx.name}: missing (rebuild it with `recordio-pack index {rec}`)")
+        return None
     try:
-        pairs = read_idx(idx)
+        return read_idx(idx)
     except (ValueError, UnicodeDecodeError) as error:
-        problems.append(f"{idx.name}: {error}")
-        return check
-    starts = set(offsets)
+        log.add("index problems", idx.name, f"{idx.name}: {error}")
+        return None
+
+
+def _listed_crcs(listed: ShardRecord | None, log: ProblemLog, name: str) -> array | None:
+    if listed is None:
+        return None
+    try:
+        return listed.record_crc32s()
+    except ValueError as error:
+        log.add("manifest problems", name, f"{name}: the manifest's record checksums are unusable: {error}")
+        return None
+
+
+@dataclass
+class _Scan:
+    """State of one pass over a `.rec`: where the next record is expected in write order."""
+
+    name: str
+    size: int
+    locator: RecordLocator
+    crcs: array | None
+    log: ProblemLog
+    position: int = 0
+    after_damage: bool = False
+
+    def place(self, record: Frame, crc: int) -> str:
+        """The record's write position (from the .idx, the running count, or after damage its CRC32 in the
+        manifest); logs a CRC32 mismatch; returns how to name the record."""
+        position = self.locator.position(record.start, self.position)
+        matched = self.crcs is None or (position < len(self.crcs) and self.crcs[position] == crc)
+        if not matched and self.after_damage and not self.locator.knows(record.start):
+            try:
+                position, matched = self.crcs.index(crc, self.position), True  # type: ignore[union-attr]
+            except ValueError:
+                pass
+        self.position, self.after_damage = position + 1, False
+        where = f"{self.name}: {self.locator.describe(position, record.start)}"
+        if not matched:
+            self.log.add("records whose CRC32 differs from the manifest", self.name,
+                         f"{where}: CRC32 differs from the manifest (the record's bytes changed)")
+        return where
+
+    def damaged(self, damage: Damage) -> DamagedRange:
+        hit = self.locator.records_in(damage.start, damage.end)
+        if hit:
+            held = "it held " + ", ".join(hit[:5]) + (f" and {len(hit) - 5} more" if len(hit) > 5 else "")
+        else:
+            held = "no .idx to name the records it held" if not self.locator.indexed else "no indexed record there"
+        after = "resynchronised at the next record" if damage.end < self.size else "up to the end of the file"
+        self.log.add("damaged byte ranges", self.name, f"{self.name}: {damage.describe()}; {held}; {after}")
+        self.after_damage = True
+        return DamagedRange(damage.start, damage.end, str(damage.error), tuple(hit))
+
+
+def _feed(running: _Running, data: bytes, start: int, end: int) -> None:
+    for chunk in range(start, end, CHUNK):
+        running.update(data[chunk:min(chunk + CHUNK, end)])
+
+
+def _scan_rec(rec: Path, check: ShardCheck, scan: _Scan, classes: Sequence[str] | None, decode: bool,
+              on_record: OnRecord | None) -> None:
+    """One pass over ``rec``: framing with resynchronisation, the file digests, CRC32s and header checks."""
+    running = _Running()
+    with mapped(rec) as data:
+        check.bytes = scan.size = len(data)
+        for item in scan_frames(data):
+            if isinstance(item, Damage):
+                _feed(running, data, item.start, item.end)
+                check.damage.append(scan.damaged(item))
+                continue
+            raw = data[item.start:item.end]
+            running.update(raw)
+            where = scan.place(item, zlib.crc32(raw))
+            check.starts.append(item.start)
+            _check_record(where, item, data, classes, decode, scan.log, scan.name, check)
+            if on_record:
+                on_record(1)
+    check.records = len(check.starts)
+    check.digests = running.digests()
+
+
+def _check_record(where: str, record: Frame, data: bytes, classes: Sequence[str] | None, decode: bool,
+                  log: ProblemLog, name: str, check: ShardCheck) -> None:
+    for position in unescaped_magics_in(data, record):
+        log.add("unescaped magics", name, f"{name}: unescaped magic inside a record at byte {position} (readers "
+                "that resynchronise on the magic, such as DALI, would split the record there)")
+    try:
+        header, image = unpack_payload(record.payload)
+    except ValueError as error:
+        log.add("records with a bad header", name, f"{where}: {error}")
+        return
+    for label in header.labels[:1]:
+        check.labels[label] = check.labels.get(label, 0) + 1
+    _check_header(where, header, image, classes, decode, log, name)
+
+
+def _check_index(name: str, pairs: list[tuple[int, int]], starts: set[int], damage: Sequence[DamagedRange],
+                 log: ProblemLog) -> None:
+    """Every `.idx` line names a record start (lines pointing into damaged bytes are the damage's, said once
+    there), keys are unique, and every readable record is indexed."""
+    damaged = sorted((item.start, item.end) for item in damage)
     seen_keys: set[int] = set()
     for line, (key, offset) in enumerate(pairs, 1):
         if key in seen_keys:
-            problems.append(f"{idx.name}:{line}: duplicate key {key}")
+            log.add("duplicate keys", name, f"{name}:{line}: duplicate key {key}")
         seen_keys.add(key)
-        if offset not in starts:
-            problems.append(f"{idx.name}:{line}: offset {offset} of key {key} is not the start of a record")
+        if offset not in starts and not _inside(damaged, offset):
+            log.add("index lines not at a record start", name,
+                    f"{name}:{line}: offset {offset} of key {key} is not the start of a record")
     indexed = {offset for _, offset in pairs}
-    missing = [offset for offset in offsets if offset not in indexed]
+    missing = sorted(starts - indexed)
     if missing:
-        problems.append(f"{idx.name}: {len(missing)} record(s) not in the index, first at byte {missing[0]}")
+        log.add("index problems", name, f"{name}: {len(missing)} record(s) not in the index, first at byte {missing[0]}")
     if len(pairs) != len(indexed):
-        problems.append(f"{idx.name}: {len(pairs) - len(indexed)} offset(s) listed more than once")
+        log.add("index problems", name, f"{name}: {len(pairs) - len(indexed)} offset(s) listed more than once")
+
+
+def _inside(ranges: list[tuple[int, int]], offset: int) -> bool:
+    at = bisect.bisect_right(ranges, (offset, float("inf"))) - 1
+    return at >= 0 and ranges[at][0] <= offset < ranges[at][1]
+
+
+def _compare_listed(rec: Path, idx: Path | None, listed: ShardRecord, check: ShardCheck, has_crcs: bool,
+                    log: ProblemLog) -> None:
+    """The shard against its manifest entry: record count, the `.rec`'s size and SHA-256, the `.idx`'s."""
+    name = rec.name
+    if check.records != listed.records:
+        lost = f" ({listed.records - check.records} lost in damaged bytes)" if check.damage else ""
+        log.add("manifest problems", name,
+                f"{name}: {check.records} readable records, the manifest says {listed.records}{lost}")
+    digests = check.digests
+    assert digests is not None
+    if digests.size != listed.rec.bytes:
+        log.add("manifest problems", name, f"{name}: {digests.size} bytes, the manifest says {listed.rec.bytes}")
+    elif digests.sha256 != listed.rec.sha256:
+        why = "" if has_crcs else "; this manifest has no per-record checksums to say which record"
+        log.add("manifest problems", name, f"{name}: SHA-256 differs from the manifest (the file changed{why})")
+    if idx is not None and idx.exists():
+        problem = _file_problem(idx, listed.idx)
+        if problem:
+            log.add("manifest problems", idx.name, problem)
+
+
+def _file_problem(file: Path, record: FileRecord) -> str | None:
+    size = file.stat().st_size
+    if size != record.bytes:
+        return f"{record.name}: {size} bytes, the manifest says {record.bytes}"
+    if file_digests(file).sha256 != record.sha256:
+        return f"{record.name}: SHA-256 differs from the manifest (the file changed)"
+    return None
+
+
+def check_shard(rec: Path, idx: Path | None, classes: Sequence[str] | None = None, decode: bool = False,
+                on_record: OnRecord | None = None, listed: ShardRecord | None = None) -> ShardCheck:
+    """Scan one `.rec` (and its `.idx` when given; a missing one is a problem) and collect every problem found.
+    ``listed``: the shard's manifest entry, to check sizes, checksums and, when it has them, each record's
+    CRC32 (naming the record that changed)."""
+    check = ShardCheck(str(rec))
+    log = ProblemLog(check.problems)
+    pairs = _read_index(idx, rec, log)
+    crcs = _listed_crcs(listed, log, rec.name)
+    scan = _Scan(rec.name, 0, RecordLocator(pairs), crcs, log)
+    _scan_rec(rec, check, scan, classes, decode, on_record)
+    if pairs is not None and idx is not None:
+        _check_index(idx.name, pairs, set(check.starts), check.damage, log)
+    if listed is not None:
+        _compare_listed(rec, idx, listed, check, crcs is not None, log)
+    log.close()
     return check
 
 
-def _verify_manifest(path: Path, decode: bool, report: VerifyReport, on_record: Callable[[int], None] | None) -> None:
-    try:
-        manifest = Manifest.load(path)
-    except (OSError, ValueError) as error:
-        report.problems.append(str(error))
-        return
-    folder = path.parent
-    for record in manifest.data_files():
-        file = folder / record.name
-        if not file.exists():
-            report.problems.append(f"{record.name}: missing (listed in {path.name})")
-        elif file.stat().st_size != record.bytes:
-            report.problems.append(f"{record.name}: {file.stat().st_size} bytes, the manifest says {record.bytes}")
-        elif file_digests(file).sha256 != record.sha256:
-            report.problems.append(f"{record.name}: SHA-256 differs from the manifest (the file changed)")
+# ---------------------------------------------------------------- targets
+
+def _check_listed_shard(folder: Path, shard: ShardRecord, classes: Sequence[str] | None, decode: bool,
+                        on_record: OnRecord | None, manifest_name: str) -> ShardCheck:
+    rec = folder / shard.rec.name
+    if not rec.exists():
+        return ShardCheck(str(rec), problems=[f"{shard.rec.name}: missing (listed in {manifest_name})"])
+    return check_shard(rec, folder / shard.idx.name, classes, decode, on_record, shard)
+
+
+def _verify_manifest(target: Target, decode: bool, classes: Sequence[str] | None, report: VerifyReport,
+                     on_record: OnRecord | None) -> None:
+    manifest = target.manifest
+    assert manifest is not None
+    folder = target.path.parent
     for shard in manifest.shards:
-        rec = folder / shard.rec.name
+        report.add(_check_listed_shard(folder, shard, classes or manifest.classes, decode, on_record,
+                                       target.path.name))
+    for record in manifest.files:
+        file = folder / record.name
+        problem = f"{record.name}: missing (listed in {target.path.name})" if not file.exists() else \
+            _file_problem(file, record)
+        if problem:
+            report.problems.append(problem)
+
+
+def _verify_rec(target: Target, decode: bool, classes: Sequence[str] | None, report: VerifyReport,
+                on_record: OnRecord | None) -> None:
+    rec = target.path
+    if target.shard is not None:
+        report.add(check_shard(rec, rec.parent / target.shard.idx.name, classes or target.classes, decode,
+                               on_record, target.shard))
+        return
+    idx = rec.with_suffix(".idx")
+    report.add(check_shard(rec, idx if idx.exists() else None, classes or target.classes, decode, on_record))
+
+
+def _verify_combined_index(target: Target, decode: bool, classes: Sequence[str] | None, report: VerifyReport,
+                           on_record: OnRecord | None) -> None:
+    """Check each shard the index covers, then the index: offsets counted across the shards in order."""
+    listed = {shard.rec.name: shard for shard in target.manifest.shards} if target.manifest else {}
+    starts: set[int] = set()
+    damage: list[DamagedRange] = []
+    base = 0
+    for rec in target.recs:
+        shard = listed.get(rec.name)
         if not rec.exists():
-            continue
-        check = check_shard(rec, folder / shard.idx.name, manifest.classes, decode, on_record)
-        if check.records != shard.records and not check.problems:
-            check.problems.append(f"{rec.name}: {check.records} records, the manifest says {shard.records}")
-        report.shards.append(check)
-        report.problems.extend(check.problems)
+            report.problems.append(f"{rec.name}: missing (covered by {target.path.name})")
+            return
+        idx = rec.parent / shard.idx.name if shard else rec.with_suffix(".idx")
+        check = check_shard(rec, idx if shard or idx.exists() else None, classes or target.classes, decode,
+                            on_record, shard)
+        report.add(check)
+        starts.update(base + start for start in check.starts)
+        damage.extend(DamagedRange(base + item.start, base + item.end, item.error, ()) for item in check.damage)
+        base += check.bytes
+    problems: list[str] = []
+    log = ProblemLog(problems)
+    pairs = _read_index(target.path, target.path, log)
+    if pairs is not None:
+        _check_index(target.path.name, pairs, starts, damage, log)
+    log.close()
+    report.problems.extend(problems)
+
+
+_VERIFIERS = {"manifest": _verify_manifest, "rec": _verify_rec, "index": _verify_combined_index}
 
 
 def verify_paths(paths: Sequence[str | Path], decode: bool = False, classes: Sequence[str] | None = None,
-                 on_record: Callable[[int], None] | None = None) -> VerifyReport:
-    """Verify folders, manifests and `.rec` files (a `.rec`'s `.idx` is the file beside it, if any)."""
+                 on_record: OnRecord | None = None) -> VerifyReport:
+    """Verify folders, manifests, `.rec` and `.idx` files (see `resolve_path`).  ``classes`` (label -> name)
+    replaces the class map of every target when given."""
     report = VerifyReport()
     for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            manifests = find_manifests(path)
-            targets = manifests or sorted(path.glob("*.rec"))
-            if not targets:
-                report.problems.append(f"{path}: no manifest or .rec file to verify")
-            for target in targets:
-                _verify_one(target, decode, classes, report, on_record)
-        elif path.exists():
-            _verify_one(path, decode, classes, report, on_record)
-        else:
-            report.problems.append(f"{path}: no such file or folder")
+        try:
+            targets = resolve_path(raw)
+        except InputError as error:
+            report.problems.append(str(error))
+            continue
+        for target in targets:
+            _VERIFIERS[target.kind](target, decode, classes, report, on_record)
     return report
-
-
-def _verify_one(path: Path, decode: bool, classes: Sequence[str] | None, report: VerifyReport,
-                on_record: Callable[[int], None] | None) -> None:
-    if path.name.endswith(MANIFEST_SUFFIX):
-        _verify_manifest(path, decode, report, on_record)
-        return
-    idx = path.with_suffix(".idx")
-    check = check_shard(path, idx if idx.exists() else None, classes, decode, on_record)
-    report.shards.append(check)
-    report.problems.extend(check.problems)

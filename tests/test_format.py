@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recordio_pack.format import (
-    IRHEADER, MAGIC, MAGIC_BYTES, MAX_PAYLOAD, FramingError, IRHeader, LstEntry, decode_lrec, encode_lrec,
-    format_idx_line, format_lst_line, frame, lst_path_problem, pack_payload, padded, parse_idx_line,
-    parse_lst_line, read_record, unpack_payload,
+    IRHEADER, MAGIC, MAGIC_BYTES, MAX_PAYLOAD, Damage, FramingError, Frame, IRHeader, LstEntry, decode_lrec,
+    encode_lrec, find_record_start, format_idx_line, format_lst_line, frame, looks_like_idx, lst_path_problem,
+    pack_payload, padded, parse_idx_line, parse_lst_line, read_frame, read_record, scan_frames,
+    unescaped_magics, unpack_payload,
 )
 
 M = "0a23d7ce"  # the magic as file bytes
@@ -379,3 +380,90 @@ def test_payload_round_trip(labels: list[float], record_id: int, record_id2: int
     got, body = unpack_payload(read_record(frame(pack_payload(header, image)), 0)[0])
     assert got == header
     assert bytes(body) == image
+
+
+# --- damage and resynchronisation ----------------------------------------------------------------------------
+
+ABCD = hexbytes(f"{M} 08000000 6162636465666768")  # 16 bytes, whole
+BROKEN = hexbytes("0b23d7ce 08000000 6162636465666768")  # the same with a damaged magic
+SPLIT = hexbytes(f"{M} 04000020 61626364 {M} 04000060 65666768")  # 24 bytes: first + last segment
+
+
+def kinds(data: bytes) -> list[tuple[str, int, int]]:
+    return [(type(item).__name__, item.start, item.end) for item in scan_frames(data)]
+
+
+def test_scan_of_a_clean_stream_is_its_records() -> None:
+    stream = ABCD + SPLIT + ABCD
+    assert kinds(stream) == [("Frame", 0, 16), ("Frame", 16, 40), ("Frame", 40, 56)]
+    assert [item.payload for item in scan_frames(stream)] == [b"abcdefgh", b"abcd" + MAGIC_LITERAL + b"efgh",
+                                                             b"abcdefgh"]
+    assert read_frame(stream, 16) == Frame(16, 40, (16, 28), b"abcd" + MAGIC_LITERAL + b"efgh")
+
+
+def test_scan_resynchronises_after_a_damaged_header() -> None:
+    items = list(scan_frames(ABCD + BROKEN + ABCD))
+    assert kinds(ABCD + BROKEN + ABCD) == [("Frame", 0, 16), ("Damage", 16, 32), ("Frame", 32, 48)]
+    assert isinstance(items[1], Damage) and items[1].error.offset == 16
+    assert items[1].describe() == "bytes 16..32 (16 bytes) hold no readable record (bad magic 0xced7230b at byte 16)"
+
+
+def test_scan_skips_the_rest_of_a_split_record_whose_middle_header_is_damaged() -> None:
+    damaged = SPLIT[:12] + b"\x0b" + SPLIT[13:]
+    assert kinds(damaged + ABCD) == [("Damage", 0, 24), ("Frame", 24, 40)]
+    assert find_record_start(SPLIT + ABCD, 4) == 24  # the last segment's header is no record start
+    assert list(scan_frames(damaged + ABCD))[0].describe().endswith(
+        "(reading the record at byte 0: bad magic 0xced7230b at byte 12)")
+
+
+def test_scan_finds_a_length_that_runs_over_the_next_record() -> None:
+    overrun = hexbytes(f"{M} 1c000000") + ABCD[8:]  # length 28: over the next record and into the one after
+    items = list(scan_frames(overrun + ABCD + ABCD))
+    assert kinds(overrun + ABCD + ABCD) == [("Damage", 0, 16), ("Frame", 16, 32), ("Frame", 32, 48)]
+    assert "record length runs over the record that starts at byte 16" in str(items[0].error)
+
+
+def test_scan_of_a_truncated_stream_ends_in_damage() -> None:
+    assert kinds(ABCD + ABCD[:11]) == [("Frame", 0, 16), ("Damage", 16, 27)]
+    assert kinds(b"garbage, no record at all") == [("Damage", 0, 25)]
+    assert kinds(b"") == []
+
+
+def test_unescaped_magics_ignore_damaged_ranges() -> None:
+    assert unescaped_magics(ABCD + BROKEN + ABCD + SPLIT) == []
+    raw = hexbytes(f"{M} 08000000 {M} 61626364")  # a writer that skipped escaping
+    assert unescaped_magics(ABCD + raw) == [24]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(payloads(), min_size=2, max_size=6), st.data())
+def test_one_damaged_header_costs_at_most_its_own_record(records: list[bytes], data: st.DataObject) -> None:
+    """Any byte of one record's first header flipped: every other record is still read, or (a length that lands
+    exactly on a later record) shows as an unescaped magic inside the damaged one."""
+    starts, stream = [], b""
+    for payload in records:
+        starts.append(len(stream))
+        stream += frame(payload)
+    victim = data.draw(st.integers(0, len(records) - 1))
+    damaged = bytearray(stream)
+    damaged[starts[victim] + data.draw(st.integers(0, 7))] ^= data.draw(st.integers(1, 255))
+    found = {item.start: item for item in scan_frames(bytes(damaged))}
+    inner = set(unescaped_magics(bytes(damaged)))
+    for number, (start, payload) in enumerate(zip(starts, records)):
+        if number != victim:
+            item = found.get(start)
+            assert (isinstance(item, Frame) and item.payload == payload) or start in inner, number
+
+
+@pytest.mark.parametrize("head, expected", [
+    (b"0\t0\n1\t2048\n", True),
+    (b"0\t0\r\n1\t20", True),  # a last line cut short by the sniff
+    (b"17\t4096", True),
+    (MAGIC_LITERAL + b"0\t0\n", False),
+    (b"0 0\n", False),
+    (b"key\toffset\n", False),
+    (b"", False),
+    (b"\n\n", False),
+])
+def test_looks_like_idx(head: bytes, expected: bool) -> None:
+    assert looks_like_idx(head) is expected

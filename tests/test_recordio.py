@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,19 @@ def test_idx_offsets_point_at_each_record(tmp_path: Path) -> None:
         expected_offset += len(frame(payload))
     assert idx.read_bytes().endswith(b"\n") and b"\r" not in idx.read_bytes()
     assert idx.read_text().splitlines()[0] == f"{keys[0]}\t0"
+
+
+def test_writer_keeps_the_crc32_of_each_framed_record(tmp_path: Path) -> None:
+    """What the manifest stores per record: zlib CRC32 of magic through padding, every segment, in write order."""
+    rec, idx = tmp_path / "c.rec", tmp_path / "c.idx"
+    with open(rec, "wb") as rec_stream, open(idx, "wb") as idx_stream:
+        writer = RecordWriter(rec_stream, idx_stream)
+        assert writer.record_crc32s.typecode == "I" and len(writer.record_crc32s) == 0
+        for key, payload in enumerate(PAYLOADS):
+            writer.write(key, payload)
+    assert list(writer.record_crc32s) == [zlib.crc32(frame(payload)) for payload in PAYLOADS]
+    data, offsets = rec.read_bytes(), [offset for _, offset in read_idx(idx)]
+    assert [zlib.crc32(data[a:b]) for a, b in zip(offsets, offsets[1:] + [len(data)])] == list(writer.record_crc32s)
 
 
 def test_start_offset_gives_global_offsets(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List records (key, label, class name, bytes, width x height, format) of a .rec, a "
                     "NAME.manifest.json or a folder, and with --contact-sheet write a PNG grid of sample images "
                     "captioned with label and class, to see at a glance that colours and labels are right.")
-    parser.add_argument("path", help=".rec, manifest or folder")
+    parser.add_argument("path", help=".rec, .idx, manifest or folder (a missing one exits 1)")
     parser.add_argument("--limit", type=positive_int, default=20, help="rows to show (default %(default)s)")
     parser.add_argument("--contact-sheet", metavar="PNG", help="write a contact sheet here")
     parser.add_argument("--count", type=positive_int, default=48, help="images on the contact sheet")
@@ -23,27 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _resolve(path_text: str, classes_file: str | None):  # -> (recs, classes)
-    from pathlib import Path
+    from recordio_pack.verify import load_class_map, resolve_path
 
-    from recordio_pack.errors import UsageError
-    from recordio_pack.listing import read_class_map
-    from recordio_pack.manifest import MANIFEST_SUFFIX, Manifest, find_manifests
-
-    path = Path(path_text)
-    manifests = find_manifests(path) if path.is_dir() else [path] if path.name.endswith(MANIFEST_SUFFIX) else []
-    classes = read_class_map(classes_file) if classes_file else None
-    if manifests:
-        manifest = Manifest.load(manifests[0])
-        recs = [manifests[0].parent / shard.rec.name for shard in manifest.shards]
-        return recs, classes or manifest.classes
-    if path.is_dir():
-        recs = sorted(path.glob("*.rec"))
-    elif path.exists():
-        recs = [path]
-    else:
-        raise UsageError(f"{path}: no such file or folder")
-    if not recs:
-        raise UsageError(f"{path}: no .rec files")
+    targets = resolve_path(path_text)
+    recs = [rec for target in targets for rec in target.rec_paths()]
+    classes = load_class_map(classes_file) if classes_file else targets[0].classes
     return recs, classes
 
 

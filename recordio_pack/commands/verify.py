@@ -12,21 +12,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "verify", help="check shards, indexes and manifest checksums",
         description="Check RecordIO framing and magic escaping, that every .idx offset starts a record and every "
                     "record is indexed, header sanity, labels within the class map, and the manifest's sizes and "
-                    "SHA-256 checksums. PATH: a folder (its manifests), a NAME.manifest.json or a .rec. Exit 1 "
-                    "on any problem.")
+                    "SHA-256 checksums, naming each damaged record (by the manifest's per-record CRC32s when it has "
+                    "them). PATH: a folder (its manifests, else its .rec files and NAME.synsets.txt), a "
+                    "NAME.manifest.json, a .rec (checked against the manifest beside it that lists it) or an .idx "
+                    "(a shard's index, or a combined one checked against the shards beside it). Damage does not "
+                    "stop the scan: it resynchronises on the next record. Exit 1 on any problem or a missing PATH.")
     parser.add_argument("paths", nargs="+", metavar="PATH")
     parser.add_argument("--decode", action="store_true", help="also decode every image")
-    parser.add_argument("--classes", help="class map (label<TAB>name) for .rec files given without a manifest")
+    parser.add_argument("--classes", help="class map (label<TAB>name) to check labels against, instead of the "
+                                           "manifest's or NAME.synsets.txt")
     add_output_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from recordio_pack.commands._common import ProgressBar
-    from recordio_pack.listing import read_class_map
-    from recordio_pack.verify import verify_paths
+    from recordio_pack.verify import load_class_map, verify_paths
 
-    classes = read_class_map(args.classes) if args.classes else None
+    classes = load_class_map(args.classes) if args.classes else None
     with ProgressBar(args, total=None, unit="rec", desc="verify") as bar:
         report = verify_paths(args.paths, decode=args.decode, classes=classes, on_record=bar.update)
     if report.ok:
