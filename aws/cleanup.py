@@ -2,23 +2,42 @@
 
 - EBS volumes carrying our managed-by tag that are ``available`` (attached to nothing);
 - EBS snapshots carrying our managed-by tag, owned by this account, older than ``older_than_days``;
-- unfinished S3 multipart uploads under ``s3://bucket/prefix`` (their parts are billed until aborted).
+- unfinished S3 multipart uploads under the folder ``s3://bucket/prefix/`` (their parts are billed until aborted).
 
 Listing is the default; deleting happens only with ``delete=True``. Grace periods keep a cleanup running next to
 ``replicate`` or ``backup`` from removing a volume about to be attached or an upload still in progress.
+
+A snapshot still in use is never deleted: one that a volume (in any state) was made from, that an AMI or the
+latest or default version of a launch template maps, or whose id an instance's tag names; nor the
+``keep_latest`` newest snapshots of each dataset. Such snapshots are listed as ``kept``, with the reasons.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from recordio_pack.aws.ec2 import MANAGED_BY_KEY, MANAGED_BY_VALUE, paginate, tags_of
+from recordio_pack.aws.ec2 import MANAGED_BY_KEY, MANAGED_BY_VALUE, describe_instances, paginate, tags_of
+from recordio_pack.aws.snapshot import DATASET_KEY
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.errors import RecordioPackError, UsageError
 
-__all__ = ["CleanupOptions", "CleanupItem", "CleanupResult", "find_leftovers", "cleanup"]
+__all__ = ["CleanupOptions", "CleanupItem", "CleanupResult", "find_leftovers", "cleanup", "s3_folder",
+           "snapshot_references", "newest_per_dataset"]
+
+_SNAPSHOT_ID_IN_TEXT = re.compile(r"\bsnap-[0-9a-f]{8}(?:[0-9a-f]{9})?\b")
+_FILTER_VALUES_PER_CALL = 200  # EC2 accepts up to 200 values in one filter
+_LIVE_INSTANCE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+
+
+def s3_folder(prefix: str) -> str:
+    """A prefix as a folder: ``"data"`` and ``"data/"`` -> ``"data/"`` (so ``data-old/`` is not inside);
+    ``""`` (or ``"/"``) -> the whole bucket."""
+    stripped = prefix.strip("/")
+    return f"{stripped}/" if stripped else ""
 
 
 @dataclass(frozen=True)
@@ -30,14 +49,17 @@ class CleanupOptions:
     volume_grace_hours: float = 1.0
     upload_grace_hours: float = 24.0
     bucket: str | None = None
-    prefix: str = ""
+    prefix: str = ""  # a folder: "data" is "data/", never "data-old/"
     delete: bool = False
+    keep_latest: int = 1  # newest snapshots kept per dataset (0: none kept for being newest)
 
     def __post_init__(self) -> None:
         if min(self.older_than_days, self.volume_grace_hours, self.upload_grace_hours) < 0:
             raise UsageError("ages must not be negative")
+        if self.keep_latest < 0:
+            raise UsageError(f"the number of newest snapshots to keep must not be negative: {self.keep_latest}")
         if self.prefix and not self.bucket:
-            raise UsageError("--prefix needs --bucket")
+            raise UsageError("a prefix needs a bucket")
 
 
 @dataclass
@@ -46,9 +68,10 @@ class CleanupItem:
     id: str  # volume id, snapshot id, or s3://bucket/key
     created: str  # ISO 8601, UTC
     detail: str
-    state: str = "found"  # found, deleted, failed
+    state: str = "found"  # found, kept (never deleted: see kept_because), deleted, failed
     error: str = ""
     upload_id: str = field(default="", repr=False)
+    kept_because: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -66,6 +89,10 @@ class CleanupResult:
     @property
     def ok(self) -> bool:
         return all(item.state != "failed" for item in self.items)
+
+    @property
+    def kept(self) -> list[CleanupItem]:
+        return [item for item in self.items if item.state == "kept"]
 
     def as_dict(self) -> dict[str, Any]:
         return {"region": self.region, "delete": self.deleted, "ok": self.ok,
@@ -98,22 +125,97 @@ def find_leftovers(target: AwsTarget, options: CleanupOptions, now: dt.datetime 
             items.append(CleanupItem("volume", volume["VolumeId"], created.isoformat(), detail.rstrip("; ")))
     with aws_errors("listing our snapshots"):
         snapshots = paginate(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=_ours())
-    for snapshot in sorted(snapshots, key=lambda s: _utc(s["StartTime"])):
-        created = _utc(snapshot["StartTime"])
-        if now - created >= dt.timedelta(days=options.older_than_days):
-            tags = tags_of(snapshot)
-            items.append(CleanupItem("snapshot", snapshot["SnapshotId"], created.isoformat(),
-                                     f"{snapshot.get('VolumeSize')} GiB, {snapshot.get('State')}; "
-                                     f"{tags.get('Name', '')}".rstrip("; ")))
+    old_enough = [snapshot for snapshot in sorted(snapshots, key=lambda s: _utc(s["StartTime"]))
+                  if now - _utc(snapshot["StartTime"]) >= dt.timedelta(days=options.older_than_days)]
+    if old_enough:
+        reasons = snapshot_references(ec2, [snapshot["SnapshotId"] for snapshot in old_enough])
+        for snapshot_id, why in newest_per_dataset(snapshots, options.keep_latest).items():
+            reasons[snapshot_id].append(why)
+        items.extend(_snapshot_item(snapshot, reasons.get(snapshot["SnapshotId"], [])) for snapshot in old_enough)
     if options.bucket:
         items.extend(_uploads(target, options, now))
     return items
 
 
+def _snapshot_item(snapshot: dict[str, Any], kept_because: list[str]) -> CleanupItem:
+    tags = tags_of(snapshot)
+    detail = f"{snapshot.get('VolumeSize')} GiB, {snapshot.get('State')}; {tags.get('Name', '')}".rstrip("; ")
+    return CleanupItem("snapshot", snapshot["SnapshotId"], _utc(snapshot["StartTime"]).isoformat(), detail,
+                       state="kept" if kept_because else "found", kept_because=kept_because)
+
+
+def _chunks(values: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(values), size):
+        yield list(values[start:start + size])
+
+
+def _mapped_snapshots(mappings: Iterable[dict[str, Any]] | None) -> Iterator[tuple[str, str]]:
+    """(snapshot id, device name) of each EBS block device mapping that names a snapshot."""
+    for mapping in mappings or []:
+        snapshot_id = (mapping.get("Ebs") or {}).get("SnapshotId")
+        if snapshot_id:
+            yield snapshot_id, mapping.get("DeviceName", "?")
+
+
+def snapshot_references(ec2: Any, snapshot_ids: Sequence[str]) -> defaultdict[str, list[str]]:
+    """For each of ``snapshot_ids`` still in use, why: volumes (any state) made from it, AMIs of this account and
+    launch templates (latest and default versions) whose block device mappings name it, and live instances
+    with a tag naming it. A failed look-up raises (``AwsError``): without the facts nothing may be deleted."""
+    wanted = set(snapshot_ids)
+    reasons: defaultdict[str, list[str]] = defaultdict(list)
+
+    def note(snapshot_id: str | None, why: str) -> None:
+        if snapshot_id in wanted and why not in reasons[snapshot_id]:
+            reasons[snapshot_id].append(why)
+
+    with aws_errors("listing volumes made from the snapshots"):
+        for chunk in _chunks(sorted(wanted), _FILTER_VALUES_PER_CALL):
+            for volume in paginate(ec2, "describe_volumes", "Volumes", Filters=[{"Name": "snapshot-id", "Values": chunk}]):
+                note(volume.get("SnapshotId"), f"volume {volume['VolumeId']} ({volume.get('State')}) was made from it")
+    with aws_errors("listing this account's AMIs"):
+        for image in paginate(ec2, "describe_images", "Images", Owners=["self"], IncludeDeprecated=True,
+                              IncludeDisabled=True):
+            for snapshot_id, device in _mapped_snapshots(image.get("BlockDeviceMappings")):
+                note(snapshot_id, f"image {image['ImageId']} maps it at {device}")
+    with aws_errors("listing launch templates"):
+        for template in paginate(ec2, "describe_launch_templates", "LaunchTemplates"):
+            versions = paginate(ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
+                                LaunchTemplateId=template["LaunchTemplateId"], Versions=["$Latest", "$Default"])
+            for version in versions:
+                mappings = (version.get("LaunchTemplateData") or {}).get("BlockDeviceMappings")
+                for snapshot_id, device in _mapped_snapshots(mappings):
+                    note(snapshot_id, f"launch template {template.get('LaunchTemplateName', template['LaunchTemplateId'])} "
+                                      f"version {version.get('VersionNumber')} maps it at {device}")
+    with aws_errors("listing instances"):
+        instances = describe_instances(ec2, Filters=[{"Name": "instance-state-name", "Values": _LIVE_INSTANCE_STATES}])
+    for instance in instances:
+        for key, value in sorted(tags_of(instance).items()):
+            for snapshot_id in _SNAPSHOT_ID_IN_TEXT.findall(value):
+                note(snapshot_id, f"instance {instance['InstanceId']} names it in tag {key}")
+    return reasons
+
+
+def newest_per_dataset(snapshots: Iterable[dict[str, Any]], keep: int) -> dict[str, str]:
+    """The ``keep`` newest snapshots of each dataset (its ``recordio-pack:dataset`` tag; untagged ones grouped
+    by source volume), as snapshot id -> why it is kept."""
+    groups: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for snapshot in snapshots:
+        dataset = tags_of(snapshot).get(DATASET_KEY)
+        groups[f"dataset {dataset}" if dataset else f"volume {snapshot.get('VolumeId', '?')}"].append(snapshot)
+    kept: dict[str, str] = {}
+    for group, members in groups.items():
+        newest = sorted(members, key=lambda s: _utc(s["StartTime"]), reverse=True)[:keep]
+        for snapshot in newest:
+            kept[snapshot["SnapshotId"]] = (f"the newest snapshot of {group}" if keep == 1 else
+                                            f"one of the {keep} newest snapshots of {group}")
+    return kept
+
+
 def _uploads(target: AwsTarget, options: CleanupOptions, now: dt.datetime) -> list[CleanupItem]:
     s3 = target.client("s3")
-    with aws_errors(f"listing unfinished multipart uploads in s3://{options.bucket}/{options.prefix}"):
-        uploads = paginate(s3, "list_multipart_uploads", "Uploads", Bucket=options.bucket, Prefix=options.prefix)
+    folder = s3_folder(options.prefix)
+    with aws_errors(f"listing unfinished multipart uploads in s3://{options.bucket}/{folder}"):
+        uploads = paginate(s3, "list_multipart_uploads", "Uploads", Bucket=options.bucket, Prefix=folder)
     found = []
     for upload in sorted(uploads, key=lambda u: _utc(u["Initiated"])):
         created = _utc(upload["Initiated"])
@@ -145,9 +247,10 @@ def _deleter(target: AwsTarget, options: CleanupOptions) -> Callable[[CleanupIte
 def cleanup(target: AwsTarget, options: CleanupOptions, now: dt.datetime | None = None) -> CleanupResult:
     """List leftovers; with ``options.delete`` delete each one (a failure is recorded on its item, the rest go on)."""
     items = find_leftovers(target, options, now)
-    if options.delete and items:
+    doomed = [item for item in items if item.state == "found"]
+    if options.delete and doomed:
         delete = _deleter(target, options)
-        for item in items:
+        for item in doomed:
             try:
                 delete(item)
                 item.state = "deleted"

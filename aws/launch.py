@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from recordio_pack.aws.ebs_options import check_id
 from recordio_pack.aws.ec2 import TAG_PREFIX, base_tags, tag_specification
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.errors import UsageError
@@ -37,9 +38,10 @@ class LaunchOptions:
 
     def __post_init__(self) -> None:
         if self.count < 1:
-            raise UsageError(f"--count must be at least 1: {self.count}")
-        if not self.image_id.startswith("ami-"):
-            raise UsageError(f"not an image id: {self.image_id!r} (expected ami-...)")
+            raise UsageError(f"the instance count must be at least 1: {self.count}")
+        check_id("image", self.image_id)
+        if self.snapshot_id is not None:
+            check_id("snapshot", self.snapshot_id)
         if not self.iam_instance_profile:
             raise UsageError("an instance profile is needed: the boot script gets its AWS access from it")
         if not self.user_data:

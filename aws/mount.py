@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from recordio_pack.aws.ebs_options import check_id, check_mount_target, read_only_mount_options
 from recordio_pack.errors import RecordioPackError, RefusedError
 
-__all__ = ["LocalPaths", "MountEntry", "MountResult", "read_mountinfo", "mount_entry_for", "disk_of",
-           "volume_id_of_disk", "volume_for_mount_point", "device_for_volume", "detect_fstype",
-           "mount_options", "mount_volume"]
+__all__ = ["LocalPaths", "MountEntry", "MountResult", "FreezeRefused", "read_mountinfo", "mount_entry_for",
+           "disk_of", "volume_id_of_disk", "volume_for_mount_point", "device_for_volume", "detect_fstype",
+           "mount_options", "mount_volume", "PROTECTED_FROM_FREEZE", "tool_paths", "freezable_mount_root"]
 
 BY_ID_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
 
@@ -34,6 +35,10 @@ class LocalPaths:
     sys: Path = Path("/sys")
     dev: Path = Path("/dev")
     by_id: Path = Path("/dev/disk/by-id")
+
+
+class FreezeRefused(RefusedError):
+    """Freezing this filesystem would block the machine or this command itself (exit 3)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,68 @@ def volume_for_mount_point(mount_point: str, paths: LocalPaths = LocalPaths()) -
     return volume_id, entry
 
 
+# fsfreeze blocks every write to the whole filesystem under a folder; these must stay writable for the machine
+# (logins, logs, package files) and this command (which must live to unfreeze) to go on.
+PROTECTED_FROM_FREEZE = ("/", "/usr", "/var", "/etc", "/boot")
+
+
+def _resolved(path: str) -> str:
+    """Absolute, symbolic links resolved, ``.``/``..`` gone, and one leading slash (``//.`` -> ``/``)."""
+    return "/" + os.path.realpath(path).lstrip("/")
+
+
+def tool_paths() -> tuple[str, ...]:
+    """Where this command runs from: the recordio_pack package folder, the interpreter (as called and resolved)
+    and its environment's prefix."""
+    import sys
+
+    import recordio_pack
+
+    package = os.path.dirname(os.path.realpath(recordio_pack.__file__))
+    return tuple(dict.fromkeys([package, sys.executable, os.path.realpath(sys.executable), sys.prefix]))
+
+
+def _read_mountinfo_for(doing: str, paths: LocalPaths) -> list[MountEntry]:
+    try:
+        return read_mountinfo(paths)
+    except OSError as error:
+        raise RecordioPackError(f"{doing}: cannot read {error.filename}: {error.strerror}") from None
+
+
+def freezable_mount_root(mount_point: str, paths: LocalPaths = LocalPaths(),
+                         tool: Sequence[str] | None = None) -> MountEntry:
+    """The mount entry ``fsfreeze`` may freeze for ``mount_point``, or ``FreezeRefused``.
+
+    ``mount_point`` (resolved: symbolic links, ``.``, ``..``, ``//``) must be the root of a mount, not a folder
+    inside one, since fsfreeze would freeze the whole filesystem holding it; not a mount inside /usr, /var,
+    /etc or /boot; and its filesystem (compared by device number, so bind mounts of it count) must hold none of
+    ``PROTECTED_FROM_FREEZE`` nor ``tool`` (default ``tool_paths()``: the package and interpreter running now).
+    """
+    target = _resolved(mount_point)
+    entries = _read_mountinfo_for("checking the filesystem to freeze", paths)
+    roots = [entry for entry in entries if entry.mount_point == target]
+    if not roots:
+        holder = mount_entry_for(target, entries)
+        where = holder.mount_point if holder else "?"
+        raise FreezeRefused(f"{mount_point} ({target}) is not a mount point but a folder in the filesystem mounted at "
+                            f"{where}, and fsfreeze would freeze all of {where}; give the mount point of the "
+                            "dataset's own volume")
+    entry = roots[-1]
+    for system in PROTECTED_FROM_FREEZE[1:]:
+        if entry.mount_point.startswith(system + "/"):
+            raise FreezeRefused(f"refusing to freeze {entry.mount_point}: it is a filesystem inside {system}, where "
+                                "the system keeps its own files; put the dataset on a volume mounted elsewhere")
+    for path in (*PROTECTED_FROM_FREEZE, *(tool_paths() if tool is None else tool)):
+        holder = mount_entry_for(_resolved(path), entries)
+        if holder is not None and holder.major_minor == entry.major_minor:
+            what = "this command's own files" if path not in PROTECTED_FROM_FREEZE else "the system's"
+            raise FreezeRefused(f"refusing to freeze {entry.mount_point}: its filesystem ({entry.source}, "
+                                f"{entry.major_minor}) also holds {path} ({what}), and everything writing there, this "
+                                "command included, would hang until it is unfrozen; put the dataset on its own "
+                                "volume")
+    return entry
+
+
 def _find_device(volume_id: str, paths: LocalPaths, attachment_device: str | None) -> Path | None:
     compact = volume_id.replace("-", "")
     if paths.by_id.is_dir():
@@ -201,14 +268,26 @@ def detect_fstype(device: Path) -> str | None:
 
 
 def mount_options(fstype: str | None, extra: Sequence[str] = ()) -> str:
-    """Read-only and no journal replay: a volume made from a snapshot of a live filesystem has an unclean
-    journal, and replaying it would write (``ro,noload`` for ext4, ``ro,norecovery`` for xfs)."""
-    options = ["ro"] + {"ext4": ["noload"], "ext3": ["noload"], "xfs": ["norecovery"]}.get(fstype or "", [])
-    return ",".join(options + [option for option in extra if option])
+    """Read-only and no journal replay (``ebs_options.read_only_mount_options``: ``ro,noload`` for ext4,
+    ``ro,norecovery`` for xfs), then ``extra``."""
+    return ",".join([read_only_mount_options(fstype)] + [option for option in extra if option])
 
 
 def _same_device(source: str, device: Path) -> bool:
     return os.path.realpath(source) == os.path.realpath(device) or Path(source).name == device.name
+
+
+def _prepare_mount_point(target: str) -> None:
+    """Create ``target``; refuse a folder that holds files, which the mount would hide."""
+    try:
+        os.makedirs(target, exist_ok=True)
+        with os.scandir(target) as listing:
+            hidden = next(listing, None)
+    except OSError as error:
+        raise RecordioPackError(f"cannot use {target} as a mount point: {error.strerror}") from None
+    if hidden is not None:
+        raise RefusedError(f"{target} is not empty (it holds {hidden.name}, ...), and mounting on it would hide "
+                           "that; choose an empty or new folder")
 
 
 def mount_volume(volume_id: str, mount_point: str, *, paths: LocalPaths = LocalPaths(),
@@ -220,21 +299,23 @@ def mount_volume(volume_id: str, mount_point: str, *, paths: LocalPaths = LocalP
     """Mount the attached EBS volume read-only at ``mount_point`` (created if missing).
 
     Idempotent: if this volume's device is already mounted there, nothing runs. Refuses when something else
-    is mounted at ``mount_point``.
+    is mounted at ``mount_point``, when it is a system folder (``ebs_options.check_mount_target``) or a folder
+    holding files that the mount would hide.
     """
+    check_id("volume", volume_id)
+    target = check_mount_target(_resolved(mount_point))
     device = device_for_volume(volume_id, paths, attachment_device, wait_seconds, sleep,
                                lookup_attachment=lookup_attachment)
     fstype = fstype or detect_fstype(device)
     options = mount_options(fstype, extra_options)
-    target = os.path.normpath(os.path.abspath(mount_point))
-    current = [entry for entry in read_mountinfo(paths) if entry.mount_point == target]
+    current = [entry for entry in _read_mountinfo_for(f"mounting {volume_id}", paths) if entry.mount_point == target]
     if current:
         if _same_device(current[-1].source, device):
             return MountResult(volume_id, str(device), target, current[-1].fstype, current[-1].options,
                                "already-mounted")
         raise RefusedError(f"{current[-1].source} is already mounted at {target}; unmount it or choose another "
-                           "--mount-point")
-    os.makedirs(target, exist_ok=True)
+                           "mount point")
+    _prepare_mount_point(target)
     command = [*mount_command, *(["-t", fstype] if fstype else []), "-o", options, str(device), target]
     completed = run(command, capture_output=True, text=True)
     if completed.returncode != 0:

@@ -9,11 +9,11 @@ interrupted run (found by our tags) is attached instead of creating another.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from recordio_pack.aws.ebs_options import VolumeSpec, check_id
 from recordio_pack.aws.ec2 import (TAG_PREFIX, Waiting, attachment_to, base_tags, describe_instances, free_device_name,
                                    paginate, tag_specification, tags_of, used_device_names, wait_attached,
                                    wait_volume_available)
@@ -24,7 +24,6 @@ from recordio_pack.errors import RecordioPackError, UsageError
 __all__ = ["ReplicateOptions", "Placement", "ReplicateResult", "parse_filter", "replicate"]
 
 TARGET_INSTANCE_KEY = TAG_PREFIX + "target-instance"
-_VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1", "standard")
 
 
 def parse_filter(text: str) -> tuple[str, tuple[str, ...]]:
@@ -52,19 +51,22 @@ class ReplicateOptions:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        if not re.match(r"^snap-[0-9a-f]+$", self.snapshot_id):
-            raise UsageError(f"not a snapshot id: {self.snapshot_id!r}")
+        check_id("snapshot", self.snapshot_id)
+        for instance_id in self.instance_ids:
+            check_id("instance", instance_id)
         if bool(self.instance_ids) == bool(self.filters):
-            raise UsageError("give either --instance-id ... or --filter NAME=VALUE (not both, not neither)")
-        if self.volume_type not in _VOLUME_TYPES:
-            raise UsageError(f"--volume-type must be one of {', '.join(_VOLUME_TYPES)}")
-        if self.throughput is not None and self.volume_type != "gp3":
-            raise UsageError("--throughput applies to gp3 volumes only")
-        if self.iops is not None and self.volume_type not in ("gp3", "io1", "io2"):
-            raise UsageError("--iops applies to gp3, io1 and io2 volumes only")
-        for value in (self.iops, self.throughput, self.size_gib):
-            if value is not None and value <= 0:
-                raise UsageError("--iops, --throughput and --size must be positive")
+            raise UsageError("select the instances either by id or by filter (not both, not neither)")
+        self.volume()  # checks type, IOPS, throughput and size against EBS's limits
+
+    def volume(self, snapshot_gib: int | None = None) -> VolumeSpec:
+        """The volume to create; with ``snapshot_gib``, at its final size (the snapshot's when none was asked)
+        and checked for the size-dependent limits as well."""
+        spec = VolumeSpec(self.volume_type, self.iops, self.throughput, self.size_gib)
+        if snapshot_gib is not None:
+            if self.size_gib is not None and self.size_gib < snapshot_gib:
+                raise UsageError(f"a {self.size_gib} GiB volume is smaller than the snapshot ({snapshot_gib} GiB)")
+            spec = spec.with_size(self.size_gib or snapshot_gib)
+        return spec
 
 
 @dataclass
@@ -102,7 +104,10 @@ class ReplicateResult:
 
 def _snapshot(client: Any, snapshot_id: str) -> dict[str, Any]:
     with aws_errors(f"describing snapshot {snapshot_id}"):
-        snapshot = client.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
+        found = client.describe_snapshots(SnapshotIds=[snapshot_id]).get("Snapshots") or []
+    if not found:
+        raise RecordioPackError(f"snapshot {snapshot_id} does not exist in this region")
+    snapshot = found[0]
     if snapshot.get("State") != "completed":
         raise RecordioPackError(f"snapshot {snapshot_id} is {snapshot.get('State')} ({snapshot.get('Progress', '?')}); "
                                 "wait until it is completed")
@@ -110,7 +115,8 @@ def _snapshot(client: Any, snapshot_id: str) -> dict[str, Any]:
 
 
 def _instances(client: Any, options: ReplicateOptions) -> list[dict[str, Any]]:
-    with aws_errors("listing the instances"):
+    with aws_errors("describing instance(s) " + ", ".join(options.instance_ids) if options.instance_ids
+                    else "listing the instances"):
         if options.instance_ids:
             found = describe_instances(client, InstanceIds=list(options.instance_ids))
         else:
@@ -187,8 +193,8 @@ def replicate(target: AwsTarget, options: ReplicateOptions, waiting: Waiting = W
     """Give every matching running instance an attached volume made from ``options.snapshot_id``."""
     client = target.client("ec2")
     snapshot = _snapshot(client, options.snapshot_id)
-    if options.size_gib and options.size_gib < int(snapshot.get("VolumeSize") or 0):
-        raise UsageError(f"--size {options.size_gib} GiB is smaller than the snapshot ({snapshot['VolumeSize']} GiB)")
+    if snapshot.get("VolumeSize"):
+        options.volume(int(snapshot["VolumeSize"]))
     instances = _instances(client, options)
     with aws_errors(f"listing volumes made from {options.snapshot_id}"):
         volumes = paginate(client, "describe_volumes", "Volumes",

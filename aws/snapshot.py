@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from recordio_pack.aws.ebs_options import check_id
 from recordio_pack.aws.ec2 import TAG_PREFIX, Waiting, base_tags, tag_specification, tags_of, wait_snapshot_completed
+from recordio_pack.aws.mount import LocalPaths, freezable_mount_root
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.errors import RecordioPackError, UsageError
 
@@ -44,21 +46,17 @@ class SnapshotOptions:
     extra_tags: dict[str, str] = field(default_factory=dict)
     copy_to_regions: tuple[str, ...] = ()
     share_with: tuple[str, ...] = ()
-    freeze_mount_point: str | None = None
+    freeze_mount_point: str | None = None  # checked by Freezer.guarded (mountinfo) before anything is frozen
 
     def __post_init__(self) -> None:
-        if not re.match(r"^vol-[0-9a-f]+$", self.volume_id):
-            raise UsageError(f"not an EBS volume id: {self.volume_id!r} (expected vol-0123456789abcdef0)")
+        check_id("volume", self.volume_id)
         for account in self.share_with:
             if not _ACCOUNT.match(account):
-                raise UsageError(f"--share-with takes 12-digit AWS account ids, not {account!r} (snapshots are "
-                                 "never made public)")
+                raise UsageError(f"snapshots are shared with 12-digit AWS account ids only, not {account!r} "
+                                 "(they are never made public)")
         for key in self.extra_tags:
             if key.startswith((TAG_PREFIX, "aws:")) or key == "Name":
-                raise UsageError(f"tag {key!r} is reserved (use --name for the Name tag)")
-        if self.freeze_mount_point is not None and os.path.normpath(self.freeze_mount_point) == "/":
-            raise UsageError("refusing to freeze / (everything on this machine, this command included, would "
-                             "block); put the dataset on its own volume")
+                raise UsageError(f"tag {key!r} is reserved (the Name tag has an option of its own)")
 
     def tags(self) -> dict[str, str]:
         name = self.name or f"recordio-pack {self.dataset or self.volume_id}"
@@ -93,13 +91,23 @@ def manifest_sha256(path: str | Path) -> str:
 
 
 class Freezer:
-    """``fsfreeze -f`` / ``-u`` on a mount point through an injectable command (tests record the calls)."""
+    """``fsfreeze -f`` / ``-u`` on a mount point through an injectable command (tests record the calls).
+    Build it with ``Freezer.guarded``, which refuses what must never be frozen; the plain constructor trusts
+    its caller."""
 
     def __init__(self, mount_point: str, command: Sequence[str] = ("fsfreeze",),
                  run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> None:
         self.mount_point = mount_point
         self.command = list(command)
         self.run = run
+
+    @classmethod
+    def guarded(cls, mount_point: str, command: Sequence[str] = ("fsfreeze",), paths: LocalPaths = LocalPaths(),
+                tool: Sequence[str] | None = None,
+                run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> "Freezer":
+        """A freezer for the mount root of ``mount_point`` after ``mount.freezable_mount_root`` accepted it
+        (a real mount root, not holding /, /usr, /var, /etc, /boot or this tool); else ``FreezeRefused``."""
+        return cls(freezable_mount_root(mount_point, paths, tool).mount_point, command, run)
 
     def _call(self, flag: str) -> None:
         argv = [*self.command, flag, self.mount_point]
@@ -147,7 +155,10 @@ def share_snapshot(client: Any, snapshot_id: str, accounts: Sequence[str]) -> No
 
 def _describe_volume(client: Any, volume_id: str) -> dict[str, Any]:
     with aws_errors(f"describing volume {volume_id}"):
-        return client.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+        volumes = client.describe_volumes(VolumeIds=[volume_id]).get("Volumes") or []
+    if not volumes:
+        raise RecordioPackError(f"volume {volume_id} does not exist in this region")
+    return volumes[0]
 
 
 def _create(client: Any, options: SnapshotOptions, freezer: Freezer | None,
@@ -198,11 +209,11 @@ def create_dataset_snapshot(target: AwsTarget, options: SnapshotOptions, waiting
     """Snapshot ``options.volume_id`` and wait until it (and every copy) is ``completed``.
 
     With ``options.freeze_mount_point`` the filesystem is frozen only around ``CreateSnapshot`` (by ``freezer``,
-    default ``fsfreeze``).
+    default ``Freezer.guarded``: fsfreeze, refused for a folder that is not a mount root or a system filesystem).
     Sharing is checked before anything is created, so a refusal leaves nothing behind.
     """
     if freezer is None and options.freeze_mount_point:
-        freezer = Freezer(options.freeze_mount_point)
+        freezer = Freezer.guarded(options.freeze_mount_point)
     region = target.region_name
     client = target.client("ec2")
     volume = _describe_volume(client, options.volume_id)

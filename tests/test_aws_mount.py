@@ -10,7 +10,7 @@ import pytest
 
 from recordio_pack.aws.mount import (LocalPaths, detect_fstype, device_for_volume, mount_entry_for, mount_options,
                                      mount_volume, read_mountinfo, volume_for_mount_point)
-from recordio_pack.errors import RecordioPackError, RefusedError
+from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
 
 VOLUME = "vol-0123456789abcdef0"
 EXT4 = b"\0" * 1080 + b"\x53\xef" + b"\0" * 1000
@@ -157,6 +157,29 @@ def test_mount_failure_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RecordioPackError, match="failed \\(32\\): mount: permission denied"):
         mount_volume(VOLUME, str(tmp_path / "d"), paths=paths, run=Recorder(32, "mount: permission denied"),
                      wait_seconds=0)
+
+
+def test_mount_refuses_system_folders_folders_with_files_and_malformed_ids(tmp_path: Path) -> None:
+    paths = fake_system(tmp_path)
+    add_nvme(paths, "nvme1n1", VOLUME)
+    run = Recorder()
+    for system in ("/", "/etc", "/usr/share/data", "//.", "/var", "/home", "/proc/1"):
+        with pytest.raises(UsageError, match="refusing to mount on"):
+            mount_volume(VOLUME, system, paths=paths, run=run, wait_seconds=0)
+    os.symlink("/etc", tmp_path / "innocent")  # resolved first: a link to /etc is /etc
+    with pytest.raises(UsageError, match="inside /etc"):
+        mount_volume(VOLUME, str(tmp_path / "innocent"), paths=paths, run=run, wait_seconds=0)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    with pytest.raises(RefusedError, match="is not empty \\(it holds notes.txt"):
+        mount_volume(VOLUME, str(full), paths=paths, run=run, wait_seconds=0)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(RecordioPackError, match="cannot use .*a-file as a mount point"):
+        mount_volume(VOLUME, str(tmp_path / "a-file"), paths=paths, run=run, wait_seconds=0)
+    with pytest.raises(UsageError, match="not an EC2 volume id"):
+        mount_volume("vol-xyz", str(tmp_path / "d"), paths=paths, run=run, wait_seconds=0)
+    assert run.calls == []
 
 
 def test_xen_device_name_is_asked_from_ec2_once_when_the_id_is_not_found(tmp_path: Path) -> None:

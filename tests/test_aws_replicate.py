@@ -128,11 +128,32 @@ def test_no_matching_instance_and_small_size_are_errors(aws: AwsTarget) -> None:
         replicate(aws, ReplicateOptions(snapshot, filters=(("tag:role", ("x",)),), size_gib=10), INSTANT)
 
 
+def test_size_dependent_limits_are_checked_against_the_snapshot_size(aws: AwsTarget) -> None:
+    """20 GiB snapshot: io1 allows 50 IOPS per GiB, so 1000 IOPS at most unless the volume is made bigger."""
+    snapshot = dataset_snapshot(aws)
+    instance = launch(aws, "us-east-1b", "gpu")
+    with pytest.raises(UsageError, match="io1 IOPS 2000 is over 50 per GiB of a 20 GiB volume"):
+        replicate(aws, ReplicateOptions(snapshot, instance_ids=(instance,), volume_type="io1", iops=2000), INSTANT)
+    assert volumes_from(aws, snapshot) == []
+    result = replicate(aws, ReplicateOptions(snapshot, instance_ids=(instance,), volume_type="io1", iops=2000,
+                                             size_gib=40), INSTANT)
+    assert result.ok and volumes_from(aws, snapshot)[0]["Iops"] == 2000
+
+
 def test_option_validation() -> None:
-    with pytest.raises(UsageError, match="either --instance-id"):
-        ReplicateOptions("snap-0123")
+    with pytest.raises(UsageError, match="either by id or by filter"):
+        ReplicateOptions(SNAPSHOT)
     with pytest.raises(UsageError, match="gp3 volumes only"):
-        ReplicateOptions("snap-0123", instance_ids=("i-1",), volume_type="gp2", throughput=500)
+        ReplicateOptions(SNAPSHOT, instance_ids=(INSTANCE,), volume_type="gp2", throughput=500)
+    with pytest.raises(UsageError, match="not an EC2 snapshot id: 'snap-0123'"):
+        ReplicateOptions("snap-0123", instance_ids=(INSTANCE,))
+    with pytest.raises(UsageError, match="not an EC2 instance id: 'i-1'"):
+        ReplicateOptions(SNAPSHOT, instance_ids=(INSTANCE, "i-1"))
+    with pytest.raises(UsageError, match="gp3 IOPS must be 3000-80000, not 100000"):
+        ReplicateOptions(SNAPSHOT, instance_ids=(INSTANCE,), iops=100000)
+    with pytest.raises(UsageError, match="io1 volumes need an IOPS value"):
+        ReplicateOptions(SNAPSHOT, instance_ids=(INSTANCE,), volume_type="io1")
+    ReplicateOptions(SNAPSHOT, instance_ids=(INSTANCE,), volume_type="io2", iops=256000)
     with pytest.raises(UsageError, match="NAME=VALUE"):
         parse_filter("tag:role")
     assert parse_filter("instance-type=p4d.24xlarge,p5.48xlarge") == ("instance-type", ("p4d.24xlarge", "p5.48xlarge"))

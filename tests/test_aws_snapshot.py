@@ -13,6 +13,7 @@ from botocore.stub import ANY
 
 from recordio_pack import __version__
 from recordio_pack.aws.ec2 import MANAGED_BY_KEY, Waiting, WaitProgress, tags_of
+from recordio_pack.aws.mount import FreezeRefused, LocalPaths, freezable_mount_root
 from recordio_pack.aws.session import AwsError, AwsTarget
 from recordio_pack.aws.snapshot import Freezer, SnapshotOptions, create_dataset_snapshot, share_snapshot
 from recordio_pack.errors import RecordioPackError, UsageError
@@ -101,12 +102,80 @@ def test_public_or_malformed_accounts_are_refused(account: str) -> None:
 
 
 def test_option_validation() -> None:
-    with pytest.raises(UsageError, match="not an EBS volume id"):
-        SnapshotOptions("snap-123")
+    for malformed in ("snap-123", "vol-123", "vol-0123456789abcdef", "vol-0123456789ABCDEF0", "vol-0123456789abcdef0 "):
+        with pytest.raises(UsageError, match="not an EC2 volume id"):
+            SnapshotOptions(malformed)
+    SnapshotOptions("vol-01234567")  # the older 8-digit form
     with pytest.raises(UsageError, match="reserved"):
         SnapshotOptions(VOLUME, extra_tags={MANAGED_BY_KEY: "someone-else"})
-    with pytest.raises(UsageError, match="refusing to freeze /"):
-        SnapshotOptions(VOLUME, freeze_mount_point="/")
+
+
+# ---- --freeze: only a mount root, never a filesystem the system or this tool lives on -----------------------
+
+MOUNTINFO = Path(__file__).parent / "fixtures" / "mountinfo"
+
+
+def mountinfo_paths(tmp_path: Path, text: str) -> LocalPaths:
+    (tmp_path / "proc" / "self").mkdir(parents=True)
+    (tmp_path / "proc" / "self" / "mountinfo").write_text(text)
+    return LocalPaths(proc=tmp_path / "proc")
+
+
+@pytest.mark.parametrize("fixture, mount_point, refusal", [
+    ("nitro-data-volume", "/", "also holds / \\(the system's\\)"),
+    ("nitro-data-volume", "//.", "also holds / "),  # normpath keeps "//"; the old check compared with "/"
+    ("nitro-data-volume", "/data/..", "also holds / "),
+    ("nitro-data-volume", "/data/imagenet", "not a mount point but a folder in the filesystem mounted at /data"),
+    ("nitro-data-volume", "/home", "not a mount point but a folder in the filesystem mounted at /,"),
+    ("nitro-data-volume", "/boot/efi", "a filesystem inside /boot"),
+    ("separate-var-and-usr", "/var", "also holds /var"),
+    ("separate-var-and-usr", "/mnt/datasets", "also holds /var"),  # a bind mount of /var's filesystem
+    ("separate-var-and-usr", "/mnt/usr-data", "also holds /usr"),
+])
+def test_freeze_refuses_what_would_freeze_the_system(tmp_path: Path, fixture: str, mount_point: str,
+                                                     refusal: str) -> None:
+    paths = mountinfo_paths(tmp_path, (MOUNTINFO / f"{fixture}.txt").read_text())
+    with pytest.raises(FreezeRefused, match=refusal) as refused:
+        freezable_mount_root(mount_point, paths, tool=())
+    assert refused.value.exit_code == 3
+    log: list[str] = []
+    with pytest.raises(FreezeRefused):
+        Freezer.guarded(mount_point, paths=paths, tool=(), run=FreezeRecorder(log))
+    assert log == []  # nothing was frozen
+
+
+@pytest.mark.parametrize("mount_point, root", [("/data", "/data"), ("/data/", "/data"), ("//data/./", "/data"),
+                                               ("/srv/imagenet", "/srv/imagenet"), ("/opt/tools", "/opt/tools")])
+def test_freeze_accepts_the_dataset_volume_mount_root(tmp_path: Path, mount_point: str, root: str) -> None:
+    paths = mountinfo_paths(tmp_path, (MOUNTINFO / "nitro-data-volume.txt").read_text())
+    assert freezable_mount_root(mount_point, paths, tool=()).mount_point == root
+    assert Freezer.guarded(mount_point, paths=paths, tool=()).mount_point == root
+
+
+def test_freeze_refuses_the_filesystem_this_tool_runs_from(tmp_path: Path) -> None:
+    paths = mountinfo_paths(tmp_path, (MOUNTINFO / "nitro-data-volume.txt").read_text())
+    with pytest.raises(FreezeRefused, match="also holds /opt/tools/venv/bin/python \\(this command's own files\\)"):
+        freezable_mount_root("/opt/tools", paths, tool=("/opt/tools/venv/bin/python",))
+    # by default the running package and interpreter are found on their own
+    import recordio_pack
+
+    package = Path(recordio_pack.__file__).resolve().parent
+    escaped = str(package).replace(" ", "\\040")  # mountinfo's escape for a space
+    here = mountinfo_paths(tmp_path / "here", "22 1 259:1 / / rw - ext4 /dev/nvme0n1p1 rw\n"
+                           f"40 22 259:9 / {escaped} rw - ext4 /dev/nvme5n1 rw\n")
+    with pytest.raises(FreezeRefused, match="this command's own files"):
+        freezable_mount_root(str(package), here)
+
+
+def test_create_dataset_snapshot_guards_its_default_freezer(aws: AwsTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an injected freezer, the library builds a guarded one: / on this machine is never frozen."""
+    calls: list[str] = []
+    monkeypatch.setattr(Freezer, "_call", lambda self, flag: calls.append(flag))  # were the guard gone: no real freeze
+    volume_id = make_volume(aws)
+    with pytest.raises(FreezeRefused):
+        create_dataset_snapshot(aws, SnapshotOptions(volume_id, freeze_mount_point="//."), instant(),
+                                sync=lambda: None)
+    assert calls == [] and aws.client("ec2").describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
 
 
 # ---- Stubber: the state sequences moto cannot produce ----------------------------------------------------------

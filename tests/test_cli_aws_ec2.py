@@ -66,17 +66,69 @@ def test_commands_are_registered(capsys: pytest.CaptureFixture[str]) -> None:
         assert exited.value.code == 0 and "--endpoint-url" in shown and "--json" in shown and "--region" in shown
 
 
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    """In-process: these fail before any AWS call."""
-    for argv, expected in ((["snapshot", "--volume-id", "vol-0f", "--share-with", "all"], "never made public"),
-                           (["snapshot", "--volume-id", "vol-0f", "--freeze"], "--freeze needs --mount-point"),
-                           (["snapshot"], "give --volume-id or --mount-point"),
-                           (["replicate", "--snapshot-id", "snap-0f"], "either --instance-id"),
-                           (["replicate", "--snapshot-id", "snap-0f", "--instance-id", "i-1", "--volume-type", "gp2",
-                             "--throughput", "300"], "gp3 volumes only"),
-                           (["cleanup", "--prefix", "x/"], "--prefix needs --bucket")):
-        assert main(argv) == 2
-        assert expected in capsys.readouterr().err
+VOL, SNAP, INSTANCE = "vol-0123456789abcdef0", "snap-0123456789abcdef0", "i-0123456789abcdef0"
+NOWHERE = ["--endpoint-url", "http://127.0.0.1:9"]  # were a check missing, the call fails here, never at AWS
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["snapshot", "--volume-id", VOL, "--share-with", "all"], "never made public"),
+    (["snapshot", "--volume-id", VOL, "--freeze"], "--freeze needs --mount-point"),
+    (["snapshot"], "give --volume-id or --mount-point"),
+    (["snapshot", "--volume-id", VOL, "--mount-point", "/nonexistent"], "give --volume-id or --mount-point (one of"),
+    (["snapshot", "--mount-point", "/nonexistent"], "--mount-point /nonexistent: no such folder"),
+    (["replicate", "--snapshot-id", SNAP], "either --instance-id"),
+    (["replicate", "--snapshot-id", SNAP, "--instance-id", INSTANCE, "--volume-type", "gp2", "--throughput", "300"],
+     "gp3 volumes only"),
+    (["replicate", "--snapshot-id", SNAP, "--instance-id", INSTANCE, "--iops", "100000"],
+     "gp3 IOPS must be 3000-80000, not 100000"),
+    (["replicate", "--snapshot-id", SNAP, "--instance-id", INSTANCE, "--volume-type", "io2"], "io2 volumes need"),
+    (["replicate", "--snapshot-id", SNAP, "--instance-id", INSTANCE, "--throughput", "2000"],
+     "needs at least 8000 IOPS"),
+    (["cleanup", "--prefix", "x/"], "--prefix needs --bucket"),
+    # malformed ids are bad usage, whichever kind
+    (["replicate", "--snapshot-id", "snap-bogus", "--instance-id", INSTANCE], "not an EC2 snapshot id: 'snap-bogus'"),
+    (["replicate", "--snapshot-id", SNAP, "--instance-id", "i-bogus"], "not an EC2 instance id: 'i-bogus'"),
+    (["replicate", "--snapshot-id", SNAP, "--instance-id", "i-1"], "not an EC2 instance id: 'i-1'"),
+    (["snapshot", "--volume-id", "vol-bogus"], "not an EC2 volume id: 'vol-bogus'"),
+    (["mount", "--volume-id", "vol-bogus", "--mount-point", "/data"], "not an EC2 volume id: 'vol-bogus'"),
+    (["mount", "--volume-id", VOL, "--mount-point", "/etc"], "refusing to mount on '/etc'"),
+    (["mount", "--volume-id", VOL, "--mount-point", "/"], "hides the system's /"),
+    (["launch", "--snapshot-id", "snap-1", "--image-id", "ami-0123456789abcdef0", "--instance-type", "g5.xlarge",
+      "--iam-instance-profile", "p"], "not an EC2 snapshot id: 'snap-1'"),
+    (["launch", "--snapshot-id", SNAP, "--image-id", "ami-12345678", "--instance-type", "g5.xlarge",
+      "--iam-instance-profile", "p", "--mount-point", "/usr/data"], "inside /usr"),
+])
+def test_usage_errors_exit_2(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process: these fail before any AWS call, with one line and exit 2."""
+    assert main([*argv, *NOWHERE]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1, err
+
+
+def test_oversize_user_data_is_bad_usage_naming_the_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    big = tmp_path / "user-data"
+    big.write_text("#!/bin/bash\n" + "#" * 20000 + "\n")
+    assert main(["launch", "--user-data-file", str(big), "--image-id", "ami-0123456789abcdef0", "--instance-type",
+                 "g5.xlarge", "--iam-instance-profile", "p", *NOWHERE]) == 2
+    assert "user-data is 20013 bytes, over EC2's limit of 16384" in one_error_line_of(capsys.readouterr().err, "launch")
+
+
+def one_error_line_of(stderr: str, command: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"recordio-pack {command}: error: "), stderr
+    return lines[0]
+
+
+def test_freeze_of_root_is_refused_with_exit_3(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    log = tmp_path / "freeze.log"
+    freeze = recording_script(tmp_path / "fsfreeze", log)
+    flags = fake_instance_tree(tmp_path / "root", VOL, "22 1 259:1 / / rw - ext4 /dev/nvme0n1p1 rw\n")
+    for mount_point in ("//.", "/", str(tmp_path)):
+        assert main(["snapshot", "--mount-point", mount_point, "--freeze", "--freeze-command", freeze, *flags,
+                     *NOWHERE]) == 3
+        line = one_error_line_of(capsys.readouterr().err, "snapshot")
+        assert "refusing to freeze /" in line or "not a mount point" in line
+    assert not log.exists()  # fsfreeze never ran
 
 
 def test_snapshot_with_manifest_copy_and_share(tmp_path: Path, moto_server: str) -> None:
@@ -100,15 +152,20 @@ def test_snapshot_with_manifest_copy_and_share(tmp_path: Path, moto_server: str)
 
 def test_snapshot_by_mount_point_with_freeze(tmp_path: Path, moto_server: str) -> None:
     volume = ec2(moto_server, "us-east-1").create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
-    flags = fake_instance_tree(tmp_path / "root", volume, "40 1 259:3 / /data rw - ext4 /dev/nvme1n1 rw\n")
+    data = tmp_path / "data"
+    (data / "imagenet").mkdir(parents=True)
+    flags = fake_instance_tree(tmp_path / "root", volume, "22 1 259:1 / / rw - ext4 /dev/nvme0n1p1 rw\n"
+                                                          f"40 22 259:3 / {data} rw - ext4 /dev/nvme1n1 rw\n")
     log = tmp_path / "freeze.log"
     freeze = recording_script(tmp_path / "fsfreeze", log)
-    done = cli("snapshot", "--mount-point", "/data/imagenet", "--freeze", "--freeze-command", freeze, *flags,
-               "--poll-seconds", "0", "--endpoint-url", moto_server, "-q")
+    common = ["--freeze", "--freeze-command", freeze, *flags, "--poll-seconds", "0", "--endpoint-url", moto_server]
+    inside = cli("snapshot", "--mount-point", str(data / "imagenet"), *common)  # a folder: fsfreeze would take all
+    assert inside.returncode == 3 and "is not a mount point" in one_error_line(inside, "snapshot")
+    done = cli("snapshot", "--mount-point", f"{data}/", *common, "-q")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("snapshot snap-") and f"of {volume}: completed" in done.stdout
     assert "filesystem frozen during create" in done.stdout
-    assert log.read_text().splitlines() == ["-f /data/imagenet", "-u /data/imagenet"]
+    assert log.read_text().splitlines() == [f"-f {data}", f"-u {data}"]
 
 
 def test_snapshot_errors(tmp_path: Path, moto_server: str) -> None:
@@ -134,6 +191,8 @@ def test_replicate_table_rerun_and_dry_run(moto_server: str) -> None:
     dry = cli("replicate", *common, "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert [row["state"] for row in json.loads(dry.stdout)["placements"]] == ["would-create"] * 2
+    shown = cli("replicate", *common, "--dry-run")  # progress bars on: a dry run waits on nothing, so shows none
+    assert shown.returncode == 0 and shown.stderr == "" and "would-create" in shown.stdout
     done = cli("replicate", *common, "--json")
     assert done.returncode == 0, done.stderr
     rows = {row["instance_id"]: row for row in json.loads(done.stdout)["placements"]}
@@ -147,6 +206,38 @@ def test_replicate_table_rerun_and_dry_run(moto_server: str) -> None:
     header, *lines = again.stdout.splitlines()
     assert header.split() == ["INSTANCE", "AZ", "VOLUME", "DEVICE", "STATE"]
     assert sum("already-attached" in line for line in lines) == 2
+
+
+def test_well_formed_ids_that_aws_does_not_know_exit_1_naming_them(moto_server: str) -> None:
+    common = ["--poll-seconds", "0", "--endpoint-url", moto_server, "--region", "us-east-1"]
+    client = ec2(moto_server, "us-east-1")
+    snapshot = client.create_snapshot(VolumeId=client.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"]
+                                      )["SnapshotId"]
+    for argv, named in ((["replicate", "--snapshot-id", "snap-0000000000000000f", "--instance-id", INSTANCE],
+                         "snap-0000000000000000f"),
+                        (["replicate", "--snapshot-id", snapshot, "--instance-id", "i-0000000000000000f"],
+                         "i-0000000000000000f"),
+                        (["snapshot", "--volume-id", "vol-0000000000000000f"], "vol-0000000000000000f")):
+        done = cli(*argv, *common)
+        assert done.returncode == 1 and named in one_error_line(done, argv[0]), done.stderr
+
+
+def test_cleanup_keeps_a_snapshot_in_use_and_says_why(moto_server: str) -> None:
+    region = "eu-north-1"
+    client = ec2(moto_server, region)
+    source = client.create_volume(AvailabilityZone="eu-north-1a", Size=1)["VolumeId"]
+    ours = [{"ResourceType": "snapshot", "Tags": tag_list({MANAGED_BY_KEY: "recordio-pack",
+                                                            "recordio-pack:dataset": f"ds-{uuid.uuid4().hex[:6]}"})}]
+    used = client.create_snapshot(VolumeId=source, TagSpecifications=ours)["SnapshotId"]
+    unused = client.create_snapshot(VolumeId=source, TagSpecifications=ours)["SnapshotId"]
+    made = client.create_volume(AvailabilityZone="eu-north-1b", SnapshotId=used)["VolumeId"]
+    done = cli("cleanup", "--older-than", "0", "--keep-latest", "0", "--delete", "--endpoint-url", moto_server,
+               "--region", region)
+    assert done.returncode == 0, done.stderr
+    assert f"kept: volume {made} (available) was made from it" in done.stdout
+    assert "deleted; 1 kept (in use or newest)" in done.stdout
+    remaining = {item["SnapshotId"] for item in client.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert used in remaining and unused not in remaining
 
 
 def test_mount_records_the_read_only_call_and_is_idempotent(tmp_path: Path, moto_server: str) -> None:
@@ -186,12 +277,6 @@ def test_mount_on_xen_asks_ec2_for_the_attachment_name(tmp_path: Path, moto_serv
     assert done.returncode == 0, done.stderr
     assert log.read_text().split() == ["-t", "ext4", "-o", "ro,noload", str(tmp_path / "root" / "dev" / "xvdh"),
                                        str(tmp_path / "data")]
-
-
-def test_freeze_refuses_a_mount_point_on_another_volume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    flags = fake_instance_tree(tmp_path / "root", "vol-0aaaaaaaaaaaaaaaa", "40 1 259:3 / /data rw - ext4 /dev/nvme1n1 rw\n")
-    assert main(["snapshot", "--volume-id", "vol-0bbbbbbbbbbbbbbbb", "--mount-point", "/data", "--freeze", *flags]) == 2
-    assert "is on vol-0aaaaaaaaaaaaaaaa (/dev/nvme1n1), not vol-0bbbbbbbbbbbbbbbb" in capsys.readouterr().err
 
 
 def test_cleanup_lists_then_deletes(moto_server: str) -> None:

@@ -106,17 +106,37 @@ def test_size_limit_is_enforced() -> None:
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"snapshot_id": "vol-0123456789abcdef0"}, "not a snapshot id"),
-    ({"snapshot_id": "snap-0123; rm -rf /"}, "not a snapshot id"),
+    ({"snapshot_id": "vol-0123456789abcdef0"}, "not an EC2 snapshot id"),
+    ({"snapshot_id": "snap-0123; rm -rf /"}, "not an EC2 snapshot id"),
+    ({"snapshot_id": "snap-0123456789"}, "not an EC2 snapshot id"),  # 10 hex digits: neither 8 nor 17
     ({"mount_point": "data"}, "absolute path"),
     ({"mount_point": "/data set"}, "absolute path"),
     ({"mount_point": "/data/../etc"}, "absolute path"),
     ({"mount_point": "/data/"}, "absolute path"),
     ({"volume_type": "gp4"}, "volume type"),
     ({"volume_type": "gp2", "throughput": 500}, "gp3 volumes only"),
-    ({"volume_type": "st1", "iops": 500}, "--iops applies"),
-    ({"volume_type": "io2"}, "need --iops"),
-    ({"iops": 0}, "positive"),
+    ({"volume_type": "st1", "iops": 500}, "IOPS can be set for gp3, io1 and io2 volumes, not st1"),
+    ({"volume_type": "io2"}, "io2 volumes need an IOPS value"),
+    ({"volume_type": "io1"}, "io1 volumes need an IOPS value"),
+    ({"iops": 0}, "gp3 IOPS must be 3000-80000, not 0"),
+    ({"iops": 100000}, "gp3 IOPS must be 3000-80000, not 100000"),
+    ({"iops": 2999}, "gp3 IOPS must be 3000-80000"),
+    ({"throughput": 2001, "iops": 16000}, "gp3 throughput \\(MiB/s\\) must be 125-2000"),
+    ({"throughput": 1000}, "needs at least 4000 IOPS"),  # 0.25 MiB/s per IOPS, 3000 IOPS by default
+    ({"volume_type": "io1", "iops": 64001}, "io1 IOPS must be 100-64000"),
+    ({"volume_type": "io2", "iops": 256001}, "io2 IOPS must be 100-256000"),
+    ({"volume_type": "io1", "iops": 5000, "size_gib": 50}, "over 50 per GiB"),
+    ({"volume_type": "st1", "size_gib": 100}, "st1 size \\(GiB\\) must be 125-16384"),
+    ({"volume_type": "standard", "size_gib": 2000}, "standard size"),
+    ({"size_gib": 65537}, "gp3 size"),
+    ({"mount_point": "/etc"}, "inside /etc, a system folder"),
+    ({"mount_point": "/usr/local/data"}, "inside /usr"),
+    ({"mount_point": "/proc/x"}, "inside /proc"),
+    ({"mount_point": "/var"}, "hides the system's /var"),
+    ({"mount_point": "/home"}, "hides the system's /home"),
+    ({"mount_point": "/root"}, "hides the system's /root"),
+    ({"mount_point": "/lib64"}, "inside /lib64"),
+    ({"mount_point": "/boot/efi"}, "inside /boot"),
     ({"device": "/dev/nvme1n1"}, "device name"),
     ({"filesystem_label": "has space"}, "label"),
     ({"prewarm_rate": 50}, "100-300"),
@@ -127,6 +147,36 @@ def test_bad_options_are_refused(kwargs: dict, message: str) -> None:
     kwargs = {"snapshot_id": SNAP, **kwargs}
     with pytest.raises(UsageError, match=message):
         UserDataOptions(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"volume_type": "gp3", "iops": 80000, "throughput": 2000, "size_gib": 65536},
+    {"volume_type": "io2", "iops": 256000, "size_gib": 256},
+    {"volume_type": "io1", "iops": 100},
+    {"volume_type": "sc1", "size_gib": 125},
+    {"mount_point": "/mnt"}, {"mount_point": "/srv/imagenet"}, {"mount_point": "/home/ubuntu/data"},
+    {"mount_point": "/var/data"}, {"mount_point": "/opt/datasets"},
+])
+def test_limits_and_mount_points_aws_and_linux_accept(kwargs: dict) -> None:
+    UserDataOptions(SNAP, **kwargs)
+
+
+def test_oversize_user_data_is_bad_usage_naming_the_size() -> None:
+    """Exit 2 (bad usage), not 1: the user asked for more than EC2 takes."""
+    with pytest.raises(UsageError, match="user-data is 16385 bytes, over EC2's limit of 16384"):
+        check_size("x" * 16385)
+    assert UserDataTooLarge("").exit_code == 2
+
+
+def test_the_script_mounts_with_the_options_of_ebs_options() -> None:
+    """One table of read-only mount options, for the boot script and `recordio-pack mount` alike."""
+    from recordio_pack.aws.ebs_options import READ_ONLY_MOUNT_OPTIONS
+
+    values = settings_of(render_script(VARIANTS["defaults"]))
+    assert values["EXT_MOUNT_OPTS"] == READ_ONLY_MOUNT_OPTIONS["ext4"] == "ro,noload"
+    assert values["XFS_MOUNT_OPTS"] == READ_ONLY_MOUNT_OPTIONS["xfs"] == "ro,norecovery"
+    assert values["BTRFS_MOUNT_OPTS"] == READ_ONLY_MOUNT_OPTIONS["btrfs"]
+    assert "ro,noload" not in render_script(VARIANTS["defaults"]).split("\nIMDS=", 1)[1]  # only in the settings
 
 
 def test_tags_match_replicate() -> None:
@@ -173,3 +223,25 @@ def test_cli_writes_atomically_and_refuses_to_overwrite(tmp_path: Path, capsys: 
 def test_cli_reports_bad_options_as_usage_errors() -> None:
     with pytest.raises(UsageError, match="100-300"):
         run_cli(["--snapshot-id", SNAP, "--prewarm-rate", "1000"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mount-point", "/etc"], "refusing to mount on '/etc'"),
+    (["--iops", "100000"], "gp3 IOPS must be 3000-80000, not 100000"),
+    (["--volume-type", "io1"], "io1 volumes need an IOPS value"),
+    (["--snapshot-id", "snap-bogus"], "not an EC2 snapshot id: 'snap-bogus'"),
+])
+def test_cli_mistakes_exit_2_with_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from recordio_pack.cli import main
+
+    assert main(["userdata", "--snapshot-id", SNAP, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("recordio-pack userdata: error: ") and message in err
+
+
+def test_cli_output_into_a_missing_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from recordio_pack.cli import main
+
+    assert main(["userdata", "--snapshot-id", SNAP, "-o", str(tmp_path / "no" / "boot.sh")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the folder {tmp_path / 'no'} does not exist" in err

@@ -17,27 +17,27 @@ from importlib import resources
 from pathlib import Path
 
 from recordio_pack import __version__
+from recordio_pack.aws.ebs_options import (INITIALIZATION_RATE_RANGE, VolumeSpec, check_id, check_initialization_rate,
+                                           check_mount_target, read_only_mount_options)
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
 
-__all__ = ["MAX_USER_DATA_BYTES", "FORMATS", "VOLUME_TYPES", "SCRIPT_PATH", "UserDataOptions", "UserDataTooLarge",
+__all__ = ["MAX_USER_DATA_BYTES", "FORMATS", "SCRIPT_PATH", "UserDataOptions", "UserDataTooLarge",
            "render_script", "render", "check_size", "write_user_data"]
 
 MAX_USER_DATA_BYTES = 16384  # EC2's limit on raw user-data
 FORMATS = ("shell", "cloud-config")
-VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1", "standard")
 SCRIPT_PATH = "/usr/local/sbin/recordio-pack-boot.sh"  # where the cloud-config variant keeps the script
-PREWARM_RATE_RANGE = (100, 300)  # MiB/s accepted by EBS's volume initialization rate
+PREWARM_RATE_RANGE = INITIALIZATION_RATE_RANGE  # MiB/s accepted by EBS's volume initialization rate
 _MARKER = "@@SETTINGS@@"
 
-_SNAPSHOT = re.compile(r"^snap-[0-9a-f]{8,17}$")
 _MOUNT_POINT = re.compile(r"^(/[A-Za-z0-9._+-]+)+$")  # no spaces or quotes: it goes into fstab and awk
 _DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z][a-z]?$")
 _LABEL = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 
-class UserDataTooLarge(RecordioPackError):
-    """The rendered user-data is over EC2's 16 KB limit."""
+class UserDataTooLarge(UsageError):
+    """The rendered user-data is over EC2's 16 KB limit: bad usage (exit 2), the message names the size."""
 
 
 @dataclass(frozen=True)
@@ -61,30 +61,17 @@ class UserDataOptions:
     region: str | None = None
 
     def __post_init__(self) -> None:
-        if not _SNAPSHOT.match(self.snapshot_id):
-            raise UsageError(f"not a snapshot id: {self.snapshot_id!r} (expected snap- and 8 or 17 hex digits)")
+        check_id("snapshot", self.snapshot_id)
         if not _MOUNT_POINT.match(self.mount_point) or "/." in self.mount_point:
             raise UsageError(f"mount point must be an absolute path of letters, digits and ._+- "
                              f"(no trailing slash, no . or .. parts): {self.mount_point!r}")
-        if self.volume_type not in VOLUME_TYPES:
-            raise UsageError(f"volume type must be one of {', '.join(VOLUME_TYPES)}: {self.volume_type!r}")
-        for name in ("iops", "throughput", "size_gib"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UsageError(f"{name} must be positive: {value}")
-        if self.iops is not None and self.volume_type not in ("gp3", "io1", "io2"):
-            raise UsageError(f"--iops applies to gp3, io1 and io2 volumes, not {self.volume_type}")
-        if self.volume_type in ("io1", "io2") and self.iops is None:
-            raise UsageError(f"{self.volume_type} volumes need --iops")
-        if self.throughput is not None and self.volume_type != "gp3":
-            raise UsageError(f"--throughput applies to gp3 volumes only, not {self.volume_type}")
+        check_mount_target(self.mount_point)
+        VolumeSpec(self.volume_type, self.iops, self.throughput, self.size_gib)
         if not _DEVICE.match(self.device):
             raise UsageError(f"device name must look like /dev/sdf or /dev/xvdf: {self.device!r}")
         if self.filesystem_label is not None and not _LABEL.match(self.filesystem_label):
             raise UsageError(f"filesystem label must be 1-16 letters, digits or ._-: {self.filesystem_label!r}")
-        low, high = PREWARM_RATE_RANGE
-        if self.prewarm_rate is not None and not low <= self.prewarm_rate <= high:
-            raise UsageError(f"--prewarm-rate must be {low}-{high} MiB/s (EBS's range): {self.prewarm_rate}")
+        check_initialization_rate(self.prewarm_rate)
         if self.region is not None and not _REGION.match(self.region):
             raise UsageError(f"not a region name: {self.region!r}")
 
@@ -107,6 +94,9 @@ class UserDataOptions:
             "DELETE_ON_TERMINATION": "true" if self.delete_on_termination else "false",
             "REGION": text(self.region),
             "TOOL_VERSION": __version__,
+            "EXT_MOUNT_OPTS": read_only_mount_options("ext4"),
+            "XFS_MOUNT_OPTS": read_only_mount_options("xfs"),
+            "BTRFS_MOUNT_OPTS": read_only_mount_options("btrfs"),
         }
 
 
@@ -175,7 +165,12 @@ def write_user_data(path: str | os.PathLike[str], text: str, overwrite: bool = F
     target = Path(path)
     if target.exists() and not overwrite:
         raise RefusedError(f"{target} exists; use --overwrite to replace it")
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    except FileNotFoundError:
+        raise UsageError(f"cannot write {target}: the folder {target.parent} does not exist") from None
+    except OSError as error:
+        raise RecordioPackError(f"cannot write {target}: {error.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
@@ -183,7 +178,9 @@ def write_user_data(path: str | os.PathLike[str], text: str, overwrite: bool = F
             os.fsync(handle.fileno())
         os.chmod(temp, 0o644)
         os.replace(temp, target)
-    except BaseException:
+    except BaseException as error:
         Path(temp).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # e.g. disk full, or target is a folder: one line, no temp file left
+            raise RecordioPackError(f"cannot write {target}: {error.strerror or error}") from None
         raise
     return target

@@ -6,6 +6,7 @@ import argparse
 import shlex
 from typing import Any
 
+from recordio_pack.aws.ebs_options import READ_ONLY_MOUNT_OPTIONS
 from recordio_pack.commands import _common
 from recordio_pack.commands.snapshot import add_local_paths_options, local_paths
 
@@ -18,10 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(ext4: ro,noload; xfs: ro,norecovery). Does nothing when it is already mounted there. "
                     "Needs root.")
     parser.add_argument("--volume-id", required=True, help="the attached volume (vol-...)")
-    parser.add_argument("--mount-point", required=True, help="where to mount it (created if missing), e.g. /data")
+    parser.add_argument("--mount-point", required=True,
+                        help="where to mount it (created if missing), e.g. /data; a folder holding files and system "
+                             "folders (/, /etc, /usr, /var, /home, /opt, /tmp, ...) are refused")
     parser.add_argument("--device", help="the attachment device name (e.g. /dev/sdf), for Xen instances whose volumes "
                                          "have no NVMe serial (default: asked from EC2 when the id is not found)")
-    parser.add_argument("--fstype", choices=("ext4", "xfs"), help="filesystem type (default: read from the device)")
+    parser.add_argument("--fstype", choices=sorted(READ_ONLY_MOUNT_OPTIONS),
+                        help="filesystem type (default: read from the device)")
     parser.add_argument("--options", default="", help="extra mount options, comma-separated (e.g. nouuid for an "
                                                       "xfs copy of a filesystem mounted on the same instance)")
     parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",

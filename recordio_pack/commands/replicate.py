@@ -24,9 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--filter", action="append", default=[], metavar="NAME=VALUE[,VALUE]",
                        help="a DescribeInstances filter, e.g. tag:role=gpu (repeatable; running instances only)")
     volume = parser.add_argument_group("volume")
-    volume.add_argument("--volume-type", default="gp3", help="EBS volume type (gp3)")
-    volume.add_argument("--iops", type=_common.positive_int, help="provisioned IOPS (gp3: 3000-16000; io1/io2)")
-    volume.add_argument("--throughput", type=_common.positive_int, help="gp3 throughput in MiB/s (125-1000)")
+    volume.add_argument("--volume-type", default="gp3", help="EBS volume type: gp3 (default), gp2, io1, io2, st1, sc1 "
+                                                             "or standard")
+    volume.add_argument("--iops", type=_common.positive_int,
+                        help="provisioned IOPS (gp3: 3000-80000; io1: 100-64000; io2: 100-256000, which need it)")
+    volume.add_argument("--throughput", type=_common.positive_int,
+                        help="gp3 throughput in MiB/s (125-2000, at most IOPS/4)")
     volume.add_argument("--size", type=_common.positive_int, metavar="GIB",
                         help="volume size in GiB (default: the snapshot's size; never smaller)")
     volume.add_argument("--name", help="Name tag of the volumes (default: the snapshot's Name)")
@@ -52,23 +55,39 @@ def table(rows: list[dict[str, Any]]) -> str:
                      for line in lines)
 
 
+class WaitBar:
+    """A "waiting" bar drawn from the first ``WaitProgress`` event on: a run that waits on nothing (a dry run,
+    a rerun with every volume attached) shows none."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.bar: _common.ProgressBar | None = None
+
+    def __call__(self, event: Any) -> None:
+        if self.bar is None:
+            self.bar = _common.ProgressBar(self.args, None, "poll", "waiting")
+        self.bar.update(1, postfix=f"{event.resource_id} {event.state}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from recordio_pack.aws.ec2 import Waiting
     from recordio_pack.aws.replicate import ReplicateOptions, parse_filter, replicate
     from recordio_pack.aws.session import AwsTarget
 
+    _common.require(bool(args.instance_id) != bool(args.filter),
+                    "give either --instance-id ... or --filter NAME=VALUE (not both, not neither)")
     options = ReplicateOptions(
         snapshot_id=args.snapshot_id, instance_ids=tuple(args.instance_id),
         filters=tuple(parse_filter(text) for text in args.filter), volume_type=args.volume_type, iops=args.iops,
         throughput=args.throughput, size_gib=args.size, keep=args.keep, dry_run=args.dry_run, name=args.name)
-    bar = _common.ProgressBar(args, None, "poll", "waiting")
-
-    def progress(event: Any) -> None:
-        bar.update(1, postfix=f"{event.resource_id} {event.state}")
-
+    bar = WaitBar(args)
     try:
         result = replicate(AwsTarget.from_args(args), options,
-                           Waiting(poll_seconds=args.poll_seconds, timeout=args.timeout, on_progress=progress))
+                           Waiting(poll_seconds=args.poll_seconds, timeout=args.timeout, on_progress=bar))
     finally:
         bar.close()
     data = result.as_dict()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 from typing import Any
@@ -48,12 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "as long as it takes, then copy it to other regions and share it with named accounts. "
                     "Snapshots are never made public.")
     source = parser.add_argument_group("what to snapshot")
-    source.add_argument("--volume-id", help="the EBS volume (vol-...)")
+    source.add_argument("--volume-id", help="the EBS volume (vol-...); or else --mount-point")
     source.add_argument("--mount-point", help="a mounted path on this instance; its EBS volume is found through "
                                                "/proc/self/mountinfo and the NVMe serial")
     source.add_argument("--freeze", action="store_true",
                         help="fsfreeze the --mount-point filesystem during CreateSnapshot (always unfrozen after, "
-                             "even on error); needs root")
+                             "even on error); needs root. --mount-point must then be the mount point itself, and "
+                             "a filesystem holding /, /usr, /var, /etc, /boot or recordio-pack is refused (exit 3)")
     source.add_argument("--freeze-command", default="fsfreeze", help=argparse.SUPPRESS)
     tags = parser.add_argument_group("tags")
     tags.add_argument("--manifest", help="the dataset's NAME.manifest.json: its SHA-256 and name become tags")
@@ -119,16 +121,17 @@ def run(args: argparse.Namespace) -> int:
     from recordio_pack.aws.session import AwsTarget
     from recordio_pack.aws.snapshot import Freezer, SnapshotOptions, create_dataset_snapshot, manifest_sha256
 
-    _common.require(bool(args.volume_id or args.mount_point), "give --volume-id or --mount-point")
+    _common.require(bool(args.volume_id) != bool(args.mount_point),
+                    "give --volume-id or --mount-point (one of them: the volume is found from the mount point)")
     _common.require(not args.freeze or bool(args.mount_point),
-                    "--freeze needs --mount-point (the filesystem to freeze)")
-    volume_id = args.volume_id
-    if volume_id is None:
-        volume_id, _entry = volume_for_mount_point(args.mount_point, local_paths(args))
-    elif args.freeze:  # freezing a filesystem that is not on this volume would protect nothing
-        found, entry = volume_for_mount_point(args.mount_point, local_paths(args))
-        if found != volume_id:
-            raise UsageError(f"--mount-point {args.mount_point} is on {found} ({entry.source}), not {volume_id}")
+                    "--freeze needs --mount-point (the filesystem to freeze) instead of --volume-id")
+    volume_id, freezer = args.volume_id, None
+    if args.mount_point:
+        _common.require(os.path.exists(args.mount_point), f"--mount-point {args.mount_point}: no such folder here")
+        if args.freeze:  # refused (exit 3) unless it is a mount root holding no system folder and not this tool
+            freezer = Freezer.guarded(args.mount_point, shlex.split(args.freeze_command), local_paths(args))
+        volume_id, _entry = volume_for_mount_point(freezer.mount_point if freezer else args.mount_point,
+                                                   local_paths(args))
     dataset, digest = args.dataset, None
     if args.manifest:
         try:
@@ -145,8 +148,7 @@ def run(args: argparse.Namespace) -> int:
     options = SnapshotOptions(
         volume_id=volume_id, name=args.name, dataset=dataset, manifest_sha256=digest, description=args.description,
         extra_tags=dict(args.tag), copy_to_regions=tuple(args.copy_to_region), share_with=tuple(args.share_with),
-        freeze_mount_point=args.mount_point if args.freeze else None)
-    freezer = Freezer(args.mount_point, shlex.split(args.freeze_command)) if args.freeze else None
+        freeze_mount_point=freezer.mount_point if freezer else None)
     bars = SnapshotBars(args)
     try:
         result = create_dataset_snapshot(

@@ -21,10 +21,14 @@ def add_render_options(parser: argparse.ArgumentParser, *, snapshot_required: bo
     """The options that shape the boot script (shared with ``launch``)."""
     group = parser.add_argument_group("boot script")
     group.add_argument("--snapshot-id", required=snapshot_required, help="the dataset's EBS snapshot (snap-...)")
-    group.add_argument("--mount-point", default="/data", help="where the dataset appears (default /data)")
+    group.add_argument("--mount-point", default="/data",
+                       help="where the dataset appears (default /data); system folders (/, /etc, /usr, /var, "
+                            "/home, /opt, /tmp, /proc, ...) are refused")
     group.add_argument("--volume-type", default="gp3", help="gp3 (default), gp2, io1, io2, st1, sc1 or standard")
-    group.add_argument("--iops", type=_common.positive_int, help="provisioned IOPS (gp3, io1, io2)")
-    group.add_argument("--throughput", type=_common.positive_int, metavar="MIBPS", help="gp3 throughput in MiB/s")
+    group.add_argument("--iops", type=_common.positive_int,
+                       help="provisioned IOPS (gp3: 3000-80000; io1: 100-64000; io2: 100-256000, which need it)")
+    group.add_argument("--throughput", type=_common.positive_int, metavar="MIBPS",
+                       help="gp3 throughput in MiB/s (125-2000, at most IOPS/4)")
     group.add_argument("--size", type=_common.positive_int, metavar="GIB",
                        help="volume size in GiB (default: the snapshot's size)")
     group.add_argument("--device", default="/dev/sdf",
