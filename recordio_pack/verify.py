@@ -17,7 +17,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Sequence, TypeVar
 
 from recordio_pack.digest import CHUNK, Digests, _Running, file_digests
 from recordio_pack.format import (
@@ -36,6 +36,8 @@ SNIFF_BYTES = 512
 _SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
 
 OnRecord = Callable[[int], None]
+OnError = Callable[[InputError], None]
+T = TypeVar("T")
 
 
 class BadManifest(InputError):
@@ -90,25 +92,37 @@ def load_class_map(path: str | Path) -> list[str]:
         raise InputError(f"{path}: cannot read the class map: {error.strerror or error}") from None
 
 
-def resolve_path(raw: str | Path) -> list[Target]:
+def resolve_path(raw: str | Path, on_error: OnError | None = None) -> list[Target]:
     """What ``raw`` stands for: a folder (its manifests, else its `.rec` files), a manifest, a `.rec`, or an
     `.idx` (told by its content, whatever its name: a shard's index stands for its `.rec`, another for the
-    shards beside it).  NoSuchFile, BadManifest or InputError say why not."""
+    shards beside it).  NoSuchFile, BadManifest or InputError say why not.  ``on_error``: called with a bad
+    manifest among several (in a folder, or beside a `.rec`) to go on without it; by default it is raised."""
     path = Path(raw)
     if path.is_dir():
         manifests = find_manifests(path)
         if manifests:
-            return [_manifest_target(manifest) for manifest in manifests]
+            return [target for manifest in manifests for target in _guarded(_manifest_target, manifest, on_error)]
         recs = sorted(path.glob("*.rec"))
         if not recs:
             raise InputError(f"{path}: no manifest or .rec file to read")
-        return [_rec_target(rec) for rec in recs]
+        return [_rec_target(rec, on_error) for rec in recs]
     require_file(path)
     if path.name.endswith(MANIFEST_SUFFIX):
         return [_manifest_target(path)]
     if _is_index(path):
-        return [_index_target(path)]
-    return [_rec_target(path)]
+        return [_index_target(path, on_error)]
+    return [_rec_target(path, on_error)]
+
+
+def _guarded(load: Callable[[Path], T], path: Path, on_error: OnError | None) -> list[T]:
+    """``[load(path)]``, or ``[]`` after passing its BadManifest to ``on_error`` (raised without one)."""
+    try:
+        return [load(path)]
+    except BadManifest as error:
+        if on_error is None:
+            raise
+        on_error(error)
+        return []
 
 
 def _manifest_target(path: Path) -> Target:
@@ -130,11 +144,11 @@ def _dataset_stem(name: str) -> str:
     return _SHARD_SUFFIX.sub("", name)
 
 
-def _rec_target(rec: Path) -> Target:
+def _rec_target(rec: Path, on_error: OnError | None = None) -> Target:
     for manifest_file in find_manifests(rec.parent):
-        manifest = load_manifest(manifest_file)
-        for shard in manifest.shards:
-            if shard.rec.name == rec.name:
+        for manifest in _guarded(load_manifest, manifest_file, on_error):
+            shard = next((shard for shard in manifest.shards if shard.rec.name == rec.name), None)
+            if shard is not None:
                 return Target("rec", rec, manifest, shard, manifest.classes)
     return Target("rec", rec, classes=_class_map_beside(rec.parent, _dataset_stem(rec.stem)))
 
@@ -146,10 +160,10 @@ def _class_map_beside(folder: Path, stem: str) -> list[str] | None:
     return None
 
 
-def _index_target(idx: Path) -> Target:
+def _index_target(idx: Path, on_error: OnError | None = None) -> Target:
     rec = idx.with_suffix(".rec")
     if rec.is_file():
-        return _rec_target(rec)
+        return _rec_target(rec, on_error)
     stem = idx.name.removesuffix(".idx").removesuffix(".all")
     manifest_file = idx.parent / f"{stem}{MANIFEST_SUFFIX}"
     if manifest_file.is_file():
@@ -173,7 +187,7 @@ class DamagedRange:
     start: int
     end: int
     error: str
-    records: tuple[str, ...]  # "#position (key K)" per record hit; empty without an .idx
+    records: tuple[str, ...]  # "record #position (key K, byte N)" per record hit; empty without an .idx
 
     def as_dict(self) -> dict[str, object]:
         return {"start": self.start, "end": self.end, "error": self.error, "records": list(self.records)}
@@ -187,18 +201,20 @@ class ShardCheck:
     labels: dict[float, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     damage: list[DamagedRange] = field(default_factory=list)
+    problem_count: int = 0  # every problem found, the ones beyond the shown lines included
     starts: list[int] = field(default_factory=list, repr=False)  # offset of every readable record
     digests: Digests | None = field(default=None, repr=False)  # of the .rec, from the framing scan
 
     def as_dict(self) -> dict[str, object]:
         return {"rec": self.rec, "records": self.records, "bytes": self.bytes, "problems": self.problems,
-                "damaged": [damage.as_dict() for damage in self.damage]}
+                "problem_count": self.problem_count, "damaged": [damage.as_dict() for damage in self.damage]}
 
 
 @dataclass
 class VerifyReport:
     shards: list[ShardCheck] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # every problem, shard ones included
+    problems: list[str] = field(default_factory=list)  # every problem line, shard ones included
+    problem_count: int = 0  # every problem found (repeated ones are shown as "... and K more" lines)
 
     @property
     def ok(self) -> bool:
@@ -211,10 +227,16 @@ class VerifyReport:
     def add(self, check: ShardCheck) -> None:
         self.shards.append(check)
         self.problems.extend(check.problems)
+        self.problem_count += check.problem_count or len(check.problems)
+
+    def problem(self, text: str, count: int = 1) -> None:
+        """A problem of no single shard (a path, a manifest, a listed file, a combined index)."""
+        self.problems.append(text)
+        self.problem_count += count
 
     def as_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "records": self.records, "shards": len(self.shards), "problems": self.problems,
-                "files": [shard.as_dict() for shard in self.shards]}
+                "problem_count": self.problem_count, "files": [shard.as_dict() for shard in self.shards]}
 
 
 class ProblemLog:
@@ -234,6 +256,10 @@ class ProblemLog:
             self.lines.append(text)
             self._where[kind] = where
             self._last[kind] = len(self.lines)
+
+    @property
+    def count(self) -> int:
+        return sum(self._seen.values())
 
     def close(self) -> None:
         for kind, last in sorted(self._last.items(), key=lambda item: -item[1]):
@@ -472,6 +498,7 @@ def check_shard(rec: Path, idx: Path | None, classes: Sequence[str] | None = Non
     if listed is not None:
         _compare_listed(rec, idx, listed, check, crcs is not None, log)
     log.close()
+    check.problem_count = log.count
     return check
 
 
@@ -498,7 +525,7 @@ def _verify_manifest(target: Target, decode: bool, classes: Sequence[str] | None
         problem = f"{record.name}: missing (listed in {target.path.name})" if not file.exists() else \
             _file_problem(file, record)
         if problem:
-            report.problems.append(problem)
+            report.problem(problem)
 
 
 def _verify_rec(target: Target, decode: bool, classes: Sequence[str] | None, report: VerifyReport,
@@ -522,7 +549,7 @@ def _verify_combined_index(target: Target, decode: bool, classes: Sequence[str] 
     for rec in target.recs:
         shard = listed.get(rec.name)
         if not rec.exists():
-            report.problems.append(f"{rec.name}: missing (covered by {target.path.name})")
+            report.problem(f"{rec.name}: missing (covered by {target.path.name})")
             return
         idx = rec.parent / shard.idx.name if shard else rec.with_suffix(".idx")
         check = check_shard(rec, idx if shard or idx.exists() else None, classes or target.classes, decode,
@@ -538,6 +565,7 @@ def _verify_combined_index(target: Target, decode: bool, classes: Sequence[str] 
         _check_index(target.path.name, pairs, starts, damage, log)
     log.close()
     report.problems.extend(problems)
+    report.problem_count += log.count
 
 
 _VERIFIERS = {"manifest": _verify_manifest, "rec": _verify_rec, "index": _verify_combined_index}
@@ -550,9 +578,9 @@ def verify_paths(paths: Sequence[str | Path], decode: bool = False, classes: Seq
     report = VerifyReport()
     for raw in paths:
         try:
-            targets = resolve_path(raw)
+            targets = resolve_path(raw, on_error=lambda error: report.problem(str(error)))
         except InputError as error:
-            report.problems.append(str(error))
+            report.problem(str(error))
             continue
         for target in targets:
             _VERIFIERS[target.kind](target, decode, classes, report, on_record)

@@ -102,8 +102,16 @@ def test_truncation_is_one_range_up_to_the_end(tmp_path: Path) -> None:
 def test_repeated_problems_are_capped_with_a_count(tmp_path: Path) -> None:
     rec, _, _, _ = write_shard(tmp_path, "data", 25, labels=[7.0] * 25)
     check = check_shard(rec, None, classes=CLASSES)
-    assert len(check.problems) == LINES_PER_KIND + 1
+    assert len(check.problems) == LINES_PER_KIND + 1 and check.problem_count == 25
     assert check.problems[-1] == f"data.rec: ... and {25 - LINES_PER_KIND} more labels outside the class map"
+
+
+def test_the_summary_counts_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rec, _, _, _ = write_shard(tmp_path, "data", 25, labels=[7.0] * 25)
+    (tmp_path / "data.synsets.txt").write_text("0\tn0\n")
+    code, out, _ = cli(capsys, "verify", "-q", str(rec))
+    lines = out.splitlines()
+    assert code == 1 and lines[0] == "FAILED: 25 problem(s) in 1 file(s):" and len(lines) == 1 + LINES_PER_KIND + 1
 
 
 def test_unescaped_magics_are_capped_with_a_count(tmp_path: Path) -> None:
@@ -171,6 +179,19 @@ def test_an_idx_with_nothing_to_check_it_against_is_one_line(tmp_path: Path) -> 
     (tmp_path / "lonely.idx").write_text("0\t0\n1\t64\n")
     problems = verify_paths([tmp_path / "lonely.idx"]).problems
     assert len(problems) == 1 and "an index" in problems[0] and "no shards beside it" in problems[0]
+
+
+def test_a_bad_manifest_does_not_hide_the_others(tmp_path: Path) -> None:
+    shard = write_shard(tmp_path, "good", 4)
+    write_manifest(tmp_path, "good", [shard])
+    (tmp_path / "bad.manifest.json").write_text("{")
+    report = verify_paths([tmp_path])
+    assert report.records == 4 and len(report.problems) == 1
+    assert report.problems[0].startswith(f"{tmp_path / 'bad.manifest.json'}: unreadable manifest")
+    flip(shard[0], image_byte(shard[2][2]), 0x01)
+    beside = verify_paths([shard[0]]).problems  # the .rec is still checked against its own manifest
+    assert len(beside) == 3 and beside[0].startswith(f"{tmp_path / 'bad.manifest.json'}: unreadable manifest")
+    assert "record #2 (key 2" in beside[1] and "SHA-256 differs" in beside[2]
 
 
 def test_inspect_and_verify_resolve_a_folder_alike(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if report.ok:
         text = f"OK: {report.records} records in {len(report.shards)} file(s)" + (", all decoded" if args.decode else "")
     else:
-        text = "\n".join([f"FAILED: {len(report.problems)} problem(s) in {len(report.shards)} file(s):"]
+        text = "\n".join([f"FAILED: {report.problem_count} problem(s) in {len(report.shards)} file(s):"]
                          + [f"  {problem}" for problem in report.problems])
     emit(args, report.as_dict(), text)
     return 0 if report.ok else 1
