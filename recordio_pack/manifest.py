@@ -50,11 +50,14 @@ class ShardRecord:
     # zlib CRC32 of each record's framed bytes (magic through padding), in write order, as base64 of
     # little-endian uint32 words (`encode_record_crc32s`); "" in manifests written before it existed
     record_crc32: str = ""
+    inputs: str = ""  # SHA-256 over the shard's list lines and each input's size and mtime (or content hash)
+    reencoded: int = 0  # records whose image was decoded and encoded again
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ShardRecord":
         return cls(data["index"], data["records"], data["rejects"], FileRecord(**data["rec"]),
-                   FileRecord(**data["idx"]), data.get("record_crc32", ""))
+                   FileRecord(**data["idx"]), data.get("record_crc32", ""), data.get("inputs", ""),
+                   data.get("reencoded", 0))
 
     def record_crc32s(self) -> array | None:
         """The per-record CRC32s, or None when the manifest has none; ValueError when they are malformed or
@@ -104,6 +107,14 @@ class Manifest:
     files: list[FileRecord] = field(default_factory=list)  # rejects, lists, class map
     format: str = MANIFEST_FORMAT
     tool: str = f"recordio-pack {__version__}"
+    origin: str = ""  # what was packed ("folder:/data/train", "lst:LIST:ROOT", "tar:ARCHIVE"), resolved
+    options_fingerprint: str = ""  # PackOptions.fingerprint(): options and codec, without the inputs
+    codec: str = ""  # e.g. "opencv 5.0.0"; "" when nothing was re-encoded by design (--reencode never)
+    listing_rejects: int = 0  # inputs rejected before packing (outside a class folder, not a regular file, ...)
+    skipped: int = 0  # files that are not inputs (other extensions), listed in NAME.skipped.tsv
+    skipped_by_extension: dict[str, int] = field(default_factory=dict)
+    cross_class_links: int = 0  # symbolic links to an image in another class, packed under the link's class
+    update: dict[str, Any] | None = None  # set by an incremental repack: the version it replaced, shards repacked
 
     @property
     def records(self) -> int:
@@ -111,7 +122,8 @@ class Manifest:
 
     @property
     def rejects(self) -> int:
-        return sum(shard.rejects for shard in self.shards)
+        """Every input rejected, with its reason in NAME.rejects.tsv: by the workers and by the listing."""
+        return sum(shard.rejects for shard in self.shards) + self.listing_rejects
 
     def data_files(self) -> Iterator[FileRecord]:
         """Every file the manifest vouches for (shards first), not counting the manifest itself."""
@@ -124,6 +136,7 @@ class Manifest:
         data = asdict(self)
         data["records"] = self.records
         data["rejects"] = self.rejects
+        data["inputs_accounted"] = self.records + self.rejects + self.skipped  # = files under a packed folder
         return data
 
     def dumps(self) -> str:
@@ -139,7 +152,11 @@ class Manifest:
             label_convention=data["label_convention"],
             shards=[ShardRecord.from_dict(shard) for shard in data["shards"]],
             files=[FileRecord(**record) for record in data.get("files", [])],
-            format=data["format"], tool=data["tool"])
+            format=data["format"], tool=data["tool"], origin=data.get("origin", ""),
+            options_fingerprint=data.get("options_fingerprint", ""), codec=data.get("codec", ""),
+            listing_rejects=data.get("listing_rejects", 0), skipped=data.get("skipped", 0),
+            skipped_by_extension=data.get("skipped_by_extension", {}),
+            cross_class_links=data.get("cross_class_links", 0), update=data.get("update"))
 
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":

@@ -435,16 +435,16 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
         if up_to_date is not None:
             return up_to_date
 
-    journal = _Journal(out_dir / f"{name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges))
-    journal.header["replaces"] = (previous.fingerprint or previous.replaces) if previous is not None else ""
-    journal.done = dict(reusable)
-    journal.record()  # before the manifest goes: from here on the journal is the state
-    manifest_path(out_dir, name).unlink(missing_ok=True)
     _remove_temporaries(out_dir, plan.outputs)  # left by a killed run
     pending = [index for index in range(len(plan.ranges)) if index not in reusable]
     if space_check:
         _check_space(out_dir, (size for index in pending for size in plan.facts.sizes[plan.ranges[index].start:
                                                                                        plan.ranges[index].stop]), options)
+    journal = _Journal(out_dir / f"{name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges))
+    journal.header["replaces"] = (previous.fingerprint or previous.replaces) if previous is not None else ""
+    journal.done = dict(reusable)
+    journal.record()  # before the manifest goes: from here on the journal is the state
+    manifest_path(out_dir, name).unlink(missing_ok=True)
     tasks = [ShardTask(index, len(plan.ranges), name, str(out_dir), entries[plan.ranges[index].start:plan.ranges[index].stop],
                        source, options, plan.digests[index]) for index in pending]
     emit(PackEvent("plan", images=len(entries), shard=len(plan.ranges),

@@ -131,8 +131,12 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
         os.replace(temp, path)
         fsync_dir(path.parent)
     except BaseException:
-        stream.close()
-        temp.unlink(missing_ok=True)
+        try:
+            stream.close()  # flushes what is buffered: fails again on a full disk
+        except OSError:
+            pass
+        finally:
+            temp.unlink(missing_ok=True)
         raise
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import cv2
 import numpy as np
@@ -47,3 +48,73 @@ def test_a_mild_downscale_keeps_the_detail() -> None:
                                       np.uint8), cv2.IMREAD_COLOR)
     bilinear = cv2.resize(source, (ours.shape[1], ours.shape[0]), interpolation=cv2.INTER_LINEAR)
     assert _psnr(ours, bilinear) > 45
+
+
+# --- damage, validation of kept bytes, EXIF orientation ---------------------------------------------------------
+
+import struct  # noqa: E402
+
+from imagegen import jpeg  # noqa: E402
+from recordio_pack.imaging import ImageRejected, check_decodes, probe  # noqa: E402
+
+
+def _damaged(data: bytes) -> bytes:
+    """2000 bytes overwritten mid-scan; the end-of-image marker stays, so no header check can tell."""
+    damaged = bytearray(data)
+    middle = len(damaged) // 2
+    damaged[middle:middle + 2000] = bytes((index * 37 + 11) % 251 for index in range(2000))
+    assert damaged.endswith(b"\xff\xd9")
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("options", [
+    ImageOptions(reencode="never"), ImageOptions(reencode="auto"), ImageOptions(reencode="auto", resize=128),
+    ImageOptions(reencode="always"), ImageOptions(reencode="always", encoding="png")], ids=str)
+def test_a_jpeg_damaged_mid_scan_is_rejected_with_the_decoders_warning(options: ImageOptions,
+                                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    damaged = _damaged(jpeg(640, 480, seed=3))
+    with pytest.raises(ImageRejected, match=r"damaged JPEG: Corrupt JPEG data"):
+        prepare_image(damaged, options)
+    assert "Corrupt JPEG data" not in capfd.readouterr().err  # the warning went into the reason, not the terminal
+
+
+def test_header_validation_keeps_what_it_cannot_see_and_full_is_the_default() -> None:
+    damaged = _damaged(jpeg(640, 480, seed=3))
+    assert ImageOptions().validate == "full"
+    assert prepare_image(damaged, ImageOptions(reencode="never", validate="header")) == (damaged, False)
+    with pytest.raises(ImageRejected):
+        check_decodes(damaged)
+    check_decodes(jpeg(640, 480, seed=3))  # intact: no complaint
+
+
+def test_harmless_decoder_output_is_passed_on_not_a_reject(capfd: pytest.CaptureFixture[str]) -> None:
+    from recordio_pack.imaging import decoder_messages
+
+    with decoder_messages() as damage:
+        os.write(2, b"Warning: unknown JFIF revision number 3.01\n")
+    assert damage == [] and "unknown JFIF revision" in capfd.readouterr().err
+
+
+def _with_orientation(data: bytes, orientation: int) -> bytes:
+    """The JPEG with an APP1 Exif segment (big-endian TIFF, one IFD0 entry: Orientation) after SOI."""
+    tiff = b"MM\0*" + struct.pack(">I", 8) + struct.pack(">H", 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) \
+        + struct.pack(">I", 0)
+    payload = b"Exif\0\0" + tiff
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+
+
+def test_exif_orientation_is_read_from_the_header() -> None:
+    assert probe(_with_orientation(jpeg(64, 48), 6)).orientation == 6
+    assert probe(jpeg(64, 48)).orientation == 1
+
+
+def test_a_small_jpeg_turned_by_exif_is_stored_upright_without_the_tag() -> None:
+    """Kept bytes would look turned to a reader that honours EXIF and not to one that ignores it (DALI, mxnet):
+    every record must look the same to every reader."""
+    upright = jpeg(64, 48, seed=4)
+    turned = _with_orientation(upright, 6)
+    stored, reencoded = prepare_image(turned, ImageOptions(reencode="auto"))
+    assert reencoded and probe(stored).orientation == 1 and b"Exif" not in stored[:64]
+    image = cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape[:2] == (64, 48)  # rotated 90 degrees as the tag says: portrait now
+    assert prepare_image(_with_orientation(upright, 1), ImageOptions(reencode="auto"))[1] is False
