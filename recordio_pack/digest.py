@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["Digests", "DigestingWriter", "file_digests", "crc32_base64"]
+__all__ = ["Digests", "RunningDigests", "DigestingWriter", "file_digests", "crc32_base64"]
 
 CHUNK = 8 << 20
 
@@ -25,7 +25,9 @@ class Digests:
         return {"bytes": self.size, "sha256": self.sha256, "crc32": self.crc32}
 
 
-class _Running:
+class RunningDigests:
+    """Size, SHA-256 and CRC32 of bytes fed in pieces (``update``), for one pass over a file."""
+
     def __init__(self) -> None:
         self.size = 0
         self.sha = hashlib.sha256()
@@ -46,7 +48,7 @@ class DigestingWriter(io.RawIOBase):
     def __init__(self, raw: BinaryIO) -> None:
         super().__init__()
         self.raw = raw
-        self._running = _Running()
+        self._running = RunningDigests()
 
     def writable(self) -> bool:
         return True
@@ -64,7 +66,7 @@ class DigestingWriter(io.RawIOBase):
 
 
 def file_digests(path: str | Path) -> Digests:
-    running = _Running()
+    running = RunningDigests()
     with open(path, "rb") as stream:
         while chunk := stream.read(CHUNK):
             running.update(chunk)

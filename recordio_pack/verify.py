@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Sequence, TypeVar
 
-from recordio_pack.digest import CHUNK, Digests, _Running, file_digests
+from recordio_pack.digest import CHUNK, Digests, RunningDigests, file_digests
 from recordio_pack.format import (
     Damage, Frame, IRHeader, looks_like_idx, scan_frames, unescaped_magics_in, unpack_payload,
 )
-from recordio_pack.imaging import sniff
+from recordio_pack.imaging import ImageRejected, check_decodes, sniff
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, find_manifests
 from recordio_pack.recordio import InputError, mapped, read_idx, require_file
 
@@ -313,11 +313,10 @@ def _check_header(where: str, header: IRHeader, image: memoryview, classes: Sequ
         log.add("payloads that are not images", name,
                 f"{where}: payload is not an encoded image (starts with {bytes(image[:8])!r})")
     elif decode:
-        import cv2
-        import numpy as np
-
-        if cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_UNCHANGED) is None:
-            log.add("images that do not decode", name, f"{where}: the {kind} image does not decode")
+        try:
+            check_decodes(bytes(image))
+        except ImageRejected as rejected:  # fails to decode, or the decoder reported damage on the way
+            log.add("images that do not decode", name, f"{where}: the {kind} image: {rejected.reason}")
 
 
 def _read_index(idx: Path | None, rec: Path, log: ProblemLog) -> list[tuple[int, int]] | None:
@@ -384,7 +383,7 @@ class _Scan:
         return DamagedRange(damage.start, damage.end, str(damage.error), tuple(hit))
 
 
-def _feed(running: _Running, data: bytes, start: int, end: int) -> None:
+def _feed(running: RunningDigests, data: bytes, start: int, end: int) -> None:
     for chunk in range(start, end, CHUNK):
         running.update(data[chunk:min(chunk + CHUNK, end)])
 
@@ -392,7 +391,7 @@ def _feed(running: _Running, data: bytes, start: int, end: int) -> None:
 def _scan_rec(rec: Path, check: ShardCheck, scan: _Scan, classes: Sequence[str] | None, decode: bool,
               on_record: OnRecord | None) -> None:
     """One pass over ``rec``: framing with resynchronisation, the file digests, CRC32s and header checks."""
-    running = _Running()
+    running = RunningDigests()
     with mapped(rec) as data:
         check.bytes = scan.size = len(data)
         for item in scan_frames(data):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -322,3 +324,24 @@ def test_inspect_reads_a_shard_idx_as_its_rec(tmp_path: Path, capsys: pytest.Cap
     code, out, _ = cli(capsys, "inspect", str(idx), "--json")
     assert code == 0 and [row["key"] for row in json.loads(out)["records"]] == [0, 1, 2]
 
+
+
+def test_verify_decode_reports_a_record_the_decoder_finds_damaged(tmp_path: Path) -> None:
+    """The end-of-image marker is intact, so only the decoder's own warning shows the damage."""
+    from imagegen import jpeg as make_jpeg
+    from recordio_pack.format import IRHeader, pack_payload
+    from recordio_pack.recordio import RecordWriter
+
+    intact = make_jpeg(640, 480, seed=3)
+    damaged = bytearray(intact)
+    middle = len(damaged) // 2
+    damaged[middle:middle + 2000] = bytes((index * 37 + 11) % 251 for index in range(2000))
+    with open(tmp_path / "d.rec", "wb") as rec, open(tmp_path / "d.idx", "wb") as idx:
+        writer = RecordWriter(rec, idx)
+        writer.write(0, pack_payload(IRHeader((0.0,), id=0), intact))
+        writer.write(1, pack_payload(IRHeader((0.0,), id=1), bytes(damaged)))
+    result = subprocess.run([sys.executable, "-m", "recordio_pack", "verify", str(tmp_path / "d.rec"), "--decode"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "record #1" in result.stdout and "Corrupt JPEG data" in result.stdout, result.stdout
+    assert "Corrupt JPEG data" not in result.stderr
