@@ -254,12 +254,15 @@ def download_files(client: Any, location: S3Location, directory: Path, wanted: l
             pending |= _start(pool, fetcher, job, result)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
+            failed = [future for future in finished if future.exception() is not None]
+            for future in finished - set(failed):  # record every part that made it before raising a failure
                 job, number, received = future.result()
                 result.received_bytes += received
                 job.record_done(number)
-                if job.complete:
+                if job.complete and not failed:
                     pending |= _finish(pool, fetcher, job, result, progress)
+            if failed:
+                failed[0].result()
     finally:
         fetcher.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)

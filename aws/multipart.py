@@ -149,7 +149,8 @@ def continue_upload(client: Any, location: S3Location, upload: Unfinished, path:
         crc = response.get("ChecksumCRC32") or crc32_base64(f"{zlib.crc32(data):08x}")
         return number, {"ETag": response["ETag"], "ChecksumCRC32": crc}
 
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    try:
         kept = {number: info for number, info in pool.map(check, sorted(in_s3)) if info is not None}
         if len(kept) < len(in_s3):
             # A part S3 holds differs from our bytes: that upload was of other content; its metadata is wrong too.
@@ -163,8 +164,11 @@ def continue_upload(client: Any, location: S3Location, upload: Unfinished, path:
                     ChecksumType="FULL_OBJECT", ChecksumCRC32=crc32_base64(record.crc32),
                     MultipartUpload={"Parts": [{"PartNumber": number, **info} for number, info in completed]})
         except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # no queued part goes out after a failure or Ctrl-C
             with suppress(Exception):  # the original error matters more; a failed abort is found next run
                 abort(client, location.bucket, upload)
             raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     reused_bytes = sum(layout[number][1] for number in kept)
     return ContinueResult(len(kept), reused_bytes, len(sent), record.bytes - reused_bytes)

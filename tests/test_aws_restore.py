@@ -124,3 +124,93 @@ def test_an_existing_different_manifest_needs_overwrite(tmp_path: Path, backed_u
         restore(WHERE, tmp_path / "copy", RestoreOptions(transfer=TRANSFER), target)
     restore(WHERE, tmp_path / "copy", RestoreOptions(overwrite=True, transfer=TRANSFER), target)
     assert json.loads((tmp_path / "copy" / "ds.manifest.json").read_text())["name"] == "ds"
+
+
+# --- leftovers and resumable downloads (issue 10 §4) -------------------------------------------------------
+
+BIG = "ds-00000-of-00002.rec"  # PART + 12345 bytes: two ranged GETs of 5 MiB parts
+
+
+class Ranges:
+    """Records (key, Range) of every GetObject, and can interrupt the one that asks for a given range start."""
+
+    def __init__(self, session: Any) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+        self.interrupt_at: tuple[str, int] | None = None
+        session.events.register("provide-client-params.s3.GetObject", self._record)
+
+    def _record(self, params: dict[str, Any], **kwargs: Any) -> None:
+        self.seen.append((params["Key"], params.get("Range")))
+        if self.interrupt_at and (params["Key"], params.get("Range", "").startswith(
+                f"bytes={self.interrupt_at[1]}-")) == (self.interrupt_at[0], True):
+            raise KeyboardInterrupt  # as Ctrl-C (or SIGTERM) lands while this part is on its way
+
+    def of(self, name: str) -> list[str | None]:
+        return [rng for key, rng in self.seen if key == WHERE.key(name)]
+
+
+def interrupted_restore(tmp_path: Path, target: AwsTarget, ranges: Ranges) -> Path:
+    """A restore stopped while the second part of BIG is requested, after its first part is on disk."""
+    ranges.interrupt_at = (WHERE.key(BIG), PART)
+    with pytest.raises(KeyboardInterrupt):
+        restore(WHERE, tmp_path / "copy", RestoreOptions(transfer=TransferOptions(part_size=PART, concurrency=1)),
+                target)
+    ranges.interrupt_at = None
+    ranges.seen.clear()
+    return tmp_path / "copy"
+
+
+def test_an_interrupted_download_resumes_with_ranged_gets_for_the_missing_parts_only(tmp_path: Path) -> None:
+    with moto_backup(tmp_path, SIZES) as (_, target, _, source):
+        ranges = Ranges(target.session())
+        copy = interrupted_restore(tmp_path, target, ranges)
+        assert (copy / (BIG + ".partial")).stat().st_size == SIZES[BIG] and not (copy / BIG).exists()
+        result = restore(WHERE, copy, RestoreOptions(transfer=TRANSFER), target)
+        assert ranges.of(BIG) == [f"bytes={PART}-{SIZES[BIG] - 1}"]  # part 1 was kept, not fetched again
+        assert result.resumed_files == [BIG] and result.resumed_bytes == PART
+        assert same_tree(source, copy)  # byte-identical, and no .partial / .partial.json left
+
+
+def test_a_replaced_object_or_a_damaged_partial_file_starts_from_zero(tmp_path: Path) -> None:
+    with moto_backup(tmp_path, SIZES) as (client, target, _, source):
+        ranges = Ranges(target.session())
+        copy = interrupted_restore(tmp_path, target, ranges)
+        # same bytes sent again in one PutObject: another ETag, so the partial file cannot be trusted
+        client.put_object(Bucket=BUCKET, Key=WHERE.key(BIG), Body=(source / BIG).read_bytes())
+        result = restore(WHERE, copy, RestoreOptions(transfer=TRANSFER), target)
+        assert result.resumed_files == [] and len(ranges.of(BIG)) == 2 and same_tree(source, copy)
+        (copy / BIG).unlink()
+        copy = interrupted_restore(tmp_path, target, ranges)
+        damage(copy / (BIG + ".partial"), offset=10)  # the part the state says is done is not what S3 holds
+        again = restore(WHERE, copy, RestoreOptions(transfer=TRANSFER), target)
+        assert again.resumed_files == [BIG]  # resumed, failed the manifest check, fetched again from zero
+        assert len(ranges.of(BIG)) == 3 and same_tree(source, copy)
+
+
+def test_leftover_temporaries_of_an_interrupted_restore_are_removed_and_only_ours(tmp_path: Path,
+                                                                                  backed_up: Any) -> None:
+    _, target, _, source = backed_up
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    ours = ["ds-00000-of-00002.rec.tmp.a1B2c3D4", "ds.lst.tmp", "ds.manifest.json.tmp",
+            "ds-00001-of-00002.rec.tmp.00ff00ff"]  # s3transfer's names for our NAME.tmp, and our own
+    theirs = ["ds.lst.tmp.notes", "other.rec.tmp.12345678", "ds.lst.tmp.123456789", "other.partial.json"]
+    for name in ours + theirs:
+        (copy / name).write_bytes(b"left over")
+    # our partial download of a file an older version of the backup had: its state file says it is ours
+    (copy / "ds-00002-of-00003.rec.partial").write_bytes(bytes(100))
+    (copy / "ds-00002-of-00003.rec.partial.json").write_text(json.dumps({
+        "format": "recordio-pack.partial-download/1", "key": "k", "etag": '"e"', "size": 100,
+        "part_size": PART}) + "\n1\n")
+    result = restore(WHERE, copy, RestoreOptions(transfer=TRANSFER), target)
+    assert sorted(result.removed_leftovers) == sorted([*ours, "ds-00002-of-00003.rec.partial"])
+    assert sorted(p.name for p in copy.iterdir()) == sorted([*SMALL, "ds.manifest.json", *theirs])
+    assert all((copy / name).read_bytes() == (source / name).read_bytes() for name in SMALL)
+
+
+def test_restoring_into_a_file_is_one_line_naming_it(tmp_path: Path, backed_up: Any) -> None:
+    _, target, _, _ = backed_up
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(RecordioPackError, match=r"afile.*File exists") as caught:
+        restore(WHERE, tmp_path / "afile", RestoreOptions(transfer=TRANSFER), target)
+    assert "\n" not in str(caught.value)
