@@ -157,41 +157,56 @@ def _mapped_snapshots(mappings: Iterable[dict[str, Any]] | None) -> Iterator[tup
             yield snapshot_id, mapping.get("DeviceName", "?")
 
 
+def _volume_users(ec2: Any, snapshot_ids: Sequence[str]) -> Iterator[tuple[str, str]]:
+    with aws_errors("listing volumes made from the snapshots"):
+        for chunk in _chunks(sorted(snapshot_ids), _FILTER_VALUES_PER_CALL):
+            filters = [{"Name": "snapshot-id", "Values": chunk}]
+            for volume in paginate(ec2, "describe_volumes", "Volumes", Filters=filters):
+                why = f"volume {volume['VolumeId']} ({volume.get('State')}) was made from it"
+                yield volume.get("SnapshotId", ""), why
+
+
+def _image_users(ec2: Any) -> Iterator[tuple[str, str]]:
+    with aws_errors("listing this account's AMIs"):
+        images = paginate(ec2, "describe_images", "Images", Owners=["self"], IncludeDeprecated=True,
+                          IncludeDisabled=True)
+    for image in images:
+        for snapshot_id, device in _mapped_snapshots(image.get("BlockDeviceMappings")):
+            yield snapshot_id, f"image {image['ImageId']} maps it at {device}"
+
+
+def _launch_template_users(ec2: Any) -> Iterator[tuple[str, str]]:
+    with aws_errors("listing launch templates"):
+        for template in paginate(ec2, "describe_launch_templates", "LaunchTemplates"):
+            name = template.get("LaunchTemplateName", template["LaunchTemplateId"])
+            for version in paginate(ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
+                                    LaunchTemplateId=template["LaunchTemplateId"], Versions=["$Latest", "$Default"]):
+                mappings = (version.get("LaunchTemplateData") or {}).get("BlockDeviceMappings")
+                for snapshot_id, device in _mapped_snapshots(mappings):
+                    yield snapshot_id, (f"launch template {name} version {version.get('VersionNumber')} maps it "
+                                        f"at {device}")
+
+
+def _instance_tag_users(ec2: Any) -> Iterator[tuple[str, str]]:
+    with aws_errors("listing instances"):
+        instances = describe_instances(ec2, Filters=[{"Name": "instance-state-name", "Values": _LIVE_INSTANCE_STATES}])
+    for instance in instances:
+        for key, value in sorted(tags_of(instance).items()):
+            for snapshot_id in _SNAPSHOT_ID_IN_TEXT.findall(value):
+                yield snapshot_id, f"instance {instance['InstanceId']} names it in tag {key}"
+
+
 def snapshot_references(ec2: Any, snapshot_ids: Sequence[str]) -> defaultdict[str, list[str]]:
     """For each of ``snapshot_ids`` still in use, why: volumes (any state) made from it, AMIs of this account and
     launch templates (latest and default versions) whose block device mappings name it, and live instances
     with a tag naming it. A failed look-up raises (``AwsError``): without the facts nothing may be deleted."""
     wanted = set(snapshot_ids)
     reasons: defaultdict[str, list[str]] = defaultdict(list)
-
-    def note(snapshot_id: str | None, why: str) -> None:
+    users = (_volume_users(ec2, sorted(wanted)), _image_users(ec2), _launch_template_users(ec2),
+             _instance_tag_users(ec2))
+    for snapshot_id, why in (use for source in users for use in source):
         if snapshot_id in wanted and why not in reasons[snapshot_id]:
             reasons[snapshot_id].append(why)
-
-    with aws_errors("listing volumes made from the snapshots"):
-        for chunk in _chunks(sorted(wanted), _FILTER_VALUES_PER_CALL):
-            for volume in paginate(ec2, "describe_volumes", "Volumes", Filters=[{"Name": "snapshot-id", "Values": chunk}]):
-                note(volume.get("SnapshotId"), f"volume {volume['VolumeId']} ({volume.get('State')}) was made from it")
-    with aws_errors("listing this account's AMIs"):
-        for image in paginate(ec2, "describe_images", "Images", Owners=["self"], IncludeDeprecated=True,
-                              IncludeDisabled=True):
-            for snapshot_id, device in _mapped_snapshots(image.get("BlockDeviceMappings")):
-                note(snapshot_id, f"image {image['ImageId']} maps it at {device}")
-    with aws_errors("listing launch templates"):
-        for template in paginate(ec2, "describe_launch_templates", "LaunchTemplates"):
-            versions = paginate(ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
-                                LaunchTemplateId=template["LaunchTemplateId"], Versions=["$Latest", "$Default"])
-            for version in versions:
-                mappings = (version.get("LaunchTemplateData") or {}).get("BlockDeviceMappings")
-                for snapshot_id, device in _mapped_snapshots(mappings):
-                    note(snapshot_id, f"launch template {template.get('LaunchTemplateName', template['LaunchTemplateId'])} "
-                                      f"version {version.get('VersionNumber')} maps it at {device}")
-    with aws_errors("listing instances"):
-        instances = describe_instances(ec2, Filters=[{"Name": "instance-state-name", "Values": _LIVE_INSTANCE_STATES}])
-    for instance in instances:
-        for key, value in sorted(tags_of(instance).items()):
-            for snapshot_id in _SNAPSHOT_ID_IN_TEXT.findall(value):
-                note(snapshot_id, f"instance {instance['InstanceId']} names it in tag {key}")
     return reasons
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from recordio_pack.errors import UsageError
 
-__all__ = ["MalformedId", "InvalidVolumeSpec", "UnsafeMountPoint", "ID_PATTERNS", "check_id", "VolumeLimits",
+__all__ = ["MalformedId", "InvalidVolumeSpec", "UnsafeMountPoint", "ID_PATTERNS", "check_id", "check_region",
+           "VolumeLimits",
            "VOLUME_LIMITS", "VOLUME_TYPES", "VolumeSpec", "INITIALIZATION_RATE_RANGE", "check_initialization_rate",
            "READ_ONLY_MOUNT_OPTIONS", "read_only_mount_options", "SYSTEM_TREES", "SYSTEM_FOLDERS",
            "check_mount_target"]
@@ -45,10 +46,20 @@ _ID_EXAMPLES = {"snapshot": "snap-0123456789abcdef0", "volume": "vol-0123456789a
 def check_id(kind: str, value: str) -> str:
     """``value`` when it is a well-formed ``kind`` id ("snapshot", "volume", "instance", "image"); else
     ``MalformedId``. Well-formed ids that do not exist are AWS's to report (exit 1), not this check's."""
-    if not ID_PATTERNS[kind].match(value or ""):
+    if not ID_PATTERNS[kind].fullmatch(value or ""):
         raise MalformedId(f"not an EC2 {kind} id: {value!r} (expected {_ID_EXAMPLES[kind]}: the prefix and 8 or 17 "
                           "hex digits)")
     return value
+
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")  # us-east-1, ap-southeast-2, us-gov-west-1
+
+
+def check_region(name: str) -> str:
+    """``name`` when it looks like an AWS region name; else ``MalformedId`` (checked before anything is created)."""
+    if not _REGION.fullmatch(name or ""):
+        raise MalformedId(f"not an AWS region name: {name!r} (expected e.g. us-east-1)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -152,9 +163,9 @@ def read_only_mount_options(fstype: str | None) -> str:
 
 # Mount targets. A mount hides whatever the folder held, so:
 # - SYSTEM_TREES are refused, and every folder below them (the OS, kernel views, volatile /run);
-# - SYSTEM_FOLDERS are refused themselves (mounting on them hides homes, logs, packages), while a folder below
-#   them (/home/ubuntu/data, /var/data, /opt/datasets) is the user's choice. /mnt, /media and /srv exist to be
-#   mounted on and stay allowed.
+# - SYSTEM_FOLDERS, and each home folder /home/USER, are refused themselves (mounting on them hides homes, SSH
+#   keys, logs, packages), while a folder below them (/home/ubuntu/data, /var/data, /opt/datasets) is the user's
+#   choice. /mnt, /media and /srv exist to be mounted on and stay allowed.
 SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
                 "/snap", "/sys", "/usr")
 SYSTEM_FOLDERS = ("/", "/home", "/opt", "/root", "/tmp", "/var", "/var/cache", "/var/lib", "/var/log", "/var/mail",
@@ -175,4 +186,7 @@ def check_mount_target(path: str) -> str:
     if normal in SYSTEM_FOLDERS:
         raise UnsafeMountPoint(f"refusing to mount on {path!r}: mounting there hides the system's {normal} "
                                "(choose a folder below it, e.g. /data or /mnt/dataset)")
+    if posixpath.dirname(normal) == "/home":
+        raise UnsafeMountPoint(f"refusing to mount on {path!r}: it is a user's home folder, and mounting there hides "
+                               f"it, SSH keys included (choose e.g. {normal}/data)")
     return normal

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from recordio_pack.aws.ebs_options import check_id
+from recordio_pack.aws.ebs_options import check_id, check_region
 from recordio_pack.aws.ec2 import TAG_PREFIX, Waiting, base_tags, tag_specification, tags_of, wait_snapshot_completed
 from recordio_pack.aws.mount import LocalPaths, freezable_mount_root
 from recordio_pack.aws.session import AwsTarget, aws_errors
@@ -50,8 +50,10 @@ class SnapshotOptions:
 
     def __post_init__(self) -> None:
         check_id("volume", self.volume_id)
+        for region in self.copy_to_regions:  # before the snapshot exists, not when its copy is started
+            check_region(region)
         for account in self.share_with:
-            if not _ACCOUNT.match(account):
+            if not _ACCOUNT.fullmatch(account):
                 raise UsageError(f"snapshots are shared with 12-digit AWS account ids only, not {account!r} "
                                  "(they are never made public)")
         for key in self.extra_tags:
@@ -111,7 +113,10 @@ class Freezer:
 
     def _call(self, flag: str) -> None:
         argv = [*self.command, flag, self.mount_point]
-        completed = self.run(argv, capture_output=True, text=True)
+        try:
+            completed = self.run(argv, capture_output=True, text=True)
+        except OSError as error:  # e.g. fsfreeze not installed
+            raise RecordioPackError(f"cannot run {' '.join(argv)}: {error.strerror or error}") from None
         if completed.returncode != 0:
             raise RecordioPackError(f"{' '.join(argv)} failed ({completed.returncode}): "
                                     f"{(completed.stderr or '').strip()}")
@@ -145,7 +150,7 @@ def share_snapshot(client: Any, snapshot_id: str, accounts: Sequence[str]) -> No
     """Grant ``createVolumePermission`` to named accounts only (``UserIds``; never a group)."""
     accounts = list(accounts)
     for account in accounts:
-        if not _ACCOUNT.match(account):  # "all" would make it public: impossible by construction
+        if not _ACCOUNT.fullmatch(account):  # "all" would make it public: impossible by construction
             raise UsageError(f"not a 12-digit AWS account id: {account!r}")
     if accounts:
         with aws_errors(f"sharing {snapshot_id}"):

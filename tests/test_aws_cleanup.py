@@ -172,7 +172,8 @@ def test_an_ami_mapping_keeps_its_snapshot_and_the_newest_of_each_dataset_is_kep
     with StubTarget() as target:
         stub = target.stubs["ec2"]
         stub.add_response("describe_volumes", {"Volumes": []})
-        stub.add_response("describe_snapshots", {"Snapshots": snapshots}, {"OwnerIds": ["self"], "Filters": OURS_FILTER})
+        stub.add_response("describe_snapshots", {"Snapshots": snapshots},
+                          {"OwnerIds": ["self"], "Filters": OURS_FILTER})
         expect_references(stub, [s["SnapshotId"] for s in snapshots], images=[image])
         stub.add_response("delete_snapshot", {}, {"SnapshotId": "snap-0a2"})  # the only one neither used nor newest
         result = cleanup(target, CleanupOptions(delete=True))

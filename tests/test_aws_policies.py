@@ -167,7 +167,7 @@ def test_replicate_and_cleanup_need_only_the_operator_policy(recorded: tuple[Aws
         {"ResourceType": "volume", "Tags": tag_list({MANAGED_BY_KEY: "recordio-pack"})}])["VolumeId"]
     setup.client("ec2").create_snapshot(VolumeId=spare, TagSpecifications=[  # no volume made from it: deletable
         {"ResourceType": "snapshot", "Tags": tag_list({MANAGED_BY_KEY: "recordio-pack"})}])
-    setup.client("ec2").create_launch_template(LaunchTemplateName="fleet", LaunchTemplateData={})  # its versions are read
+    setup.client("ec2").create_launch_template(LaunchTemplateName="fleet", LaunchTemplateData={})  # versions are read
     setup.client("s3").create_bucket(Bucket="policy-bucket")
     setup.client("s3").create_multipart_upload(Bucket="policy-bucket", Key="data/x.rec")
     result = cleanup(target, CleanupOptions(older_than_days=0, volume_grace_hours=0, bucket="policy-bucket",
@@ -175,7 +175,8 @@ def test_replicate_and_cleanup_need_only_the_operator_policy(recorded: tuple[Aws
     assert result.ok and {item.kind for item in result.items} == {"volume", "snapshot", "multipart-upload"}
     assert {"ec2:DeleteVolume", "ec2:DeleteSnapshot", "s3:AbortMultipartUpload"} <= recorder.actions
     # what cleanup reads to know a snapshot is still in use before it may delete it
-    assert {"ec2:DescribeImages", "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"} <= recorder.actions
+    assert {"ec2:DescribeImages", "ec2:DescribeLaunchTemplates",
+            "ec2:DescribeLaunchTemplateVersions"} <= recorder.actions
     assert_allowed("operator", recorder.actions)
 
 

@@ -93,7 +93,7 @@ def test_sharing_names_accounts_and_never_the_public_group(aws: AwsTarget) -> No
     assert all("GroupNames" not in params and params["OperationType"] == "add" for params in sent)
 
 
-@pytest.mark.parametrize("account", ["all", "12345", "1234567890123", "aws-marketplace"])
+@pytest.mark.parametrize("account", ["all", "12345", "1234567890123", "aws-marketplace", "111122223333\n"])
 def test_public_or_malformed_accounts_are_refused(account: str) -> None:
     with pytest.raises(UsageError):
         SnapshotOptions(VOLUME, share_with=(account,))

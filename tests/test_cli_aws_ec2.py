@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+from moto import mock_aws
 
 from recordio_pack.aws.ec2 import MANAGED_BY_KEY, tag_list, tags_of
 from recordio_pack.cli import COMMANDS, main
@@ -103,6 +104,38 @@ def test_usage_errors_exit_2(argv: list[str], expected: str, capsys: pytest.Capt
     assert main([*argv, *NOWHERE]) == 2
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["replicate", "--snapshot-id", SNAP, "--instance-id", INSTANCE, "--poll-seconds", "-1"],
+    ["snapshot", "--volume-id", VOL, "--poll-seconds", "-1"],
+    ["snapshot", "--volume-id", VOL, "--copy-to-region", "mars"],
+    ["cleanup", "--keep-latest", "-1"],
+])
+def test_more_mistakes_exit_2_without_a_traceback(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        status = main([*argv, *NOWHERE])
+    except SystemExit as exited:  # argparse's own usage error
+        status = exited.code
+    assert status == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_unreadable_inputs_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    binary = tmp_path / "user-data.bin"
+    binary.write_bytes(b"\xff\xfe\x00boot")
+    assert main(["launch", "--user-data-file", str(binary), "--image-id", "ami-0123456789abcdef0", "--instance-type",
+                 "g5.xlarge", "--iam-instance-profile", "p", *NOWHERE]) == 2
+    assert "is not UTF-8 text" in one_error_line_of(capsys.readouterr().err, "launch")
+    data = tmp_path / "data"
+    data.mkdir()
+    with mock_aws():  # in-process moto: the volume is described, then fsfreeze cannot be run
+        volume = boto3.client("ec2", region_name="us-east-1").create_volume(AvailabilityZone="us-east-1a", Size=1)
+        flags = fake_instance_tree(tmp_path / "root", volume["VolumeId"], "22 1 259:1 / / rw - ext4 /dev/nvme0n1p1 rw\n"
+                                   f"40 22 259:3 / {data} rw - ext4 /dev/nvme1n1 rw\n")
+        status = main(["snapshot", "--mount-point", str(data), "--freeze", "--freeze-command",
+                       str(tmp_path / "no-such-fsfreeze"), *flags, "--poll-seconds", "0"])
+    assert status == 1
+    assert "cannot run " in one_error_line_of(capsys.readouterr().err, "snapshot")
 
 
 def test_oversize_user_data_is_bad_usage_naming_the_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -113,6 +113,9 @@ def test_size_limit_is_enforced() -> None:
     ({"mount_point": "/data set"}, "absolute path"),
     ({"mount_point": "/data/../etc"}, "absolute path"),
     ({"mount_point": "/data/"}, "absolute path"),
+    ({"mount_point": "/data\n"}, "absolute path"),  # "$" alone would let a final newline through into fstab
+    ({"device": "/dev/sdf\n"}, "device name"),
+    ({"filesystem_label": "imagenet\n"}, "label"),
     ({"volume_type": "gp4"}, "volume type"),
     ({"volume_type": "gp2", "throughput": 500}, "gp3 volumes only"),
     ({"volume_type": "st1", "iops": 500}, "IOPS can be set for gp3, io1 and io2 volumes, not st1"),
@@ -135,6 +138,7 @@ def test_size_limit_is_enforced() -> None:
     ({"mount_point": "/var"}, "hides the system's /var"),
     ({"mount_point": "/home"}, "hides the system's /home"),
     ({"mount_point": "/root"}, "hides the system's /root"),
+    ({"mount_point": "/home/ubuntu"}, "a user's home folder"),
     ({"mount_point": "/lib64"}, "inside /lib64"),
     ({"mount_point": "/boot/efi"}, "inside /boot"),
     ({"device": "/dev/nvme1n1"}, "device name"),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from recordio_pack import __version__
 from recordio_pack.aws.ebs_options import (INITIALIZATION_RATE_RANGE, VolumeSpec, check_id, check_initialization_rate,
-                                           check_mount_target, read_only_mount_options)
+                                           check_mount_target, check_region, read_only_mount_options)
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
 
 __all__ = ["MAX_USER_DATA_BYTES", "FORMATS", "SCRIPT_PATH", "UserDataOptions", "UserDataTooLarge",
@@ -33,7 +33,6 @@ _MARKER = "@@SETTINGS@@"
 _MOUNT_POINT = re.compile(r"^(/[A-Za-z0-9._+-]+)+$")  # no spaces or quotes: it goes into fstab and awk
 _DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z][a-z]?$")
 _LABEL = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 
 class UserDataTooLarge(UsageError):
@@ -62,18 +61,18 @@ class UserDataOptions:
 
     def __post_init__(self) -> None:
         check_id("snapshot", self.snapshot_id)
-        if not _MOUNT_POINT.match(self.mount_point) or "/." in self.mount_point:
+        if not _MOUNT_POINT.fullmatch(self.mount_point) or "/." in self.mount_point:
             raise UsageError(f"mount point must be an absolute path of letters, digits and ._+- "
                              f"(no trailing slash, no . or .. parts): {self.mount_point!r}")
         check_mount_target(self.mount_point)
         VolumeSpec(self.volume_type, self.iops, self.throughput, self.size_gib)
-        if not _DEVICE.match(self.device):
+        if not _DEVICE.fullmatch(self.device):
             raise UsageError(f"device name must look like /dev/sdf or /dev/xvdf: {self.device!r}")
-        if self.filesystem_label is not None and not _LABEL.match(self.filesystem_label):
+        if self.filesystem_label is not None and not _LABEL.fullmatch(self.filesystem_label):
             raise UsageError(f"filesystem label must be 1-16 letters, digits or ._-: {self.filesystem_label!r}")
         check_initialization_rate(self.prewarm_rate)
-        if self.region is not None and not _REGION.match(self.region):
-            raise UsageError(f"not a region name: {self.region!r}")
+        if self.region is not None:
+            check_region(self.region)
 
     def settings(self) -> dict[str, str]:
         """The shell variables the template reads, as strings (empty: not set)."""

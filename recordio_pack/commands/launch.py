@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
                 user_data = handle.read()
         except OSError as error:
             raise UsageError(f"cannot read --user-data-file: {error}") from error
+        except UnicodeDecodeError as error:
+            raise UsageError(f"--user-data-file {args.user_data_file} is not UTF-8 text ({error.reason} at byte "
+                             f"{error.start}); EC2 user-data is a script or cloud-config document") from None
     else:
         user_data = render(options_from_args(args), args.format)
     options = LaunchOptions(

@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="show what would be created and attached; change nothing")
     parser.add_argument("--timeout", type=parse_duration, default=None,
                         help="give up waiting on a volume after this long, e.g. 30m (default: no limit)")
-    parser.add_argument("--poll-seconds", type=float, default=5.0, help="seconds between status checks (5)")
+    parser.add_argument("--poll-seconds", type=_common.ranged(float, 0.0), default=5.0,
+                        help="seconds between status checks (5)")
     _common.add_output_options(parser)
     _common.add_aws_options(parser)
     parser.set_defaults(run=run)

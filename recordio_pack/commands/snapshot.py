@@ -73,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wait = parser.add_argument_group("waiting")
     wait.add_argument("--timeout", type=parse_duration, default=None,
                       help="give up waiting after this long, e.g. 6h (default: wait as long as it takes)")
-    wait.add_argument("--poll-seconds", type=float, default=15.0, help="seconds between status checks (15)")
+    wait.add_argument("--poll-seconds", type=_common.ranged(float, 0.0), default=15.0,
+                      help="seconds between status checks (15)")
     add_local_paths_options(parser)
     _common.add_output_options(parser)
     _common.add_aws_options(parser)
