@@ -212,7 +212,7 @@ class _Fetcher:
                 if self.stop.is_set():
                     raise InterruptedError(f"stopped downloading {where}")
                 self.limiter.throttle(len(chunk))
-                _pwrite_all(fd, chunk, offset + written)
+                _pwrite_all(fd, chunk, offset + written, job.data)
                 written += len(chunk)
                 self.progress.advance(len(chunk))
         except _BROKEN_BODY:
@@ -225,11 +225,15 @@ class _Fetcher:
         return written
 
 
-def _pwrite_all(fd: int, data: bytes, position: int) -> None:
+def _pwrite_all(fd: int, data: bytes, position: int, path: Path) -> None:
+    """Write all of ``data`` at ``position``; an OSError names ``path`` (pwrite alone names no file)."""
     view = memoryview(data)
-    while view:
-        count = os.pwrite(fd, view, position)
-        view, position = view[count:], position + count
+    try:
+        while view:
+            count = os.pwrite(fd, view, position)
+            view, position = view[count:], position + count
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 def download_files(client: Any, location: S3Location, directory: Path, wanted: list[Wanted], *, part_size: int,

@@ -272,8 +272,8 @@ class LocalFileError(RecordioPackError):
 
 
 _LOCAL_FIXES = {
-    errno.ENOSPC: "free space on that disk and run again (finished files are kept)",
-    errno.EDQUOT: "free space within your quota and run again (finished files are kept)",
+    errno.ENOSPC: "free space on that disk and run again; what is done is kept",
+    errno.EDQUOT: "free space within your quota and run again; what is done is kept",
     errno.EACCES: "check its permissions",
     errno.EPERM: "check its permissions",
     errno.EROFS: "that file system is read-only; choose another folder",

@@ -3,6 +3,7 @@ end, manifests last, resume after an interrupted upload, clear AWS errors."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -446,12 +447,26 @@ def test_decide_applies_the_asked_placement() -> None:
     assert "KMS key" in decide(record, record, kms, Placement("STANDARD", "aws:kms", "k-2"))[1]
 
 
-def test_local_read_errors_are_one_line_naming_the_file(tmp_path: Path, s3: Any) -> None:
+def test_local_read_errors_are_one_line_naming_the_file(tmp_path: Path, s3: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from recordio_pack.aws import s3 as s3_module
+
     _, target, _ = s3
     with pytest.raises(RecordioPackError, match="no such folder") as caught:
         backup(tmp_path / "nowhere", WHERE, options(), target)
     assert "\n" not in str(caught.value)
     write_dataset(tmp_path / "ds", sizes={"ds.lst": 10})
+
+    def failing_disk(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith("ds.lst"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(s3_module, "open", failing_disk, raising=False)  # the read that verifies local data
+    with pytest.raises(RecordioPackError, match=r"ds/ds.lst: Input/output error") as caught:
+        backup(tmp_path / "ds", WHERE, options(), target)
+    assert "\n" not in str(caught.value)
+    monkeypatch.delattr(s3_module, "open")
     (tmp_path / "ds" / "ds.lst").chmod(0)
     try:
         if os.access(tmp_path / "ds" / "ds.lst", os.R_OK):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,7 +15,7 @@ from moto import mock_aws
 
 from recordio_pack.aws.backup import BackupOptions, backup
 from recordio_pack.aws.restore import RestoreOptions, restore
-from recordio_pack.aws.s3 import S3Location, TransferOptions
+from recordio_pack.aws.s3 import LocalFileError, S3Location, TransferOptions
 from recordio_pack.aws.session import AwsTarget
 from recordio_pack.errors import RecordioPackError, RefusedError
 
@@ -214,3 +216,25 @@ def test_restoring_into_a_file_is_one_line_naming_it(tmp_path: Path, backed_up: 
     with pytest.raises(RecordioPackError, match=r"afile.*File exists") as caught:
         restore(WHERE, tmp_path / "afile", RestoreOptions(transfer=TRANSFER), target)
     assert "\n" not in str(caught.value)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_rerun_resumes(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    with moto_backup(tmp_path, SIZES) as (_, target, _, source):
+        real_pwrite = os.pwrite
+        written = [0]
+
+        def disk_fills_up(fd: int, data: Any, position: int) -> int:
+            if written[0] + len(data) > PART + 1000:  # in the second part of BIG
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written[0] += len(data)
+            return real_pwrite(fd, data, position)
+
+        monkeypatch.setattr(os, "pwrite", disk_fills_up)
+        one_at_a_time = RestoreOptions(transfer=TransferOptions(part_size=PART, concurrency=1))
+        with pytest.raises(LocalFileError, match=rf"{BIG}.partial: No space left on device \(free space") as caught:
+            restore(WHERE, tmp_path / "copy", one_at_a_time, target)
+        assert "\n" not in str(caught.value) and not (tmp_path / "copy" / "ds.manifest.json").exists()
+        monkeypatch.setattr(os, "pwrite", real_pwrite)  # space freed
+        result = restore(WHERE, tmp_path / "copy", RestoreOptions(transfer=TRANSFER), target)
+        assert result.resumed_files == [BIG] and same_tree(source, tmp_path / "copy")
