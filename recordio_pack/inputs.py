@@ -7,7 +7,6 @@ as ``rejects`` and what is not an image by extension as ``skipped``: every file 
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Sequence
 from recordio_pack.errors import RecordioPackError, UsageError
 from recordio_pack.sources import Entry, FolderSource, ImageSource
 
-__all__ = ["PackInput", "InputNotFound", "open_input", "check_dataset_name", "default_dataset_name"]
+__all__ = ["PackInput", "InputNotFound", "open_input", "check_dataset_name", "check_output_folder",
+           "default_dataset_name"]
 
 
 class InputNotFound(RecordioPackError):
@@ -84,7 +84,7 @@ def open_input(input_path: str | Path, *, root: str | None = None, classes_file:
         try:
             classes = read_class_map(class_file) if class_file.exists() else None
         except ValueError as error:
-            raise UsageError(f"{error} (the class map: label<TAB>name lines)") from None
+            raise UsageError(str(error)) from None
         return PackInput(entries, FolderSource(root), classes, "lst", default_dataset_name(path),
                          f"lst:{path.resolve()}:{Path(root).resolve()}", False)
     if path.suffix == ".tar":
@@ -97,5 +97,9 @@ def open_input(input_path: str | Path, *, root: str | None = None, classes_file:
     raise UsageError(f"{path}: not a folder, .lst or .tar")
 
 
-def same_origin(first: str, second: str) -> bool:
-    return os.path.normpath(first) == os.path.normpath(second)
+def check_output_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` as a Path, or UsageError when something that is not a folder is in the way."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: exists and is not a folder (the output folder)")
+    return path

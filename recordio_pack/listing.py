@@ -116,7 +116,7 @@ def scan_tree(root: str | Path, exts: Sequence[str] = DEFAULT_EXTS) -> TreeListi
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a directory")
+        raise FileNotFoundError(f"{root}: {'not a folder' if root.exists() else 'no such folder'}")
     wanted = {ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in exts}
     listing = TreeListing(classes=[], entries=[])
     seen: set[tuple[int, int]] = set()

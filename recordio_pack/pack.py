@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 
 from recordio_pack.digest import file_digests
 from recordio_pack.errors import RecordioPackError, RefusedError
-from recordio_pack.inputs import PackInput, check_dataset_name
+from recordio_pack.inputs import PackInput, check_dataset_name, check_output_folder
 from recordio_pack.listing import LstIndex, write_class_map, write_lst
 from recordio_pack.locking import dataset_lock
 from recordio_pack.manifest import FileRecord, Manifest, ShardRecord, manifest_path
@@ -371,7 +371,7 @@ def pack_entries(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
     while another process writes the same dataset.
     """
     name = check_dataset_name(name)
-    out_dir = Path(out_dir)
+    out_dir = check_output_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with dataset_lock(out_dir, name):
         return _pack_locked(entries, source, out_dir, name, options, classes=classes,

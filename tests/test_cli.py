@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -38,3 +39,37 @@ def test_bad_usage_exits_2() -> None:
     result = subprocess.run([*CLI, "pack", "/nonexistent-input", "/tmp/x", "--quality", "0"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "quality" in result.stderr
+
+
+def _mistakes(tmp: Path) -> list[tuple[list[str], int, str]]:
+    """(arguments, exit status, text the one line must hold) for user mistakes around pack and list."""
+    (tmp / "tree" / "a").mkdir(parents=True)
+    (tmp / "x.lst").write_text("0\t0\ta/x.jpg\n")
+    (tmp / "classes.txt").write_text("0\tcat\nx\tdog\n")
+    (tmp / "file.txt").write_text("x")
+    return [
+        (["pack", str(tmp / "missing"), str(tmp / "out")], 1, "no such file or folder"),
+        (["pack", str(tmp / "x.lst"), str(tmp / "out")], 2, "--root is required"),
+        (["pack", str(tmp / "x.lst"), str(tmp / "out"), "--root", str(tmp / "nope")], 1, "no such folder (--root)"),
+        (["pack", str(tmp / "x.lst"), str(tmp / "out"), "--root", str(tmp), "--classes", str(tmp / "no.txt")], 1,
+         "no such file (--classes)"),
+        (["pack", str(tmp / "x.lst"), str(tmp / "out"), "--root", str(tmp), "--classes", str(tmp / "classes.txt")], 2,
+         "classes.txt:2"),
+        (["pack", str(tmp / "tree"), str(tmp / "file.txt")], 2, "is not a folder"),
+        (["pack", str(tmp / "file.txt"), str(tmp / "out")], 2, "not a folder, .lst or .tar"),
+        (["pack", str(tmp / "tree"), str(tmp / "out"), "--name", "a/b"], 2, "dataset name"),
+        (["list", str(tmp / "missing"), str(tmp / "l")], 1, "no such folder"),
+    ]
+
+
+def test_user_mistakes_are_one_line_with_the_tables_exit_status(tmp_path: Path) -> None:
+    for arguments, status, text in _mistakes(tmp_path):
+        result = subprocess.run([*CLI, *arguments], capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stderr.count("\n")) == (status, 1), (arguments, result.stderr)
+        assert text in result.stderr and "Traceback" not in result.stderr, (arguments, result.stderr)
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = subprocess.run([*CLI, "--debug", "pack", str(tmp_path / "missing"), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "no such file or folder" in result.stderr

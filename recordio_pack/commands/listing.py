@@ -27,14 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recordio_pack.errors import UsageError
+    from recordio_pack.errors import RecordioPackError, UsageError
     from recordio_pack.listing import make_lists
 
     try:
         result = make_lists(args.root, args.prefix, exts=[ext for ext in args.exts.split(",") if ext],
                             shuffle=args.shuffle, seed=args.seed, train_ratio=args.train_ratio,
                             test_ratio=args.test_ratio, chunks=args.chunks, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError) as error:
+    except FileNotFoundError as error:  # a missing input is exit 1, as for every command
+        raise RecordioPackError(str(error)) from None
+    except ValueError as error:
         raise UsageError(str(error)) from None
     lines = [f"{path}: {count} images" for path, count in result.lists.items()]
     lines.append(f"{result.class_map}: {result.classes} classes")
