@@ -21,7 +21,12 @@ _RETRIES = {"mode": "standard", "max_attempts": 10}
 
 
 class AwsError(RecordioPackError):
-    """An AWS call that failed, explained in one line."""
+    """An AWS call that failed, explained in one line. ``setting`` names the connection setting that is the
+    likely fix (``region``, ``endpoint`` or ``concurrency``; None: none of them), for the CLI to name its flag."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,27 @@ class AwsTarget:
         return self.region or self.session().region_name
 
 
+def _setting(error: Exception) -> str | None:
+    """The connection setting (region, endpoint, concurrency) most likely to fix ``error``, if one is."""
+    from botocore import exceptions as bx
+
+    if isinstance(error, bx.NoRegionError):
+        return "region"
+    if isinstance(error, bx.EndpointConnectionError):
+        return "endpoint"
+    if isinstance(error, bx.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in _THROTTLED:
+            return "concurrency"
+        if code.endswith(".NotFound") or code in _WRONG_REGION:
+            return "region"
+    return None
+
+
+_THROTTLED = ("Throttling", "ThrottlingException", "RequestLimitExceeded", "SlowDown")
+_WRONG_REGION = ("AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "PermanentRedirect")
+
+
 def _explain(error: Exception, doing: str) -> str:
     from botocore import exceptions as bx
 
@@ -67,9 +93,9 @@ def _explain(error: Exception, doing: str) -> str:
     if isinstance(error, bx.ProfileNotFound):
         return f"{doing}: {error}"
     if isinstance(error, bx.NoRegionError):
-        return f"{doing}: no AWS region given (use --region or set AWS_REGION)"
+        return f"{doing}: no AWS region given (set AWS_REGION, or a region in the profile)"
     if isinstance(error, bx.EndpointConnectionError):
-        return f"{doing}: cannot reach {error.kwargs.get('endpoint_url', 'the endpoint')} (wrong --region or --endpoint-url?)"
+        return f"{doing}: cannot reach {error.kwargs.get('endpoint_url', 'the endpoint')} (wrong region or endpoint URL?)"
     if isinstance(error, bx.ClientError):
         info = error.response.get("Error", {})
         code = info.get("Code", "Unknown")
@@ -80,13 +106,13 @@ def _explain(error: Exception, doing: str) -> str:
             message = re.sub(r"\s*Encoded authorization failure message: \S+",
                              " (details: aws sts decode-authorization-message)", message)
             return f"{doing}: access denied for {operation} ({message or code}); the IAM policies in aws/policies list what each role needs"
-        if code in ("Throttling", "ThrottlingException", "RequestLimitExceeded", "SlowDown"):
-            return f"{doing}: AWS kept throttling {operation} after retries ({code}); try again later or lower --concurrency"
+        if code in _THROTTLED:
+            return f"{doing}: AWS kept throttling {operation} after retries ({code}); try again later, or with fewer parallel requests"
         if code in ("NoSuchBucket", "404", "NotFound") and operation in ("HeadBucket", "ListObjectsV2", "PutObject", "HeadObject", "CreateMultipartUpload", "GetObject"):
             return f"{doing}: {operation} failed: {code} {message}".rstrip()
         if code.endswith(".NotFound"):  # EC2 ids exist in one region only
-            return f"{doing}: {operation} failed: {code}: {message} (is --region right?)"
-        if code in ("AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "PermanentRedirect"):
+            return f"{doing}: {operation} failed: {code}: {message} (is the region right?)"
+        if code in _WRONG_REGION:
             return f"{doing}: wrong region for this resource ({code}: {message})"
         return f"{doing}: {operation} failed: {code}: {message}".rstrip(": ")
     if isinstance(error, bx.WaiterError):
@@ -102,4 +128,4 @@ def aws_errors(doing: str) -> Iterator[None]:
     try:
         yield
     except (BotoCoreError, ClientError) as error:
-        raise AwsError(_explain(error, doing)) from error
+        raise AwsError(_explain(error, doing), _setting(error)) from error

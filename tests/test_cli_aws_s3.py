@@ -262,3 +262,21 @@ def test_benchmark_runs_on_a_tiny_size(tmp_path: Path) -> None:
     result = json.loads(completed.stdout)
     assert result["files"] == 5 and set(result["tools"]) == {"recordio-pack", "aws s3 cp"}
     assert all(tool["mb_per_s"] > 0 for tool in result["tools"].values()) and result["ratio"] > 0
+
+
+def test_aws_errors_name_the_setting_and_only_the_cli_names_its_flag() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from recordio_pack.aws.session import AwsError, aws_errors
+    from recordio_pack.commands import _s3
+
+    throttled = ClientError({"Error": {"Code": "SlowDown", "Message": "Reduce your request rate"}}, "PutObject")
+    for raised, setting, flag in ((EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), "endpoint",
+                                   "--endpoint-url or --region"), (throttled, "concurrency", "--concurrency")):
+        with pytest.raises(AwsError) as library:
+            with aws_errors("uploading x"):
+                raise raised
+        assert library.value.setting == setting and "--" not in str(library.value)
+        with pytest.raises(AwsError, match=f"; see {flag}$"):
+            with _s3.flag_hints(), aws_errors("uploading x"):
+                raise raised

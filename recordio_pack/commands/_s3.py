@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from recordio_pack.commands import _common
 from recordio_pack.errors import UsageError
@@ -56,6 +57,24 @@ def location(text: str) -> Any:
         return parse_s3_uri(text)
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+# the flag that sets each connection setting an AwsError may name as its likely fix
+_SETTING_FLAGS = {"region": "--region", "endpoint": "--endpoint-url or --region", "concurrency": "--concurrency"}
+
+
+@contextmanager
+def flag_hints() -> Iterator[None]:
+    """Re-raise an AwsError whose fix is a connection setting with the flag that sets it."""
+    from recordio_pack.aws.session import AwsError
+
+    try:
+        yield
+    except AwsError as error:
+        flag = _SETTING_FLAGS.get(error.setting or "")
+        if flag is None:
+            raise
+        raise AwsError(f"{error}; see {flag}", error.setting) from error
 
 
 def human_bytes(count: float) -> str:
