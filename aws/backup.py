@@ -10,8 +10,9 @@ complete backup.
 Versions: a prefix holds one version of each dataset. When the bucket's manifest of the same name lists other
 files or other contents, the run refuses (``OtherVersionError``) unless ``overwrite``: then the new data goes
 up, then the new manifest, and only then are the objects of the old version that the new manifests do not
-list deleted, together with objects of ours (they carry our sha256 metadata) that no manifest lists, left
-by an interrupted replacement. Objects that are not ours and other datasets' manifests are left alone.
+list deleted, together with objects of ours (they carry our sha256 metadata) that no manifest lists and that
+are named like the dataset's files (``NAME-...``, ``NAME....``), left by an interrupted replacement. Objects
+that are not ours, and other datasets' manifests and files, are left alone.
 
 Placement: an object whose content is right but whose storage class or encryption is not what the run asks
 is uploaded again, so the options always take effect (S3 cannot change either in place).
@@ -286,13 +287,15 @@ def _check_versions(location: S3Location, manifests: list[tuple[Path, Manifest]]
 
 
 def _leftovers(client: Any, location: S3Location, bucket: _Bucket, replaced: list[str], kept: set[str],
-               workers: int) -> list[str]:
-    """Objects to delete once the new manifests are up: those the replaced manifests list, and top-level
-    objects of ours (with our sha256 metadata) that no manifest lists, never one in ``kept``."""
+               datasets: list[str], workers: int) -> list[str]:
+    """Objects to delete once the new manifests are up, never one in ``kept`` or listed by another manifest:
+    those the replaced manifests list, and top-level objects of ours (our sha256 metadata) that no manifest
+    lists and that are named like a file of one of ``datasets`` (``NAME-...`` or ``NAME....``)."""
     kept = kept | set(bucket.manifests) | set(bucket.vouched([n for n in bucket.manifests if n not in replaced]))
     old = set(bucket.vouched(replaced))
     candidates = [name for name in bucket.listing if name not in kept]
-    unlisted = [name for name in candidates if name not in old and "/" not in name]
+    unlisted = [name for name in candidates if name not in old and "/" not in name
+                and any(name.startswith((f"{dataset}-", f"{dataset}.")) for dataset in datasets)]
     heads = head_objects(client, location, unlisted, workers)
     return sorted(name for name in candidates
                   if name in old or (heads.get(name) is not None and heads[name].sha256 is not None))
@@ -446,7 +449,7 @@ def backup(directory: str | Path, location: S3Location, options: BackupOptions, 
     plans = (_data_plans(directory, location, client, options, bucket, [path.name for path, _ in manifests], files)
              + _manifest_plans(location, client, options, bucket, manifests))
     leftovers = _leftovers(client, location, bucket, replaced, {plan.name for plan in plans},
-                           options.transfer.concurrency)
+                           [path.name[:-len(MANIFEST_SUFFIX)] for path, _ in manifests], options.transfer.concurrency)
     stale, foreign = _match_unfinished(multipart.list_unfinished(client, location), location, plans,
                                        options.storage_class)
     result = BackupResult(str(directory), location.uri, options.dry_run, plans,

@@ -395,6 +395,7 @@ def test_an_interrupted_replacement_is_finished_by_the_next_overwrite_and_others
     write_dataset(tmp_path / "other", sizes={"val.lst": 50}, name="val")  # another dataset in the same prefix
     backup(tmp_path / "other", WHERE, options(), target)
     client.put_object(Bucket=BUCKET, Key=key("NOTES.txt"), Body=b"not ours")
+    client.put_object(Bucket=BUCKET, Key=key("extra.bin"), Body=b"x", Metadata={"sha256": "0" * 64})  # not ds's
     write_dataset(tmp_path / "v2", sizes=V2, seed=2)
 
     def fail_deletes(model: Any, **kwargs: Any) -> None:
@@ -413,7 +414,7 @@ def test_an_interrupted_replacement_is_finished_by_the_next_overwrite_and_others
     finished = backup(tmp_path / "v2", WHERE, options(overwrite=True), target)
     assert finished.deleted == old_only
     assert set(keys(client)) == {key(n) for n in [*V2, "ds.manifest.json", "val.lst", "val.manifest.json",
-                                                   "NOTES.txt"]}
+                                                   "NOTES.txt", "extra.bin"]}
 
 
 def test_a_changed_storage_class_or_encryption_is_applied_not_called_unchanged(tmp_path: Path, s3: Any) -> None:
