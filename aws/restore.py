@@ -27,7 +27,7 @@ from typing import Any
 from recordio_pack.aws import download
 from recordio_pack.aws.s3 import (
     SHA256_METADATA, DatasetMismatch, Listed, Progress, S3Location, TransferOptions, dataset_files, hash_files,
-    list_objects, local_errors, s3_client,
+    list_objects, LocalFileError, local_errors, s3_client,
 )
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.errors import RecordioPackError, RefusedError
@@ -221,6 +221,8 @@ def restore(location: S3Location, directory: str | Path, options: RestoreOptions
     except DatasetMismatch as error:
         raise RecordioPackError(f"{location}: {error}") from None
     _check_bucket(location, files, listing)
+    if directory.exists() and not directory.is_dir():
+        raise LocalFileError(f"{directory}: not a folder; restore into a folder (it is created if needed)")
     with local_errors(f"creating {directory}"):
         directory.mkdir(parents=True, exist_ok=True)
         removed = _remove_leftovers(directory, [*files, *manifests])

@@ -8,7 +8,6 @@ intact" only when its size, CRC32 and SHA-256 metadata all equal the manifest's.
 
 from __future__ import annotations
 
-import errno
 import posixpath
 import re
 import threading
@@ -23,15 +22,15 @@ from s3transfer.subscribers import BaseSubscriber
 
 from recordio_pack.aws.session import AwsError, AwsTarget, aws_errors
 from recordio_pack.digest import CHUNK, DigestingWriter, Digests, crc32_base64
-from recordio_pack.errors import RecordioPackError
+from recordio_pack.errors import RecordioPackError, describe_os_error
 from recordio_pack.manifest import FileRecord, Manifest
 
 __all__ = [
     "MiB", "MIN_PART_SIZE", "DEFAULT_PART_SIZE", "MAX_PART_SIZE", "MAX_PARTS", "SHA256_METADATA",
     "S3Location", "parse_s3_uri", "check_relative_name", "part_size_for", "TransferOptions",
     "transfer_config", "transfer_manager", "s3_client", "Listed", "list_objects", "ObjectInfo", "head_object",
-    "head_objects", "delete_objects", "Placement", "LocalFileError", "local_errors", "Progress", "ProgressSubscriber", "RateLimiter", "hash_file", "hash_files",
-    "dataset_files", "DatasetMismatch", "iter_chunks",
+    "head_objects", "delete_objects", "Placement", "LocalFileError", "local_errors", "Progress",
+    "ProgressSubscriber", "RateLimiter", "hash_file", "hash_files", "dataset_files", "DatasetMismatch", "iter_chunks",
 ]
 
 MiB = 1 << 20
@@ -271,19 +270,6 @@ class LocalFileError(RecordioPackError):
     """A local file or folder could not be read or written: one line naming it, the cause and what to do."""
 
 
-_LOCAL_FIXES = {
-    errno.ENOSPC: "free space on that disk and run again; what is done is kept",
-    errno.EDQUOT: "free space within your quota and run again; what is done is kept",
-    errno.EACCES: "check its permissions",
-    errno.EPERM: "check its permissions",
-    errno.EROFS: "that file system is read-only; choose another folder",
-    errno.ENOTDIR: "a file stands where a folder should be; choose another path",
-    errno.EISDIR: "a folder stands where a file should be; move it away",
-    errno.EEXIST: "a file stands where a folder should be; choose another path",
-    errno.ENOENT: "it does not exist",
-}
-
-
 @contextmanager
 def local_errors(doing: str) -> Iterator[None]:
     """Turn an OSError raised inside (not InterruptedError, which is a stop request) into LocalFileError."""
@@ -292,9 +278,7 @@ def local_errors(doing: str) -> Iterator[None]:
     except InterruptedError:
         raise
     except OSError as error:
-        where = f"{error.filename}: " if error.filename else ""
-        fix = _LOCAL_FIXES.get(error.errno or 0)
-        raise LocalFileError(f"{doing}: {where}{error.strerror or error}" + (f" ({fix})" if fix else "")) from error
+        raise LocalFileError(f"{doing}: {describe_os_error(error)}") from error
 
 
 class Progress:

@@ -472,7 +472,7 @@ def test_local_read_errors_are_one_line_naming_the_file(tmp_path: Path, s3: Any,
     try:
         if os.access(tmp_path / "ds" / "ds.lst", os.R_OK):
             pytest.skip("running as root: permissions do not stop reads")
-        with pytest.raises(RecordioPackError, match=r"ds.lst: Permission denied \(check its permissions\)"):
+        with pytest.raises(RecordioPackError, match=r"ds.lst: Permission denied \(check the file's permissions\)"):
             backup(tmp_path / "ds", WHERE, options(), target)
     finally:
         (tmp_path / "ds" / "ds.lst").chmod(0o644)
