@@ -118,8 +118,8 @@ class Waiting:
                 return item  # type: ignore[return-value]
             if self.timeout is not None and elapsed >= self.timeout:
                 raise AwsError(f"{what}: gave up on {resource_id} after {elapsed:.0f} s (state {state}"
-                               f"{f', {percent:g}%' if percent is not None else ''}); raise --timeout, or omit "
-                               "it to wait as long as it takes")
+                               f"{f', {percent:g}%' if percent is not None else ''}); allow a longer wait, or no time "
+                               "limit to wait as long as it takes")
             self.sleep(self.poll_seconds)
 
 

@@ -101,7 +101,7 @@ def disk_of(entry: MountEntry, paths: LocalPaths = LocalPaths()) -> str:
     name = Path(os.path.realpath(link)).name if link.exists() else Path(entry.source).name
     if name.startswith("dm-") or entry.source.startswith("/dev/mapper/"):
         raise RecordioPackError(f"{entry.mount_point} is on {entry.source}, a device-mapper (LVM/RAID) device that "
-                                "may span several EBS volumes; snapshot each volume with --volume-id instead")
+                                "may span several EBS volumes; snapshot each volume by its id instead")
     if (paths.sys / "block" / name).exists():
         return name
     match = re.match(r"^(nvme\d+n\d+)p\d+$", name) or re.match(r"^((?:xvd|sd|hd)[a-z]+)\d+$", name)
@@ -134,12 +134,12 @@ def volume_for_mount_point(mount_point: str, paths: LocalPaths = LocalPaths()) -
     entry = mount_entry_for(mount_point, read_mountinfo(paths))
     if entry is None or not entry.source.startswith("/dev/"):
         raise RecordioPackError(f"{mount_point} is not on a block device here (is it mounted? run this on the "
-                                "instance, or pass --volume-id)")
+                                "instance, or name the volume by its id)")
     disk = disk_of(entry, paths)
     volume_id = volume_id_of_disk(disk, paths)
     if volume_id is None:
         raise RecordioPackError(f"cannot tell the EBS volume behind {entry.mount_point} ({entry.source}): no "
-                                "'vol…' NVMe serial (not EBS, or a Xen instance); pass --volume-id")
+                                "'vol…' NVMe serial (not EBS, or a Xen instance); name the volume by its id")
     return volume_id, entry
 
 
@@ -247,7 +247,7 @@ def device_for_volume(volume_id: str, paths: LocalPaths = LocalPaths(), attachme
             attachment_device, lookup_attachment = lookup_attachment(volume_id), None
             continue
         if clock() >= deadline:
-            hint = "" if attachment_device else " (on a Xen instance pass --device, the attachment name)"
+            hint = "" if attachment_device else " (on a Xen instance give the attachment's device name)"
             raise RecordioPackError(f"no local device for {volume_id} after {wait_seconds:g} s: is it attached to "
                                     f"this instance?{hint}")
         sleep(1.0)
@@ -259,7 +259,7 @@ def detect_fstype(device: Path) -> str | None:
         with open(device, "rb") as stream:
             head = stream.read(2048)
     except PermissionError:
-        raise RecordioPackError(f"cannot read {device} to tell its filesystem: run as root or pass --fstype") from None
+        raise RecordioPackError(f"cannot read {device} to tell its filesystem: run as root or give the filesystem type") from None
     if head[:4] == b"XFSB":
         return "xfs"
     if len(head) >= 1082 and head[1080:1082] == b"\x53\xef":

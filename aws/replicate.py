@@ -30,7 +30,7 @@ def parse_filter(text: str) -> tuple[str, tuple[str, ...]]:
     """``"tag:role=gpu"`` -> ``("tag:role", ("gpu",))``; values split on commas (any DescribeInstances filter)."""
     name, sep, values = text.partition("=")
     if not sep or not name or not values:
-        raise UsageError(f"--filter wants NAME=VALUE[,VALUE...], e.g. tag:role=gpu, not {text!r}")
+        raise UsageError(f"an instance filter is NAME=VALUE[,VALUE...], e.g. tag:role=gpu, not {text!r}")
     return name, tuple(value for value in values.split(",") if value)
 
 

@@ -85,7 +85,7 @@ def test_volume_for_mount_point_refuses_lvm_and_non_ebs(tmp_path: Path) -> None:
         volume_for_mount_point("/data", paths)
     add_nvme(paths, "nvme3n1", None)  # instance store: serial is not vol...
     (paths.sys / "block" / "nvme3n1" / "device" / "serial").write_text("AWS1234567890ABCDEF\n")
-    with pytest.raises(RecordioPackError, match="pass --volume-id"):
+    with pytest.raises(RecordioPackError, match="name the volume by its id"):
         volume_for_mount_point("/scratch", paths)
 
 

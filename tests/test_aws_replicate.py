@@ -154,7 +154,7 @@ def test_option_validation() -> None:
     with pytest.raises(UsageError, match="io1 volumes need an IOPS value"):
         ReplicateOptions(SNAPSHOT, instance_ids=(INSTANCE,), volume_type="io1")
     ReplicateOptions(SNAPSHOT, instance_ids=(INSTANCE,), volume_type="io2", iops=256000)
-    with pytest.raises(UsageError, match="NAME=VALUE"):
+    with pytest.raises(UsageError, match="an instance filter is NAME=VALUE"):
         parse_filter("tag:role")
     assert parse_filter("instance-type=p4d.24xlarge,p5.48xlarge") == ("instance-type", ("p4d.24xlarge", "p5.48xlarge"))
 

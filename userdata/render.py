@@ -21,7 +21,7 @@ from recordio_pack.aws.ebs_options import (INITIALIZATION_RATE_RANGE, VolumeSpec
                                            check_mount_target, check_region, read_only_mount_options)
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
 
-__all__ = ["MAX_USER_DATA_BYTES", "FORMATS", "SCRIPT_PATH", "UserDataOptions", "UserDataTooLarge",
+__all__ = ["MAX_USER_DATA_BYTES", "FORMATS", "SCRIPT_PATH", "UserDataOptions", "UserDataTooLarge", "OutputExists",
            "render_script", "render", "check_size", "write_user_data"]
 
 MAX_USER_DATA_BYTES = 16384  # EC2's limit on raw user-data
@@ -33,6 +33,14 @@ _MARKER = "@@SETTINGS@@"
 _MOUNT_POINT = re.compile(r"^(/[A-Za-z0-9._+-]+)+$")  # no spaces or quotes: it goes into fstab and awk
 _DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z][a-z]?$")
 _LABEL = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
+
+
+class OutputExists(RefusedError):
+    """The file to write exists and replacing it was not allowed."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} exists; allow overwriting to replace it")
+        self.path = path
 
 
 class UserDataTooLarge(UsageError):
@@ -163,7 +171,7 @@ def write_user_data(path: str | os.PathLike[str], text: str, overwrite: bool = F
     existing file unless ``overwrite``."""
     target = Path(path)
     if target.exists() and not overwrite:
-        raise RefusedError(f"{target} exists; use --overwrite to replace it")
+        raise OutputExists(target)
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
     except FileNotFoundError:

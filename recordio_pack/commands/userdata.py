@@ -76,14 +76,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recordio_pack.userdata.render import MAX_USER_DATA_BYTES, check_size, render, write_user_data
+    from recordio_pack.errors import RefusedError
+    from recordio_pack.userdata.render import MAX_USER_DATA_BYTES, OutputExists, check_size, render, write_user_data
 
     text = render(options_from_args(args), args.format)
     size = check_size(text)
     result: dict[str, Any] = {"format": args.format, "bytes": size, "limit_bytes": MAX_USER_DATA_BYTES,
                               "snapshot_id": args.snapshot_id}
     if args.output:
-        result["path"] = str(write_user_data(args.output, text, overwrite=args.overwrite))
+        try:
+            result["path"] = str(write_user_data(args.output, text, overwrite=args.overwrite))
+        except OutputExists as error:
+            raise RefusedError(f"{error.path} exists; rerun with --overwrite to replace it") from None
         _common.emit(args, result, f"wrote {args.output} ({args.format}, {size} of {MAX_USER_DATA_BYTES} bytes)")
     elif args.json:
         _common.emit(args, {**result, "user_data": text}, "")
