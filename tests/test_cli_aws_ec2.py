@@ -138,6 +138,14 @@ def test_unreadable_inputs_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert "cannot run " in one_error_line_of(capsys.readouterr().err, "snapshot")
 
 
+@pytest.mark.parametrize("content", [b"[1, 2]\n", b"{}\n", b"\xff\xfe", b"not json"])
+def test_a_bad_manifest_is_one_line(content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "x.manifest.json"
+    manifest.write_bytes(content)
+    assert main(["snapshot", "--volume-id", VOL, "--manifest", str(manifest), *NOWHERE]) == 2
+    assert "manifest" in one_error_line_of(capsys.readouterr().err, "snapshot")
+
+
 def test_oversize_user_data_is_bad_usage_naming_the_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     big = tmp_path / "user-data"
     big.write_text("#!/bin/bash\n" + "#" * 20000 + "\n")

@@ -146,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
                 dataset = Manifest.load(args.manifest).name
             except ValueError as error:
                 raise UsageError(str(error)) from None
+            except AttributeError:  # JSON that is not an object: Manifest.load words ValueError/KeyError/TypeError only
+                raise UsageError(f"--manifest {args.manifest}: not a recordio-pack manifest (not a JSON object)"
+                                 ) from None
     options = SnapshotOptions(
         volume_id=volume_id, name=args.name, dataset=dataset, manifest_sha256=digest, description=args.description,
         extra_tags=dict(args.tag), copy_to_regions=tuple(args.copy_to_region), share_with=tuple(args.share_with),
