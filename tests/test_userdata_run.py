@@ -68,13 +68,22 @@ class FakeHost:
         self.bin = self.root / "bin"
         self.disk = self.root / "disk.img"  # the "block device": a regular file
         self.mount_record = self.root / "mount-calls"
+        self.volume_files = self.root / "volume-files"  # what the dataset volume holds; the fake mount copies it
         self.fstab = self.root / "fstab"
         self.log = self.root / "log" / "recordio-pack-userdata.log"
-        for folder in (self.by_id, self.mount_point, self.bin):
+        for folder in (self.by_id, self.mount_point, self.bin, self.volume_files):
             folder.mkdir(parents=True)
         self.disk.write_bytes(bytes(4096))
         self.fstab.write_text("LABEL=root / ext4 defaults 0 1")  # no final newline, as some editors leave it
-        self.tool("mount", f'printf "%s\\t" "$@" >>"{self.mount_record}"; echo >>"{self.mount_record}"')
+        # mount: records its arguments and makes the volume's files appear at the mount point (its last argument);
+        # findmnt: reports what that fake mount "mounted", as the kernel would after a real one.
+        self.tool("mount", f'printf "%s\\t" "$@" >>"{self.mount_record}"; echo >>"{self.mount_record}"\n'
+                           f'cp -R "{self.volume_files}/." "${{@: -1}}"')
+        self.tool("findmnt", f'[[ -f "{self.mount_record}" ]] || exit 1\n'
+                             f'line=$(grep -F "$(printf "\\t%s\\t" "${{@: -1}}")" "{self.mount_record}" | tail -n 1)'
+                             ' || exit 1\n'
+                             'IFS=$\'\\t\' read -r -a fields <<<"$line"\n'
+                             'printf "%s ext4\\n" "${fields[${#fields[@]} - 2]}"')
 
     def tool(self, name: str, body: str) -> Path:
         path = self.bin / name
@@ -141,7 +150,7 @@ def test_boot_creates_attaches_and_mounts_once(ec2, moto_server: str, tmp_path: 
     instance = make_instance(ec2, "us-east-1b")
     host = FakeHost(tmp_path)
     for name in ("imagenet-train-00000-of-00002.rec", "imagenet-train-00001-of-00002.rec", "a.idx"):
-        (host.mount_point / name).write_bytes(b"\x0a\x23\xd7\xce" * 64)
+        (host.volume_files / name).write_bytes(b"\x0a\x23\xd7\xce" * 64)
     options = UserDataOptions(snapshot, mount_point=str(host.mount_point), prewarm=True)
 
     with ImdsStub(instance, REGION, "us-east-1b", fail_first=1) as stub, device_appears(ec2, host, instance):
@@ -188,6 +197,7 @@ def test_boot_creates_attaches_and_mounts_once(ec2, moto_server: str, tmp_path: 
     assert second.returncode == 0, second.stderr
     assert f"reusing {volume_id} (in-use, attached as /dev/sdf)" in second.stderr
     assert "creating" not in second.stderr and "attaching" not in second.stderr
+    assert f"{host.mount_point} is already mounted from {link}" in second.stderr  # its files do not stop a rerun
     assert [v["VolumeId"] for v in volumes_from(ec2, snapshot)] == [volume_id]
     assert len(ec2.describe_volumes(Filters=[{"Name": "tag:recordio-pack:target-instance",
                                               "Values": [instance]}])["Volumes"]) == 1
@@ -280,6 +290,21 @@ def test_volume_from_a_launch_template_is_only_mounted(tmp_path: Path, label: st
     link = str(host.link_for(volume_id))
     assert host.mount_calls() == [["-t", "xfs", "-o", "ro,norecovery", link, str(host.mount_point)]]
     assert f"{link} {host.mount_point} xfs ro,norecovery,nofail 0 0" in host.fstab.read_text()
+
+
+def test_a_mount_point_holding_files_is_refused(tmp_path: Path) -> None:
+    """Mounting on a folder with files would hide them (a home folder, a notebook folder): the script refuses."""
+    host = FakeHost(tmp_path)
+    volume_id = "vol-0aaaabbbbccccdddd"
+    fake_aws(host, describe_volumes=f"{volume_id}\tin-use\tattached\t/dev/sdg\tTrue")
+    host.link_for(volume_id).symlink_to(host.disk)
+    (host.mount_point / ".ssh").mkdir()
+    with ImdsStub("i-0123456789abcdef0", REGION, "us-east-1a") as stub:
+        result = host.run(UserDataOptions("snap-0123456789abcdef0", mount_point=str(host.mount_point)), stub.url)
+    assert result.returncode == 1 and host.mount_calls() == []
+    assert last_line(result).endswith(f"FAILED: {host.mount_point} holds files and nothing is mounted on it; mounting "
+                                      "there would hide them (render the script with another --mount-point)")
+    assert str(host.mount_point) not in host.fstab.read_text()
 
 
 def test_device_that_never_appears_times_out(tmp_path: Path) -> None:
