@@ -154,14 +154,21 @@ def _resolved(path: str) -> str:
 
 
 def tool_paths() -> tuple[str, ...]:
-    """Where this command runs from: the recordio_pack package folder, the interpreter (as called and resolved)
-    and its environment's prefix."""
+    """Where this command runs from: the recordio_pack package folder, the interpreter (as called and resolved),
+    its environment's prefix, and boto3/botocore, which import more of themselves while the filesystem would be
+    frozen."""
+    import importlib.util
     import sys
 
     import recordio_pack
 
-    package = os.path.dirname(os.path.realpath(recordio_pack.__file__))
-    return tuple(dict.fromkeys([package, sys.executable, os.path.realpath(sys.executable), sys.prefix]))
+    paths = [os.path.dirname(os.path.realpath(recordio_pack.__file__)), sys.executable,
+             os.path.realpath(sys.executable), sys.prefix]
+    for library in ("boto3", "botocore"):
+        spec = importlib.util.find_spec(library)
+        if spec is not None and spec.origin:
+            paths.append(os.path.dirname(os.path.realpath(spec.origin)))
+    return tuple(dict.fromkeys(paths))
 
 
 def _read_mountinfo_for(doing: str, paths: LocalPaths) -> list[MountEntry]:

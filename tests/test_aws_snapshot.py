@@ -165,6 +165,14 @@ def test_freeze_refuses_the_filesystem_this_tool_runs_from(tmp_path: Path) -> No
                            f"40 22 259:9 / {escaped} rw - ext4 /dev/nvme5n1 rw\n")
     with pytest.raises(FreezeRefused, match="this command's own files"):
         freezable_mount_root(str(package), here)
+    import botocore
+
+    library = Path(botocore.__file__).resolve().parent  # imported lazily by boto3 while the freeze would hold
+    escaped = str(library).replace(" ", "\\040")
+    there = mountinfo_paths(tmp_path / "there", "22 1 259:1 / / rw - ext4 /dev/nvme0n1p1 rw\n"
+                            f"40 22 259:9 / {escaped} rw - ext4 /dev/nvme5n1 rw\n")
+    with pytest.raises(FreezeRefused, match="this command's own files"):
+        freezable_mount_root(str(library), there)
 
 
 def test_create_dataset_snapshot_guards_its_default_freezer(aws: AwsTarget, monkeypatch: pytest.MonkeyPatch) -> None:
