@@ -1,6 +1,7 @@
 """``recordio-pack backup`` / ``restore`` end to end: the CLI as a subprocess against a moto server on
-127.0.0.1, exit statuses and one-line errors, a backup killed mid-file that the next run continues, and the
-backup-vs-awscli benchmark on a tiny size."""
+127.0.0.1, exit statuses and one-line errors, counts that mean the same in both, and the fault matrix: kill -9
+and SIGTERM of backup and of restore at two points mid-transfer, then a rerun that finishes byte-identical with
+no temporaries left; and the backup-vs-awscli benchmark on a tiny size."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import pytest
 from moto import mock_aws
 from moto.core import set_initial_no_auth_action_count
 
-from recordio_pack import errors
 from recordio_pack.cli import main
 
 from s3_helpers import PART, SMALL, damage, write_dataset
@@ -152,15 +152,14 @@ def test_another_version_in_the_prefix_is_refused_with_exit_3_until_overwrite(tm
 
 # --- fault tests: kill -9 and SIGTERM mid-transfer, then rerun (issue 10 §4, "Done when") --------------------
 
-# SIGTERM -> one line and exit 143 is cli.main's job (recordio_pack.errors.EXIT_TERMINATED); until that lands,
-# the SIGTERM cases are expected to fail
-_SIGTERM_HANDLED = hasattr(errors, "EXIT_TERMINATED")
-SIGNALS = [pytest.param(signal.SIGKILL, id="kill-9"),
-           pytest.param(signal.SIGTERM, id="sigterm", marks=pytest.mark.xfail(
-               not _SIGTERM_HANDLED, reason="needs SIGTERM handling in cli.main", strict=True))]
-BIG = "ds-00000-of-00001.rec"
-FAULT_SIZES = {BIG: 3 * PART + 17, "ds-00000-of-00001.idx": 64, "ds.lst": 300}
+# SIGTERM ends like Ctrl-C through cli.main (recordio_pack.errors.Terminated): one line, exit 143
+SIGNALS = [pytest.param(signal.SIGKILL, id="kill-9"), pytest.param(signal.SIGTERM, id="sigterm")]
+FIRST, SECOND = "ds-00000-of-00002.rec", "ds-00001-of-00002.rec"  # 3 parts of 5 MiB each (the last one tiny)
+FAULT_SIZES = {FIRST: 2 * PART + 17, "ds-00000-of-00002.idx": 64, SECOND: 2 * PART + 5, "ds-00001-of-00002.idx": 32,
+               "ds.lst": 300}
 THROTTLED = ["-q", "--concurrency", "1", "--max-bandwidth", "4MiB/s", "--part-size", "5MiB"]
+# where each run is stopped: inside the first big file, or with the first one done and the second one begun
+POINTS = {"mid-file": (None, FIRST), "between-files": (FIRST, SECOND)}
 
 
 def stop_when(process: subprocess.Popen, ready: Any, sig: signal.Signals, what: str) -> subprocess.CompletedProcess:
@@ -189,10 +188,23 @@ def check_stopped(stopped: subprocess.CompletedProcess, sig: signal.Signals, com
     assert len(lines) == 1 and lines[0].startswith(f"recordio-pack {command}: ") and "resume" in lines[0], lines
 
 
-def parts_in_s3(client: Any, bucket: str) -> int:
-    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    return sum(len(client.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get("Parts", []))
-               for upload in uploads)
+def uploading(client: Any, bucket: str, started: str) -> Any:
+    """A poll: ``started`` has a part in an unfinished multipart upload. (s3transfer queues a file's completion
+    behind the parts of the files after it, so the first file may still be unfinished when the second is.)"""
+    def ready() -> bool:
+        uploads = [u for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+                   if u["Key"] == f"ds/{started}"]
+        return any(client.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts")
+                   for u in uploads)
+    return ready
+
+
+def downloading(copy: Path, done: str | None, started: str) -> Any:
+    """A poll: ``done`` is restored (None: nothing asked) and ``started``'s partial file records a part (its
+    state file holds a header line and a part number)."""
+    state = copy / (started + ".partial.json")
+    return lambda: ((done is None or (copy / done).is_file()) and state.is_file()
+                    and len(state.read_text().splitlines()) >= 2)
 
 
 def fault_dataset(tmp_path: Path, moto_server: str) -> tuple[Any, str, list[str]]:
@@ -208,23 +220,29 @@ def same_files(source: Path, copy: Path, names: list[str]) -> bool:
         (copy / n).read_bytes() == (source / n).read_bytes() for n in names)
 
 
+@pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("sig", SIGNALS)
-def test_backup_stopped_mid_file_resumes_and_restores_byte_identical(tmp_path: Path, moto_server: str,
-                                                                     sig: signal.Signals) -> None:
+def test_backup_stopped_mid_transfer_resumes_and_restores_byte_identical(tmp_path: Path, moto_server: str,
+                                                                         sig: signal.Signals, point: str) -> None:
     client, bucket, before = fault_dataset(tmp_path, moto_server)
+    done, started = POINTS[point]
     args = [str(tmp_path / "ds"), f"s3://{bucket}/ds", "--endpoint-url", moto_server]
     process = subprocess.Popen([CLI, "backup", *args, *THROTTLED], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    stopped = stop_when(process, lambda: parts_in_s3(client, bucket) >= 1, sig, "backup")
-    check_stopped(stopped, sig, "backup")
+    check_stopped(stop_when(process, uploading(client, bucket, started), sig, "backup"), sig, "backup")
     assert "ds/ds.manifest.json" not in {o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
     left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    assert len(left) == (1 if sig == signal.SIGKILL else 0)  # kill -9 leaves its upload; SIGTERM aborts it
+    if sig == signal.SIGKILL:  # kill -9 leaves its uploads; SIGTERM aborts them
+        assert {u["Key"] for u in left} >= {f"ds/{started}"}
+    else:
+        assert left == []
     resumed = cli("backup", *args, "--part-size", "5MiB", "--json")
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
-    if sig == signal.SIGKILL:  # its parts were still in S3: kept, the rest sent
-        assert summary["reused_parts"] >= 1 and {f["name"]: f["action"] for f in summary["files"]}[BIG] == "continue"
+    actions = {f["name"]: f["action"] for f in summary["files"]}
+    if sig == signal.SIGKILL:  # parts still in S3 are kept, the rest sent; a file whose parts were all sent
+        assert summary["reused_parts"] >= 1 and actions[started] == "continue"  # is not sent again
+        assert done is None or actions[done] in ("skip", "continue")
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == before  # backup leaves nothing locally
     restored = cli("restore", f"s3://{bucket}/ds", str(tmp_path / "copy"), "--endpoint-url", moto_server, "-q")
@@ -232,37 +250,26 @@ def test_backup_stopped_mid_file_resumes_and_restores_byte_identical(tmp_path: P
     assert same_files(tmp_path / "ds", tmp_path / "copy", before)
 
 
+@pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("sig", SIGNALS)
-def test_restore_stopped_mid_file_resumes_with_ranged_gets_and_leaves_nothing(tmp_path: Path, moto_server: str,
-                                                                             sig: signal.Signals) -> None:
+def test_restore_stopped_mid_transfer_resumes_with_ranged_gets_and_leaves_nothing(
+        tmp_path: Path, moto_server: str, sig: signal.Signals, point: str) -> None:
     _, bucket, names = fault_dataset(tmp_path, moto_server)
+    done, started = POINTS[point]
     where = f"s3://{bucket}/ds"
     assert cli("backup", str(tmp_path / "ds"), where, "--endpoint-url", moto_server, "-q").returncode == 0
     copy = tmp_path / "copy"
-    state = copy / (BIG + ".partial.json")
     process = subprocess.Popen([CLI, "restore", where, str(copy), "--endpoint-url", moto_server, *THROTTLED],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # once the state file records a part (header line + one part number), the big file is mid-way
-    stopped = stop_when(process, lambda: state.is_file() and len(state.read_text().splitlines()) >= 2, sig,
-                        "restore")
-    check_stopped(stopped, sig, "restore")
-    assert not (copy / BIG).exists() and (copy / (BIG + ".partial")).is_file()  # kept to resume from
+    check_stopped(stop_when(process, downloading(copy, done, started), sig, "restore"), sig, "restore")
+    assert not (copy / started).exists() and (copy / (started + ".partial")).is_file()  # kept to resume from
+    assert not (copy / "ds.manifest.json").exists()
     resumed = cli("restore", where, str(copy), "--endpoint-url", moto_server, "--part-size", "5MiB", "--json")
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
-    assert summary["resumed_files"] == [BIG] and summary["resumed_bytes"] >= PART
+    assert summary["resumed_files"] == [started] and summary["resumed_bytes"] >= PART
+    assert done is None or {f["name"]: f["action"] for f in summary["files"]}[done] == "skip"
     assert same_files(tmp_path / "ds", copy, names)  # byte-identical; no .partial, .partial.json or .tmp left
-
-
-def test_benchmark_runs_on_a_tiny_size(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "backup_vs_awscli.py"), "--big-files", "1", "--big-size", "6MiB",
-         "--small-files", "2", "--small-size", "1KiB", "--runs", "1", "--json", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=180)
-    assert completed.returncode == 0, completed.stderr
-    result = json.loads(completed.stdout)
-    assert result["files"] == 5 and set(result["tools"]) == {"recordio-pack", "aws s3 cp"}
-    assert all(tool["mb_per_s"] > 0 for tool in result["tools"].values()) and result["ratio"] > 0
 
 
 def test_aws_errors_name_the_setting_and_only_the_cli_names_its_flag() -> None:
