@@ -139,6 +139,10 @@ class BackupResult:
         }
 
 
+def _placement_reason(moved: str) -> str:
+    return f"stored differently ({moved}); uploaded again to apply it"
+
+
 def decide(record: FileRecord, in_bucket_manifest: FileRecord | None, obj: ObjectInfo | None,
            wanted: Placement | None = None) -> tuple[str, str]:
     """``(action, reason)`` for one file: skip when the object in the bucket is already exactly ``record``,
@@ -149,7 +153,7 @@ def decide(record: FileRecord, in_bucket_manifest: FileRecord | None, obj: Objec
         assert obj is not None
         moved = obj.placement.differs_from(wanted) if wanted is not None else None
         if moved is not None:
-            return UPLOAD, f"stored differently ({moved}); uploaded again to apply it"
+            return UPLOAD, _placement_reason(moved)
         if in_bucket_manifest == record:
             return SKIP, "unchanged"
         return SKIP, "unchanged (already uploaded by an earlier, unfinished run)"
@@ -247,10 +251,8 @@ def _other_version(local: Manifest, remote_bytes: bytes) -> str | None:
         return None
     gone, new = sorted(set(remote) - set(here)), sorted(set(here) - set(remote))
     changed = sorted(name for name in set(remote) & set(here) if remote[name] != here[name])
-    parts = [f"{len(items)} {what}" + (f" (e.g. {items[0]})" if items else "")
-             for items, what in ((gone, "files only there"), (new, "files only here"), (changed, "files differ"))
-             if items]
-    return ", ".join(parts)
+    return ", ".join(f"{len(names)} {what} (e.g. {names[0]})" for names, what in (
+        (gone, "files only there"), (new, "files only here"), (changed, "files differ")) if names)
 
 
 @dataclass
@@ -277,8 +279,11 @@ def _check_versions(location: S3Location, manifests: list[tuple[Path, Manifest]]
                     overwrite: bool) -> list[str]:
     """The bucket manifests this run replaces with another version (only with ``overwrite``; else
     OtherVersionError naming them and what differs)."""
-    other = {path.name: why for path, manifest in manifests if path.name in bucket.manifests
-             for why in [_other_version(manifest, bucket.manifests[path.name])] if why is not None}
+    other: dict[str, str] = {}
+    for path, manifest in manifests:
+        why = _other_version(manifest, bucket.manifests[path.name]) if path.name in bucket.manifests else None
+        if why is not None:
+            other[path.name] = why
     if other and not overwrite:
         detail = "; ".join(f"{name}: {why}" for name, why in sorted(other.items()))
         raise OtherVersionError(f"{location} holds another version of this dataset ({detail}); nothing was "
@@ -326,11 +331,11 @@ def _manifest_plans(location: S3Location, client: Any, options: BackupOptions, b
             record = FileRecord.of(path.name, hash_file(path))
         remote = bucket.manifests.get(path.name)
         action, reason = (SKIP, "unchanged") if remote == local else (UPLOAD, "new" if remote is None else "changed")
-        if action == SKIP:
-            obj = head_object(client, location, path.name)
-            moved = obj.placement.differs_from(options.placement) if obj is not None else "gone"
-            if moved is not None:
-                action, reason = UPLOAD, f"stored differently ({moved}); uploaded again to apply it"
+        obj = head_object(client, location, path.name) if action == SKIP else None
+        if action == SKIP and obj is None:
+            action, reason = UPLOAD, "missing in bucket"
+        elif obj is not None and (moved := obj.placement.differs_from(options.placement)) is not None:
+            action, reason = UPLOAD, _placement_reason(moved)
         plans.append(FilePlan(path.name, record, action, reason, manifest=True, path=path))
     return plans
 
