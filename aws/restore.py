@@ -204,6 +204,18 @@ def _download(client: Any, location: S3Location, directory: Path, plans: list[Re
     return done
 
 
+def _write_manifests(directory: Path, manifests: dict[str, tuple[bytes, Manifest]]) -> list[str]:
+    """Write each manifest that is missing or differs locally (atomically); returns the names written."""
+    written = []
+    for name, (data, _) in manifests.items():
+        path = directory / name
+        if not path.is_file() or path.read_bytes() != data:
+            with local_errors(f"writing {path}"), atomic_output(path) as stream:
+                stream.write(data)
+            written.append(name)
+    return written
+
+
 def restore(location: S3Location, directory: str | Path, options: RestoreOptions, target: AwsTarget,
             progress: Progress | None = None) -> RestoreResult:
     """Restore the dataset at ``location`` into ``directory`` (created if needed); see the module docstring.
@@ -239,11 +251,7 @@ def restore(location: S3Location, directory: str | Path, options: RestoreOptions
     result.received_bytes, result.resumed_bytes, result.resumed_files = (
         done.received_bytes, done.resumed_bytes, done.resumed_files)
     result.download_seconds = time.monotonic() - download_started
-    for name, (data, _) in manifests.items():  # last: a manifest on disk vouches for verified files only
-        if not (directory / name).is_file() or (directory / name).read_bytes() != data:
-            with local_errors(f"writing {directory / name}"), atomic_output(directory / name) as stream:
-                stream.write(data)
-            result.written_manifests.append(name)
-            result.received_bytes += len(data)
+    result.written_manifests = _write_manifests(directory, manifests)  # last: they vouch for verified files only
+    result.received_bytes += sum(len(manifests[name][0]) for name in result.written_manifests)
     result.seconds = time.monotonic() - started
     return result
