@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 
 from recordio_pack import __version__
-from recordio_pack.aws.ebs_options import (INITIALIZATION_RATE_RANGE, VolumeSpec, check_id, check_initialization_rate,
-                                           check_mount_target, check_region, read_only_mount_options)
+from recordio_pack.aws.ebs_options import (VolumeSpec, check_id, check_initialization_rate, check_mount_target,
+                                           check_region, read_only_mount_options)
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
 
 __all__ = ["MAX_USER_DATA_BYTES", "FORMATS", "SCRIPT_PATH", "UserDataOptions", "UserDataTooLarge", "OutputExists",
@@ -27,7 +27,6 @@ __all__ = ["MAX_USER_DATA_BYTES", "FORMATS", "SCRIPT_PATH", "UserDataOptions", "
 MAX_USER_DATA_BYTES = 16384  # EC2's limit on raw user-data
 FORMATS = ("shell", "cloud-config")
 SCRIPT_PATH = "/usr/local/sbin/recordio-pack-boot.sh"  # where the cloud-config variant keeps the script
-PREWARM_RATE_RANGE = INITIALIZATION_RATE_RANGE  # MiB/s accepted by EBS's volume initialization rate
 _MARKER = "@@SETTINGS@@"
 
 _MOUNT_POINT = re.compile(r"^(/[A-Za-z0-9._+-]+)+$")  # no spaces or quotes: it goes into fstab and awk
