@@ -211,10 +211,11 @@ def snapshot_references(ec2: Any, snapshot_ids: Sequence[str]) -> defaultdict[st
 
 
 def newest_per_dataset(snapshots: Iterable[dict[str, Any]], keep: int) -> dict[str, str]:
-    """The ``keep`` newest snapshots of each dataset (its ``recordio-pack:dataset`` tag; untagged ones grouped
-    by source volume), as snapshot id -> why it is kept."""
+    """The ``keep`` newest completed snapshots of each dataset (its ``recordio-pack:dataset`` tag; untagged ones
+    grouped by source volume), as snapshot id -> why it is kept. A snapshot in state ``error`` (or not yet
+    complete) never counts as the newest, so it cannot cost the dataset its last good snapshot."""
     groups: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-    for snapshot in snapshots:
+    for snapshot in (item for item in snapshots if item.get("State") == "completed"):
         dataset = tags_of(snapshot).get(DATASET_KEY)
         groups[f"dataset {dataset}" if dataset else f"volume {snapshot.get('VolumeId', '?')}"].append(snapshot)
     kept: dict[str, str] = {}

@@ -192,6 +192,8 @@ def test_keep_latest_counts_per_dataset() -> None:
     assert newest_per_dataset(snapshots, 0) == {}
     assert newest_per_dataset(snapshots, 2) == {"snap-03": "one of the 2 newest snapshots of dataset imagenet",
                                                 "snap-02": "one of the 2 newest snapshots of dataset imagenet"}
+    failed = {**_ours_snapshot("snap-04", 4, "imagenet"), "State": "error"}  # newest, but no use to anyone
+    assert newest_per_dataset([*snapshots, failed], 1) == {"snap-03": "the newest snapshot of dataset imagenet"}
 
 
 def test_a_failed_reference_look_up_deletes_nothing() -> None:
