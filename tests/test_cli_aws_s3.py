@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 import pytest
@@ -162,7 +162,8 @@ THROTTLED = ["-q", "--concurrency", "1", "--max-bandwidth", "4MiB/s", "--part-si
 POINTS = {"mid-file": (None, FIRST), "between-files": (FIRST, SECOND)}
 
 
-def stop_when(process: subprocess.Popen, ready: Any, sig: signal.Signals, what: str) -> subprocess.CompletedProcess:
+def stop_when(process: subprocess.Popen, ready: Callable[[], bool], sig: signal.Signals,
+              what: str) -> subprocess.CompletedProcess:
     """Send ``sig`` to ``process`` once ``ready()`` is true (polled), then collect it."""
     try:
         deadline = time.monotonic() + 90
@@ -188,7 +189,7 @@ def check_stopped(stopped: subprocess.CompletedProcess, sig: signal.Signals, com
     assert len(lines) == 1 and lines[0].startswith(f"recordio-pack {command}: ") and "resume" in lines[0], lines
 
 
-def uploading(client: Any, bucket: str, started: str) -> Any:
+def uploading(client: Any, bucket: str, started: str) -> Callable[[], bool]:
     """A poll: ``started`` has a part in an unfinished multipart upload. (s3transfer queues a file's completion
     behind the parts of the files after it, so the first file may still be unfinished when the second is.)"""
     def ready() -> bool:
@@ -199,7 +200,7 @@ def uploading(client: Any, bucket: str, started: str) -> Any:
     return ready
 
 
-def downloading(copy: Path, done: str | None, started: str) -> Any:
+def downloading(copy: Path, done: str | None, started: str) -> Callable[[], bool]:
     """A poll: ``done`` is restored (None: nothing asked) and ``started``'s partial file records a part (its
     state file holds a header line and a part number)."""
     state = copy / (started + ".partial.json")
