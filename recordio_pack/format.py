@@ -311,6 +311,10 @@ def lst_path_problem(path: str) -> str | None:
         return "path contains a tab, which a .lst line cannot hold"
     if "\n" in path or "\r" in path:
         return "path contains a line break, which a .lst line cannot hold"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8, which a .lst (UTF-8 text) cannot hold"
     return None
 
 

@@ -237,6 +237,9 @@ def _reduction(info: ImageInfo, options: ImageOptions) -> int:
 # OpenCV still returns an image, its damaged part filled with garbage or grey: such messages mean a reject.
 _DAMAGE_MESSAGES = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid SOS parameters",
                     "Inconsistent progression sequence", "libpng warning: IDAT", "libpng error")
+# What else OpenCV and libpng say while decoding: about this image (so part of a reason when it fails to decode),
+# never worth showing with no file name.
+_CODEC_CHATTER = ("[ERROR:", "[ WARN:", "[ INFO:", "libpng warning")
 _capture: tuple[int, int] | None = None  # (pid, memfd): each process its own, created on first use
 _capture_lock = threading.Lock()
 
@@ -248,34 +251,54 @@ def _capture_fd() -> int:
     return _capture[1]
 
 
+@dataclass
+class DecoderMessages:
+    damage: list[str]  # lines that mean the data is damaged
+    chatter: list[str]  # other lines OpenCV or libpng printed about this image
+
+
 @contextmanager
-def decoder_messages() -> Iterator[list[str]]:
-    """Lines the codec libraries print on stderr inside the block, collected instead of shown.
+def decoder_messages() -> Iterator[DecoderMessages]:
+    """What the codec libraries print on stderr inside the block, collected instead of shown.
 
     File descriptor 2 is process-wide, so blocks are serialised by a lock; workers are processes, not threads.
-    Lines that do not mean damage are passed on to the real stderr.
+    Lines from anything else are passed on to the real stderr.
     """
     with _capture_lock:
         capture = _capture_fd()
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(capture, 2)
-        lines: list[str] = []
+        if sys.stderr is not None:
+            sys.stderr.flush()
         try:
-            yield lines
+            saved = os.dup(2)
+        except OSError:  # stderr closed: keep it closed afterwards
+            saved = -1
+        os.dup2(capture, 2)
+        messages = DecoderMessages([], [])
+        try:
+            yield messages
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            length = os.lseek(capture, 0, os.SEEK_CUR)
-            if length:
-                text = os.pread(capture, min(length, 1 << 16), 0).decode("utf-8", "replace")
-                os.ftruncate(capture, 0)
-                os.lseek(capture, 0, os.SEEK_SET)
-                for line in text.splitlines():
-                    if line.startswith(_DAMAGE_MESSAGES):
-                        lines.append(line.strip())
-                    elif line.strip():
-                        print(line, file=sys.stderr)
+            if saved >= 0:
+                os.dup2(saved, 2)
+                os.close(saved)
+            else:
+                os.close(2)
+            _collect(capture, messages)
+
+
+def _collect(capture: int, messages: DecoderMessages) -> None:
+    length = os.lseek(capture, 0, os.SEEK_CUR)
+    if not length:
+        return
+    text = os.pread(capture, min(length, 1 << 16), 0).decode("utf-8", "replace")
+    os.ftruncate(capture, 0)
+    os.lseek(capture, 0, os.SEEK_SET)
+    for line in text.split("\n"):
+        if line.startswith(_DAMAGE_MESSAGES):
+            messages.damage.append(line.strip())
+        elif line.startswith(_CODEC_CHATTER):
+            messages.chatter.append(line.strip())
+        elif line.strip() and sys.stderr is not None:
+            print(line, file=sys.stderr)
 
 
 def _imdecode(data: bytes, flag: int, kind: str) -> "np.ndarray":
@@ -283,28 +306,39 @@ def _imdecode(data: bytes, flag: int, kind: str) -> "np.ndarray":
     import cv2
     import numpy as np
 
-    with decoder_messages() as damage:
+    with decoder_messages() as messages:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    damage = messages.damage
     if damage:
         raise ImageRejected(f"damaged {kind}: {damage[0]}" + (f" (+{len(damage) - 1} more)" if len(damage) > 1 else ""))
     if image is None:
-        raise ImageRejected(f"corrupt {kind} (the decoder could not read it)")
+        said = f": {messages.chatter[-1][:200]}" if messages.chatter else ""
+        raise ImageRejected(f"corrupt {kind} (the decoder could not read it{said})")
     return image
 
 
-def check_decodes(data: bytes, info: ImageInfo | None = None) -> None:
-    """Decode every byte of the image's data as cheaply as the format allows, or raise ImageRejected.
+def check_decodes(data: bytes, info: ImageInfo | None = None, max_pixels: int = ImageOptions.max_pixels) -> None:
+    """Decode every byte of the image's data as cheaply as the format allows, or raise ImageRejected
+    (``max_pixels``: the decompression-bomb guard, checked from the header first).
 
     JPEGs decode at 1/8 scale in gray: all the entropy-coded data is still read (where damage shows), with
     almost no inverse DCT or colour work.
     """
     import cv2
 
-    info = info or probe(data)
-    if info.format == "jpeg":
-        _imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8, "JPEG")
-    else:
-        _imdecode(data, cv2.IMREAD_UNCHANGED, info.format.upper())
+    info = info or probe(data, max_pixels)
+    try:
+        if info.format == "jpeg":
+            _imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8, "JPEG")
+        else:
+            _imdecode(data, cv2.IMREAD_UNCHANGED, info.format.upper())
+    except cv2.error as error:
+        raise ImageRejected(f"OpenCV could not decode it: {_cv2_message(error)}") from None
+
+
+def _cv2_message(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__
 
 
 def _decode(data: bytes, info: ImageInfo, options: ImageOptions) -> "np.ndarray":
@@ -400,5 +434,4 @@ def prepare_image(data: bytes, options: ImageOptions) -> tuple[bytes, bool]:
         image = _decode(data, info, options)
         return _encode(_transform(image, info, options), options), True
     except cv2.error as error:  # OpenCV refuses some malformed inputs by raising instead of returning None
-        message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        raise ImageRejected(f"OpenCV could not convert it: {message}") from None
+        raise ImageRejected(f"OpenCV could not convert it: {_cv2_message(error)}") from None

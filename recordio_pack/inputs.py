@@ -35,6 +35,14 @@ class PackInput:
     rejects: list[tuple[str, str]] = field(default_factory=list)  # found but cannot be packed: (path, why)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # not an input by extension: (path, why)
     cross_class_links: list[tuple[str, str]] = field(default_factory=list)  # (link, class of its target)
+    folder: str = ""  # a folder input, resolved: the output must not lie inside it
+
+    def check_output(self, out_dir: str | Path) -> None:
+        """UsageError when ``out_dir`` lies inside the folder being packed: the next pack would list its own
+        output as a class."""
+        if self.folder and Path(out_dir).resolve().is_relative_to(self.folder):
+            raise UsageError(f"{out_dir}: the output folder is inside the input folder {self.folder}; a rerun would "
+                             "pack the output as a class. Choose an output folder outside it")
 
 
 _BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -68,7 +76,7 @@ def open_input(input_path: str | Path, *, root: str | None = None, classes_file:
         listing = scan_tree(path, exts)
         return PackInput(ordered_entries(listing.entries, shuffle, seed), FolderSource(str(path)), listing.classes,
                          "sorted", default_dataset_name(path), f"folder:{path.resolve()}", True,
-                         listing.rejects, listing.skipped, listing.cross_class_links)
+                         listing.rejects, listing.skipped, listing.cross_class_links, str(path.resolve()))
     if path.suffix == ".lst":
         if not root:
             raise UsageError("--root is required with a .lst input (the folder its paths are relative to)")
@@ -88,10 +96,15 @@ def open_input(input_path: str | Path, *, root: str | None = None, classes_file:
         return PackInput(entries, FolderSource(root), classes, "lst", default_dataset_name(path),
                          f"lst:{path.resolve()}:{Path(root).resolve()}", False)
     if path.suffix == ".tar":
+        import tarfile
+
         from recordio_pack.imagenet.archive import open_archive_input
 
-        archive_entries, source, classes, convention = open_archive_input(
-            path, labels=labels, devkit=Path(devkit) if devkit else None)
+        try:
+            archive_entries, source, classes, convention = open_archive_input(
+                path, labels=labels, devkit=Path(devkit) if devkit else None)
+        except tarfile.TarError as error:
+            raise RecordioPackError(f"{path}: unreadable archive ({error}); is the download complete?") from None
         return PackInput(ordered_entries(archive_entries, shuffle, seed), source, classes, convention,
                          default_dataset_name(path), f"tar:{path.resolve()}", True)
     raise UsageError(f"{path}: not a folder, .lst or .tar")

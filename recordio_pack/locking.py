@@ -39,7 +39,11 @@ def dataset_lock(out_dir: str | Path, name: str) -> Iterator[Path]:
     """Hold ``OUTDIR/NAME.lock`` exclusively, or raise DatasetLocked naming the holder. Removed on release."""
     path = Path(out_dir) / f"{name}{LOCK_SUFFIX}"
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)  # never write through a link
+        except OSError as error:
+            raise DatasetLocked(f"{path}: cannot take the dataset's lock ({error.strerror}); it must be a plain "
+                                "file of ours (remove it if no pack is running)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

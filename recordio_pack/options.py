@@ -137,7 +137,9 @@ class PackOptions:
 
     def fingerprint(self) -> str:
         """Identifies how inputs become records: the output-affecting options and the codec version."""
-        material = {"options": self.output_affecting(), "codec": self.codec()}
+        options = self.output_affecting()
+        options.pop("on_error")  # a run that finished under "fail" rejected nothing: the same output as "skip"
+        material = {"options": options, "codec": self.codec()}
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
     @classmethod

@@ -185,12 +185,16 @@ def estimated_output_bytes(input_size: int, options: PackOptions) -> int:
     return int(min(input_size, pixels * per_pixel)) + 64
 
 
+def _human(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
 def _check_space(out_dir: Path, pending_sizes: Iterable[int], options: PackOptions) -> None:
     needed = sum(estimated_output_bytes(size, options) for size in pending_sizes) + SPACE_MARGIN
     free = shutil.disk_usage(out_dir).free
     if free < needed:
-        raise NotEnoughSpace(f"{out_dir}: {free / 2**30:.2f} GiB free, the shards still to pack need about "
-                             f"{needed / 2**30:.2f} GiB (an estimate from input sizes and --resize); free space or "
+        raise NotEnoughSpace(f"{out_dir}: {_human(free)} free, the shards still to pack need about "
+                             f"{_human(needed)} (an estimate from input sizes and --resize); free space or "
                              "choose another output folder (--skip-space-check to try anyway)")
 
 
@@ -209,6 +213,7 @@ class _Previous:
     done: dict[int, ShardResult]
     files: list[str]  # every shard file it lists
     replaces: str = ""  # journal of an update: the fingerprint of the version it replaces
+    stale: list[str] = field(default_factory=list)  # journal of an update: old shard files still to remove
 
 
 def _result_of(shard: ShardRecord) -> ShardResult:
@@ -227,7 +232,7 @@ def _load_previous(out_dir: Path, name: str) -> _Previous | None:
             return _Previous("journal", journal, data.get("options", {}), data.get("codec", ""),
                              data.get("options_fingerprint", ""), data.get("origin", ""), "", data["shard_count"], done,
                              [str(record[kind]["name"]) for record in data["shards"] for kind in ("rec", "idx")],
-                             data.get("replaces", ""))
+                             data.get("replaces", ""), list(data.get("stale", [])))
         except (ValueError, KeyError, TypeError) as error:
             raise RefusedError(f"{journal}: unreadable ({error}); remove it, or pass --overwrite to start over") from None
     manifest_file = manifest_path(out_dir, name)
@@ -247,7 +252,7 @@ def _differences(previous: _Previous, options: PackOptions) -> str:
     """The options (and codec) that differ, as ``--name old -> new`` pairs."""
     current = options.output_affecting()
     changed = [f"{key} {previous.options.get(key)!r} -> {value!r}" for key, value in sorted(current.items())
-               if previous.options.get(key) != value]
+               if previous.options.get(key) != value and key != "on_error"]
     if previous.codec != options.codec():
         changed.append(f"codec {previous.codec or 'none'!r} -> {options.codec() or 'none'!r}")
     return ", ".join(changed) or "the options of an older recordio-pack"
@@ -285,17 +290,19 @@ def _files_intact(out_dir: Path, result: ShardResult, verify: bool) -> bool:
 
 
 def _recover_rejects(out_dir: Path, name: str, previous: _Previous, reusable: dict[int, ShardResult], plan: _Plan,
-                     entries: Sequence[Entry] | LstIndex) -> None:
+                     entries: Sequence[Entry] | LstIndex) -> int:
     """Give shards reused from a finished dataset their reject rows back, from its NAME.rejects.tsv (the manifest
-    keeps only counts): worker rejects follow the listing's, in shard and list order."""
+    keeps only counts): worker rejects follow the listing's, in shard and list order. Shards whose rows do not
+    add up are dropped from ``reusable`` (packed again); returns how many."""
     from collections import defaultdict, deque
 
     try:
-        lines = (out_dir / f"{name}.rejects.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        lines = _tsv_rows(out_dir / f"{name}.rejects.tsv")
     except OSError:
         lines = []
     manifest = Manifest.load(previous.path)
     rows: dict[str, deque[str]] = defaultdict(deque)
+    dropped = 0
     for line in lines[manifest.listing_rejects:]:
         path, _, reason = line.partition("\t")
         rows[path].append(reason)
@@ -309,6 +316,26 @@ def _recover_rejects(out_dir: Path, name: str, previous: _Previous, reusable: di
                 result.rejects.append((entry.path, rows[entry.path].popleft()))
         if len(result.rejects) != expected:  # the rejects file does not match the manifest: pack the shard again
             del reusable[index]
+            dropped += 1
+    return dropped
+
+
+def _tsv_rows(path: Path) -> list[str]:
+    """The rows of one of our TSV files after its header (split on newlines only: a name may hold U+2028)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return [row for row in text.split("\n")[1:] if row]
+
+
+def _shard_files_of(out_dir: Path, name: str) -> list[str]:
+    """Every file in ``out_dir`` named like a shard of NAME (NAME.rec/.idx, NAME-00003-of-00016.rec/.idx)."""
+    patterns = [f"{name}.rec", f"{name}.idx", f"{name}-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].rec",
+                f"{name}-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].idx"]
+    return sorted(path.name for pattern in patterns for path in out_dir.glob(pattern))
+
+
+def _remove_files(out_dir: Path, names: Iterable[str]) -> None:
+    for file in names:
+        (out_dir / file).unlink(missing_ok=True)
 
 
 def _remove_temporaries(out_dir: Path, outputs: Iterable[str]) -> None:
@@ -417,6 +444,7 @@ def pack_entries(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
 def pack_input(pack_in: PackInput, out_dir: str | Path, options: PackOptions, *, name: str | None = None,
                **kwargs: Any) -> PackResult:
     """``pack_entries`` for what ``inputs.open_input`` found."""
+    pack_in.check_output(out_dir)
     return pack_entries(pack_in.entries, pack_in.source, out_dir, name or pack_in.name, options,
                         classes=pack_in.classes, label_convention=pack_in.label_convention,
                         write_list=pack_in.write_list, origin=pack_in.origin, rejects=pack_in.rejects,
@@ -434,18 +462,18 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
         path, reason = rejects[0]
         raise RecordioPackError(f"bad input (--on-error fail): {path}: {reason}")
     plan = _plan(entries, source, options, name, detect_changes)
-    if overwrite:  # start over: nothing is reused, and the old version's files not replaced are removed at the end
+    if overwrite:  # start over: nothing is reused; every shard file of an older version goes
         try:
             replaced = _load_previous(out_dir, name)
         except RefusedError:
             replaced = None
-        stale_files = replaced.files if replaced is not None else []
-        (out_dir / f"{name}{JOURNAL_SUFFIX}").unlink(missing_ok=True)
+        stale_files = _shard_files_of(out_dir, name) + (replaced.files + replaced.stale if replaced else [])
         previous = None
     else:
         previous = _load_previous(out_dir, name)
         _refuse_if_foreign(out_dir, name, previous, plan, options, origin)
-        stale_files = previous.files if previous is not None else []
+        stale_files = previous.files + previous.stale if previous is not None else []
+    stale_files = sorted(set(stale_files) - set(plan.outputs))
 
     reusable: dict[int, ShardResult] = {}
     damaged = changed = 0
@@ -459,11 +487,11 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
         reusable = {index: result for index, result in candidates.items() if intact[index]}
         damaged = len(candidates) - len(reusable)
         if previous.kind == "manifest":
-            _recover_rejects(out_dir, name, previous, reusable, plan, entries)
+            damaged += _recover_rejects(out_dir, name, previous, reusable, plan, entries)
     elif previous is not None:
         changed = len(previous.done)
-    listing_state = _listing_digest(rejects, skipped)
-    if previous is not None and previous.kind == "manifest" and len(reusable) == len(plan.ranges):
+    listing_state = _extras_digest(rejects, skipped, classes, label_convention, write_list)
+    if previous is not None and previous.kind == "manifest" and len(reusable) == len(plan.ranges) and not stale_files:
         up_to_date = _finished_result(out_dir, name, previous, plan, listing_state)
         if up_to_date is not None:
             return up_to_date
@@ -475,9 +503,11 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
                                                                                        plan.ranges[index].stop]), options)
     journal = _Journal(out_dir / f"{name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges))
     journal.header["replaces"] = (previous.fingerprint or previous.replaces) if previous is not None else ""
+    journal.header["stale"] = stale_files
     journal.done = dict(reusable)
     journal.record()  # before the manifest goes: from here on the journal is the state
     manifest_path(out_dir, name).unlink(missing_ok=True)
+    _remove_files(out_dir, stale_files)  # the old version's shards that the new plan does not have
     tasks = [ShardTask(index, len(plan.ranges), name, str(out_dir), entries[plan.ranges[index].start:plan.ranges[index].stop],
                        source, options, plan.digests[index]) for index in pending]
     emit(PackEvent("plan", images=len(entries), shard=len(plan.ranges),
@@ -488,8 +518,6 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
     update = {"replaced": replaced, "shards_repacked": pending} if replaced else None
     result = _finish(out_dir, name, options, origin, journal, classes, label_convention, entries, write_list,
                      rejects, skipped, cross_class_links, listing_state, update)
-    for file in sorted(set(stale_files) - set(plan.outputs)):  # shards of the previous plan that the new one does not have
-        (out_dir / file).unlink(missing_ok=True)
     result.shards_resumed = len(reusable)
     result.shards_repacked_changed = changed
     result.shards_repacked_damaged = damaged
@@ -533,12 +561,15 @@ def _write_failure(failure: ShardWriteError, out_dir: Path, tasks: list[ShardTas
     needed = sum(estimated_output_bytes(size, options) for index in left
                  for size in plan.facts.sizes[plan.ranges[index].start:plan.ranges[index].stop])
     return NotEnoughSpace(f"{failure.path}: no space left on device; the {len(left)} shard(s) not yet packed need "
-                          f"about {needed / 2**30:.2f} GiB more ({shutil.disk_usage(out_dir).free / 2**30:.2f} GiB "
-                          "free now); free space and rerun the same command to resume")
+                          f"about {_human(needed)} more ({_human(shutil.disk_usage(out_dir).free)} free now); free "
+                          "space and rerun the same command to resume")
 
 
-def _listing_digest(rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]]) -> str:
-    digest = hashlib.sha256()
+def _extras_digest(rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]],
+                   classes: Sequence[str] | None, label_convention: str, write_list: bool) -> str:
+    """What the dataset holds beside its shards: the listing's rejects and skips, the class map, the list."""
+    digest = hashlib.sha256(json.dumps([list(classes) if classes is not None else None, label_convention,
+                                        write_list]).encode())
     for kind, rows in (("reject", rejects), ("skip", skipped)):
         for path, reason in rows:
             digest.update(f"{kind}\t{path}\t{reason}\n".encode("utf-8", "backslashreplace"))
@@ -556,12 +587,12 @@ def _finished_result(out_dir: Path, name: str, previous: _Previous, plan: _Plan,
     manifest = Manifest.load(previous.path)
     if manifest.fingerprint != _fingerprint_from(manifest, plan, listing_state):
         return None
-    extras = [record for record in manifest.files]
-    if not all((out_dir / record.name).exists() and (out_dir / record.name).stat().st_size == record.bytes
-               for record in extras):
-        return None
+    for record in manifest.files:  # rejects, skipped, class map, list: small, so checked by content
+        path = out_dir / record.name
+        if not path.is_file() or file_digests(path).sha256 != record.sha256:
+            return None
     rejects_file = out_dir / f"{name}.rejects.tsv"
-    lines = rejects_file.read_text(encoding="utf-8").splitlines()[1:]
+    lines = _tsv_rows(rejects_file)
     samples = [(path, reason) for path, _, reason in (line.partition("\t") for line in lines)]
     skipped_file = out_dir / f"{name}.skipped.tsv"
     return PackResult(
@@ -584,6 +615,7 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
             classes: Sequence[str] | None, label_convention: str, entries: Sequence[Entry] | LstIndex,
             write_list: bool, listed_rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]],
             cross_class_links: int, listing_state: str, update: dict[str, Any] | None) -> PackResult:
+    _remove_files(out_dir, journal.header.get("stale", []))  # type: ignore[arg-type]
     results = [journal.done[index] for index in sorted(journal.done)]
     worker_rejects = [reject for result in results for reject in result.rejects]
     all_rejects = list(listed_rejects) + worker_rejects

@@ -130,13 +130,15 @@ def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
         stream.close()
         os.replace(temp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as error:
         try:
             stream.close()  # flushes what is buffered: fails again on a full disk
         except OSError:
             pass
         finally:
             temp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None and error.errno:  # a failed write names no file
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 
 

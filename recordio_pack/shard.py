@@ -156,8 +156,8 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
         rec_temp.unlink(missing_ok=True)
         idx_temp.unlink(missing_ok=True)
         if isinstance(error, OSError) and not isinstance(error, InterruptedError):  # writing our own files failed
-            raise ShardWriteError(error.filename or str(rec_temp), error.errno or 0,
-                                  error.strerror or str(error)) from None
+            written = out_dir / (idx_name if error.filename == str(idx_temp) else rec_name)
+            raise ShardWriteError(str(written), error.errno or 0, error.strerror or str(error)) from None
         raise
     if emit and pending.images:
         emit(pending)

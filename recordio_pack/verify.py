@@ -308,7 +308,7 @@ def _check_header(where: str, header: IRHeader, image: memoryview, classes: Sequ
         elif classes is not None and (label != int(label) or not 0 <= label < len(classes)):
             log.add("labels outside the class map", name,
                     f"{where}: label {label:g} is outside the class map (0..{len(classes) - 1})")
-    kind = sniff(bytes(image[:16]))
+    kind = sniff(bytes(image[:32]))  # BMP needs 26 bytes to be told apart
     if kind not in ("jpeg", "png", "bmp"):
         log.add("payloads that are not images", name,
                 f"{where}: payload is not an encoded image (starts with {bytes(image[:8])!r})")

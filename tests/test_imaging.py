@@ -90,9 +90,11 @@ def test_header_validation_keeps_what_it_cannot_see_and_full_is_the_default() ->
 def test_harmless_decoder_output_is_passed_on_not_a_reject(capfd: pytest.CaptureFixture[str]) -> None:
     from recordio_pack.imaging import decoder_messages
 
-    with decoder_messages() as damage:
-        os.write(2, b"Warning: unknown JFIF revision number 3.01\n")
-    assert damage == [] and "unknown JFIF revision" in capfd.readouterr().err
+    with decoder_messages() as messages:
+        os.write(2, b"Warning: unknown JFIF revision number 3.01\n[ WARN:0@0.1] global loadsave.cpp: noise\n")
+    err = capfd.readouterr().err
+    assert messages.damage == [] and "unknown JFIF revision" in err
+    assert messages.chatter and "loadsave" not in err  # OpenCV's own log lines never reach the terminal bare
 
 
 def _with_orientation(data: bytes, orientation: int) -> bytes:
@@ -118,3 +120,13 @@ def test_a_small_jpeg_turned_by_exif_is_stored_upright_without_the_tag() -> None
     image = cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape[:2] == (64, 48)  # rotated 90 degrees as the tag says: portrait now
     assert prepare_image(_with_orientation(upright, 1), ImageOptions(reencode="auto"))[1] is False
+
+
+def test_check_decodes_turns_opencv_exceptions_into_rejects() -> None:
+    """A BMP header claiming a width OpenCV refuses to allocate makes cv2 raise, not return None."""
+    header = b"BM" + struct.pack("<IHHI", 54 + 12, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, 1 << 21, 1, 1, 24, 0, 12,
+                                                                            0, 0, 0, 0)
+    with pytest.raises(ImageRejected):
+        check_decodes(header + b"\0" * 12)
+    with pytest.raises(ImageRejected, match="decompression bomb"):
+        check_decodes(header + b"\0" * 12, max_pixels=1000)

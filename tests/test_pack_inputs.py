@@ -230,3 +230,15 @@ def test_on_error_fail_names_a_listing_reject_in_the_library(tmp_path: Path) -> 
     (root / "loose.JPEG").write_bytes(GOOD)
     with pytest.raises(RecordioPackError, match="loose.JPEG: outside any class folder"):
         pack_input(open_input(root), tmp_path / "out", PackOptions(on_error="fail", workers=1))
+
+
+def test_a_name_that_is_not_utf8_is_a_reject_not_a_traceback(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    (root / "c").mkdir(parents=True)
+    (root / "c" / "ok.jpg").write_bytes(GOOD)
+    (root / "c").joinpath(os.fsdecode(b"bad\xff.jpg")).write_bytes(GOOD)
+    completed = subprocess.run([*CLI, "pack", str(root), str(tmp_path / "out"), "--json", "-q"], capture_output=True,
+                               text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout)
+    assert summary["records"] == 1 and summary["rejects"] == 1 and "not valid UTF-8" in summary["reject_samples"][0][1]

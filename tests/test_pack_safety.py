@@ -231,7 +231,7 @@ def test_not_enough_space_is_refused_up_front_with_the_numbers(tmp_path: Path, m
 
     real = shutil.disk_usage(tmp_path)
     monkeypatch.setattr("recordio_pack.pack.shutil.disk_usage", lambda path: real._replace(free=1 << 20))
-    with pytest.raises(NotEnoughSpace, match=r"0\.00 GiB free, the shards still to pack need about 0\.06 GiB"):
+    with pytest.raises(NotEnoughSpace, match=r"1\.0 MiB free, the shards still to pack need about 64\.[0-9] MiB"):
         pack_input(open_input(root), tmp_path / "out", PackOptions(workers=1))
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == []
     pack_input(open_input(root), tmp_path / "out", PackOptions(workers=1), space_check=False)
@@ -355,3 +355,120 @@ def test_library_refusal_for_a_held_lock_is_typed(tmp_path: Path) -> None:
     with dataset_lock(tmp_path / "out", "tree"):
         with pytest.raises(RefusedError, match="is being written by pid"):
             pack_input(open_input(root), tmp_path / "out", PackOptions(workers=1))
+
+
+# --- regressions found in review ----------------------------------------------------------------------------------
+
+class _Killed(BaseException):
+    """Stands for a kill at the moment the shards start being packed (after the journal, before any shard)."""
+
+
+def _kill_when_packing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    def killed(*args: object, **kwargs: object) -> None:
+        raise _Killed()
+
+    monkeypatch.setattr("recordio_pack.pack._run", killed)
+
+
+def test_an_update_killed_after_the_shard_count_changed_leaves_no_old_shard(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tree(tmp_path / "tree")
+    options = PackOptions(shard_size=8 << 10, workers=1)
+    pack_input(open_input(root), tmp_path / "out", options)
+    old = {path.name for path in (tmp_path / "out").glob("*.rec")}
+    tree(root, classes=5)  # more images: more shards, all of other names
+    with monkeypatch.context() as patch:
+        _kill_when_packing_starts(patch)
+        with pytest.raises(_Killed):
+            pack_input(open_input(root), tmp_path / "out", options)
+    pack_input(open_input(root), tmp_path / "out", options)
+    now = {path.name for path in (tmp_path / "out").glob("*.rec")}
+    manifest = Manifest.load(tmp_path / "out" / "tree.manifest.json")
+    assert now == {shard.rec.name for shard in manifest.shards} and not (old - now) & {p.name for p in (tmp_path / "out").iterdir()}
+    assert len(list((tmp_path / "out").glob("*.idx"))) == len(now)
+
+
+def test_an_interrupted_overwrite_leaves_no_shard_of_the_old_version(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tree(tmp_path / "tree")
+    pack_input(open_input(root), tmp_path / "out", PackOptions(num_shards=8, workers=1))
+    (tmp_path / "out" / "tree.manifest.json").write_text("{ damaged")  # the overwrite cannot read the old state
+    with monkeypatch.context() as patch:
+        _kill_when_packing_starts(patch)
+        with pytest.raises(_Killed):
+            pack_input(open_input(root), tmp_path / "out", PackOptions(num_shards=4, workers=1), overwrite=True)
+    pack_input(open_input(root), tmp_path / "out", PackOptions(num_shards=4, workers=1), overwrite=True)
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.rec")) == [
+        f"tree-0000{index}-of-00004.rec" for index in range(4)]
+
+
+def test_a_changed_class_map_is_not_up_to_date(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "a.jpg").write_bytes(jpeg(32, 32))
+    (tmp_path / "x.lst").write_text("0\t0\ta.jpg\n")
+    (tmp_path / "synsets.txt").write_text("0\tcat\n")
+    arguments = ["pack", str(tmp_path / "x.lst"), str(tmp_path / "out"), "--root", str(root), "--json"]
+    assert run_cli(*arguments).returncode == 0
+    (tmp_path / "synsets.txt").write_text("0\ttabby\n")
+    rerun = run_cli(*arguments)
+    assert json.loads(rerun.stdout)["up_to_date"] is False
+    assert (tmp_path / "out" / "x.synsets.txt").read_text() == "0\ttabby\n"
+    assert Manifest.load(tmp_path / "out" / "x.manifest.json").classes == ["tabby"]
+
+
+def test_a_reject_named_with_a_unicode_line_separator_does_not_stop_up_to_date(tmp_path: Path) -> None:
+    root = tree(tmp_path / "tree", classes=1, per_class=3)
+    (root / "n00000000" / "odd\u2028name.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    arguments = ["pack", str(root), str(tmp_path / "out"), "--num-shards", "2", "--json", "-q"]
+    assert json.loads(run_cli(*arguments).stdout)["rejects"] == 1
+    again = json.loads(run_cli(*arguments).stdout)
+    assert again["up_to_date"] is True and again["rejects"] == 1
+
+
+def test_an_output_folder_inside_the_input_folder_is_refused(tmp_path: Path) -> None:
+    root = tree(tmp_path / "tree", classes=1, per_class=2)
+    completed = subprocess.run([*CLI, "pack", ".", "out"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2 and "inside the input folder" in completed.stderr
+    assert not (root / "out").exists()
+
+
+def test_a_symlinked_lock_file_is_never_written_through(tmp_path: Path) -> None:
+    root = tree(tmp_path / "tree", classes=1, per_class=2)
+    (tmp_path / "out").mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("important data")
+    os.symlink(victim, tmp_path / "out" / "tree.lock")
+    refused = run_cli("pack", str(root), str(tmp_path / "out"))
+    assert refused.returncode == 3 and "lock" in refused.stderr
+    assert victim.read_text() == "important data"
+
+
+def test_a_pack_with_stderr_closed_still_works(tmp_path: Path) -> None:
+    root = tree(tmp_path / "tree", classes=1, per_class=3)
+    for workers in ("1", "2"):
+        completed = subprocess.run(f"{sys.executable} -m recordio_pack pack {root} {tmp_path / workers} "
+                                   f"--workers {workers} --num-shards 2 -q 2>&-", shell=True, capture_output=True,
+                                   text=True, timeout=60)
+        assert completed.returncode == 0 and "packed 3 of 3" in completed.stdout
+
+
+def test_a_truncated_train_tar_is_one_line(tmp_path: Path) -> None:
+    from recordio_pack.imagenet.fakearchives import make_fake_archives
+
+    fake = make_fake_archives(tmp_path / "archives", classes=3, train_per_class=4, val_per_class=1, seed=1, max_side=64)
+    data = Path(fake.train_tar).read_bytes()
+    Path(fake.train_tar).write_bytes(data[: len(data) // 2 + 100])
+    completed = run_cli("pack", fake.train_tar, str(tmp_path / "out"))
+    assert completed.returncode == 1 and completed.stderr.count("\n") == 1 and "unreadable archive" in completed.stderr
+
+
+def test_a_failed_write_of_a_final_file_names_it(tmp_path: Path) -> None:
+    from recordio_pack.recordio import atomic_output
+
+    target = tmp_path / "x.rejects.tsv"
+    with pytest.raises(OSError) as raised:
+        with atomic_output(target):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a failed buffered write raises: no file
+    assert raised.value.filename == str(target) and raised.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []

@@ -345,3 +345,16 @@ def test_verify_decode_reports_a_record_the_decoder_finds_damaged(tmp_path: Path
     assert result.returncode == 1
     assert "record #1" in result.stdout and "Corrupt JPEG data" in result.stdout, result.stdout
     assert "Corrupt JPEG data" not in result.stderr
+
+
+def test_bmp_records_are_images_to_verify(tmp_path: Path) -> None:
+    """BMP needs 26 bytes to be told from text starting with "BM": verify must look that far."""
+    import cv2
+    import numpy as np
+
+    ok, bmp = cv2.imencode(".bmp", np.full((8, 8, 3), 99, np.uint8))
+    assert ok
+    with open(tmp_path / "b.rec", "wb") as rec, open(tmp_path / "b.idx", "wb") as idx:
+        RecordWriter(rec, idx).write(0, pack_payload(IRHeader((0.0,), id=0), bmp.tobytes()))
+    report = verify_paths([tmp_path / "b.rec"], decode=True)
+    assert report.ok, report.problems
