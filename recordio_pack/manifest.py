@@ -163,7 +163,7 @@ class Manifest:
         with open(path, encoding="utf-8") as stream:
             try:
                 return cls.from_dict(json.load(stream))
-            except (ValueError, KeyError, TypeError) as error:
+            except (ValueError, KeyError, TypeError, AttributeError) as error:  # AttributeError: not a JSON object
                 raise ValueError(f"{path}: unreadable manifest: {error}") from None
 
     def save(self, path: str | Path) -> None:

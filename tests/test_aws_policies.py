@@ -49,6 +49,7 @@ S3_ACTIONS: dict[str, tuple[str, ...]] = {
     "ListMultipartUploads": ("s3:ListBucketMultipartUploads",),
     "GetBucketLocation": ("s3:GetBucketLocation",),
     "DeleteObject": ("s3:DeleteObject",),
+    "DeleteObjects": ("s3:DeleteObject",),  # the batch call is authorised per object
 }
 
 
@@ -230,8 +231,12 @@ def test_packing_instance_policy_covers_snapshot_backup_and_restore(
     assert result.reused_parts == 1 and result.aborted
     restore(location, tmp_path / "copy", RestoreOptions(transfer=transfer), target)
     assert (tmp_path / "copy" / "ds-00000-of-00001.rec").read_bytes() == data
+    # another version replacing this one (backup --overwrite): the old version's objects are deleted at the end
+    write_dataset(tmp_path / "ds2", sizes={"ds-00000-of-00002.rec": 30, "ds-00000-of-00002.idx": 10,
+                                           "ds-00001-of-00002.rec": 30, "ds-00001-of-00002.idx": 10}, seed=7)
+    backup(tmp_path / "ds2", location, BackupOptions(transfer=transfer, overwrite=True), target)
     assert {"s3:PutObject", "s3:GetObject", "s3:ListBucket", "s3:ListBucketMultipartUploads",
-            "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"} <= recorder.actions
+            "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload", "s3:DeleteObject"} <= recorder.actions
     # SSE-KMS (backup --sse aws:kms) is the one path moto cannot show: S3 asks KMS for data keys on our behalf.
     assert_allowed("packing-instance", recorder.actions, unused_ok=frozenset({"kms:GenerateDataKey", "kms:Decrypt"}))
     assert not allows(load_policy("packing-instance"), "ec2:DeleteSnapshot")  # it cannot destroy what it made
