@@ -472,3 +472,20 @@ def test_a_failed_write_of_a_final_file_names_it(tmp_path: Path) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a failed buffered write raises: no file
     assert raised.value.filename == str(target) and raised.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_manifest_names_the_shard_size_that_applied_and_resumed_work_is_not_rate(tmp_path: Path) -> None:
+    from recordio_pack.options import DEFAULT_SHARD_SIZE
+    from recordio_pack.pack import PackEvent
+
+    root = tree(tmp_path / "tree")
+    pack_input(open_input(root), tmp_path / "out", PackOptions(workers=1))
+    assert Manifest.load(tmp_path / "out" / "tree.manifest.json").options["shard_size"] == DEFAULT_SHARD_SIZE
+
+    pack_input(open_input(root), tmp_path / "four", PackOptions(num_shards=4, workers=1))
+    (root / "n00000000" / "0.JPEG").write_bytes(jpeg(70, 64, seed=4242))
+    events: list[PackEvent] = []
+    pack_input(open_input(root), tmp_path / "four", PackOptions(num_shards=4, workers=1), progress=events.append)
+    plan = next(event for event in events if event.kind == "plan")
+    packed = sum(event.images for event in events if event.kind == "progress")
+    assert plan.done_images == 18 and packed == 6  # the bar starts at 18 (not counted in its rate), then adds 6
