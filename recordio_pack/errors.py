@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_REFUSED", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
+__all__ = ["EXIT_FAILED", "EXIT_USAGE", "EXIT_REFUSED", "EXIT_INTERRUPTED", "EXIT_TERMINATED",
            "RecordioPackError", "UsageError", "RefusedError", "Terminated", "describe_os_error"]
 
-EXIT_OK = 0
 EXIT_FAILED = 1  # the operation failed, or a check found a problem
 EXIT_USAGE = 2  # bad arguments (argparse uses 2 as well)
 EXIT_REFUSED = 3  # would overwrite the user's data or mix options; rerun with --overwrite if that is meant

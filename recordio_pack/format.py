@@ -24,7 +24,6 @@ __all__ = [
     "format_lst_line", "parse_lst_line", "lst_path_problem",
 ]
 
-FORMAT_VERSION = 1
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)  # b"\x0a\x23\xd7\xce"
 HEADER = struct.Struct("<II")  # magic, lrec

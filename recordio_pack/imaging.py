@@ -67,6 +67,25 @@ class ImageOptions:
     max_pixels: int = 100_000_000
     validate: Literal["full", "header"] = "full"  # full: kept bytes are decoded too, so damage is caught
 
+    def problems(self) -> list[str]:
+        """What is wrong with these values, one phrase each (empty when they are valid)."""
+        problems = []
+        if self.resize < 0:
+            problems.append(f"resize must be >= 0, got {self.resize}")
+        if not 1 <= self.quality <= 100:
+            problems.append(f"quality must be 1..100, got {self.quality}")
+        if self.encoding not in ("jpg", "png"):
+            problems.append(f"encoding must be jpg or png, got {self.encoding!r}")
+        if self.color not in (1, 0, -1):
+            problems.append(f"color must be 1, 0 or -1, got {self.color}")
+        if self.reencode not in ("auto", "always", "never"):
+            problems.append(f"reencode must be auto, always or never, got {self.reencode!r}")
+        if self.validate not in ("full", "header"):
+            problems.append(f"validate must be full or header, got {self.validate!r}")
+        if self.max_pixels <= 0:
+            problems.append(f"max_pixels must be positive, got {self.max_pixels}")
+        return problems
+
 
 _JPEG_SOF = {0xC0: True, 0xC1: True, 0xC2: True, 0xC3: False, 0xC5: False, 0xC6: False, 0xC7: False,
              0xC9: False, 0xCA: False, 0xCB: False, 0xCD: False, 0xCE: False, 0xCF: False}

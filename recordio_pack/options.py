@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import importlib.util
+import importlib.metadata
 import json
 import os
 import re
@@ -15,24 +16,29 @@ from recordio_pack.imaging import ImageOptions
 __all__ = ["PackOptions", "default_workers", "opencv_version", "DEFAULT_SHARD_SIZE"]
 
 DEFAULT_SHARD_SIZE = 256 << 20  # bytes of input per shard when neither --num-shards nor --shard-size is given
+# the wheels that install cv2 (each adds a build number to OpenCV's version)
+OPENCV_DISTRIBUTIONS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless",
+                        "opencv-contrib-python")
+_IMAGE_FIELDS = tuple(spec.name for spec in fields(ImageOptions))
 
 
 def opencv_version() -> str:
-    """``cv2.__version__``, read from the wheel's ``cv2/version.py`` when it has one.
+    """``cv2.__version__``, from the installed opencv wheel's metadata when there is one.
 
-    Loading OpenCV only to learn its version costs the parent up to 0.7 s before any worker starts; the
-    opencv-python wheels write their version there (``"5.0.0.93"`` for OpenCV 5.0.0).  Other builds are
-    imported.
+    Loading OpenCV only to learn its version costs the parent up to 0.7 s before any worker starts.  The
+    opencv-python wheels add a build number to OpenCV's version (``"5.0.0.93"`` for OpenCV 5.0.0).  When no
+    such wheel is installed, or several of different versions are, cv2 is imported and asked.
     """
-    spec = importlib.util.find_spec("cv2")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
+    versions = set()
+    for distribution in OPENCV_DISTRIBUTIONS:
         try:
-            text = open(os.path.join(folder, "version.py"), encoding="utf-8").read()
-        except OSError:
+            match = re.match(r"\d+\.\d+\.\d+", importlib.metadata.version(distribution))
+        except importlib.metadata.PackageNotFoundError:
             continue
-        match = re.search(r'^opencv_version\s*=\s*"(\d+\.\d+\.\d+)', text, re.MULTILINE)
         if match:
-            return match.group(1)
+            versions.add(match.group(0))
+    if len(versions) == 1:
+        return versions.pop()
     from recordio_pack.codec_preload import cv2
 
     return str(cv2.__version__)
@@ -46,15 +52,19 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PackOptions:
-    """How to pack.
+    """How to pack: ``image``, what becomes of each image (``ImageOptions``), and how the list becomes shards.
 
-    resize: shorter side in pixels (0 keeps the size); never upscales unless ``upscale``.
-    quality: JPEG quality 1..100 when re-encoding.  encoding: "jpg" or "png" for re-encoded images.
-    color: 1 colour, 0 grayscale, -1 as stored.  reencode: "auto", "always" or "never" (pass-through).
-    max_pixels: decompression-bomb guard, width x height read from the header before decoding.
-    validate: "full" (default) also decodes the images stored as they are, so a damaged one is rejected;
+    ``PackOptions(resize=256, quality=90, workers=8)``: the ``ImageOptions`` fields may be given flat; they build
+    ``image`` (or override the fields of an ``image=`` given too).  Every invalid value is reported at once, in
+    one ValueError.
+
+    image.resize: shorter side in pixels (0 keeps the size); never upscales unless ``image.upscale``.
+    image.quality: JPEG quality 1..100 when re-encoding.  image.encoding: "jpg" or "png" for re-encoded images.
+    image.color: 1 colour, 0 grayscale, -1 as stored.  image.reencode: "auto", "always" or "never" (pass-through).
+    image.max_pixels: decompression-bomb guard, width x height read from the header before decoding.
+    image.validate: "full" (default) also decodes the images stored as they are, so a damaged one is rejected;
       "header" checks only their structure (magic bytes, headers, end-of-image marker).
     pack_label: write multi-label `.lst` lines as IRHeader label vectors (else the first label, like im2rec).
     key: "position" (0..n-1 within each shard) or "lst-index" (im2rec's keys).
@@ -63,15 +73,7 @@ class PackOptions:
     workers: processes packing shards in parallel (does not change the output).
     """
 
-    resize: int = 0
-    upscale: bool = False
-    center_crop: bool = False
-    quality: int = 95
-    encoding: Literal["jpg", "png"] = "jpg"
-    color: int = 1
-    reencode: Literal["auto", "always", "never"] = "auto"
-    max_pixels: int = 100_000_000
-    validate: Literal["full", "header"] = "full"
+    image: ImageOptions
     pack_label: bool = False
     key: Literal["position", "lst-index"] = "position"
     num_shards: int | None = None
@@ -79,22 +81,18 @@ class PackOptions:
     on_error: Literal["skip", "fail"] = "skip"
     workers: int = 0  # 0: default_workers()
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.resize < 0:
-            problems.append(f"resize must be >= 0, got {self.resize}")
-        if not 1 <= self.quality <= 100:
-            problems.append(f"quality must be 1..100, got {self.quality}")
-        if self.encoding not in ("jpg", "png"):
-            problems.append(f"encoding must be jpg or png, got {self.encoding!r}")
-        if self.color not in (1, 0, -1):
-            problems.append(f"color must be 1, 0 or -1, got {self.color}")
-        if self.reencode not in ("auto", "always", "never"):
-            problems.append(f"reencode must be auto, always or never, got {self.reencode!r}")
-        if self.validate not in ("full", "header"):
-            problems.append(f"validate must be full or header, got {self.validate!r}")
-        if self.max_pixels <= 0:
-            problems.append(f"max_pixels must be positive, got {self.max_pixels}")
+    def __init__(self, image: ImageOptions | None = None, **settings: Any) -> None:
+        flat = {name: settings.pop(name) for name in _IMAGE_FIELDS if name in settings}
+        object.__setattr__(self, "image", dataclasses.replace(image if image is not None else ImageOptions(), **flat))
+        for spec in fields(self):
+            if spec.name != "image":
+                object.__setattr__(self, spec.name, settings.pop(spec.name, spec.default))
+        if settings:
+            raise TypeError(f"PackOptions got unexpected keyword arguments: {', '.join(sorted(settings))}")
+        self._check()
+
+    def _check(self) -> None:
+        problems = self.image.problems()
         if self.key not in ("position", "lst-index"):
             problems.append(f"key must be position or lst-index, got {self.key!r}")
         if self.num_shards is not None and self.shard_size is not None:
@@ -107,7 +105,7 @@ class PackOptions:
             problems.append(f"on_error must be skip or fail, got {self.on_error!r}")
         if self.workers < 0:
             problems.append(f"workers must be >= 0, got {self.workers}")
-        if self.reencode == "never" and (self.resize or self.center_crop):
+        if self.image.reencode == "never" and (self.image.resize or self.image.center_crop):
             problems.append("reencode=never (pass-through) cannot resize or crop")
         if problems:
             raise ValueError("; ".join(problems))
@@ -116,24 +114,19 @@ class PackOptions:
     def worker_count(self) -> int:
         return self.workers or default_workers()
 
-    def image_options(self) -> ImageOptions:
-        return ImageOptions(resize=self.resize, upscale=self.upscale, center_crop=self.center_crop,
-                            quality=self.quality, encoding=self.encoding, color=self.color,
-                            reencode=self.reencode, max_pixels=self.max_pixels,
-                            validate=self.validate)
-
     def output_affecting(self) -> dict[str, Any]:
-        """The options that change output bytes (everything but ``workers``), for the manifest; the shard size
-        that applies is written even when it is the default."""
-        data = asdict(self)
-        data.pop("workers")
+        """The options that change output bytes (everything but ``workers``), flat, for the manifest; the shard
+        size that applies is written even when it is the default."""
+        data = asdict(self.image)
+        data.update((spec.name, getattr(self, spec.name)) for spec in fields(self)
+                    if spec.name not in ("image", "workers"))
         if data["num_shards"] is None and data["shard_size"] is None:
             data["shard_size"] = DEFAULT_SHARD_SIZE
         return data
 
     def codec(self) -> str:
         """The codec whose version changes re-encoded bytes ("" when pixels are never decoded and re-encoded)."""
-        return f"opencv {opencv_version()}" if self.reencode != "never" else ""
+        return f"opencv {opencv_version()}" if self.image.reencode != "never" else ""
 
     def fingerprint(self) -> str:
         """Identifies how inputs become records: the output-affecting options and the codec version."""
@@ -141,7 +134,3 @@ class PackOptions:
         options.pop("on_error")  # a run that finished under "fail" rejected nothing: the same output as "skip"
         material = {"options": options, "codec": self.codec()}
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [field.name for field in fields(cls)]

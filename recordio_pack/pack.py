@@ -41,6 +41,7 @@ __all__ = ["PackResult", "PackEvent", "NotEnoughSpace", "plan_shards", "pack_ent
 JOURNAL_SUFFIX = ".pack-state.json"
 SPACE_MARGIN = 64 << 20  # free bytes kept beyond the estimate (the final files, the journal, the filesystem)
 ChangeCheck = Literal["stat", "content"]
+PackEventKind = Literal["plan", "progress", "shard"]
 
 
 class NotEnoughSpace(RecordioPackError):
@@ -52,7 +53,7 @@ class PackEvent:
     """Progress for renderers: ``kind`` is "plan" (totals; ``images`` already done in ``bytes_in``... see fields),
     "progress" (deltas) or "shard" (one finished)."""
 
-    kind: str
+    kind: PackEventKind
     images: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -177,11 +178,12 @@ def _shard_inputs_digest(index: int, count: int, entries: Iterable[Entry], facts
 def estimated_output_bytes(input_size: int, options: PackOptions) -> int:
     """About how many bytes one input becomes: its own size when stored as it is or not resized; when resized,
     at most what a photo of the target size takes (JPEG ~0.6 bytes/pixel at quality <= 95, PNG ~3)."""
-    if not options.resize or options.reencode == "never":
+    image = options.image
+    if not image.resize or image.reencode == "never":
         return input_size + 64
-    short = options.resize
-    pixels = short * short * (1 if options.center_crop else 4 / 3)
-    per_pixel = 3.0 if options.encoding == "png" else 1.2 if options.quality > 95 else 0.6
+    short = image.resize
+    pixels = short * short * (1 if image.center_crop else 4 / 3)
+    per_pixel = 3.0 if image.encoding == "png" else 1.2 if image.quality > 95 else 0.6
     return int(min(input_size, pixels * per_pixel)) + 64
 
 
@@ -216,25 +218,16 @@ class _Previous:
     stale: list[str] = field(default_factory=list)  # journal of an update: old shard files still to remove
 
 
-def _result_of(shard: ShardRecord) -> ShardResult:
-    return ShardResult(shard.index, shard.records, [], asdict(shard.rec), asdict(shard.idx), shard.reencoded,
-                       shard.inputs, shard.record_crc32)
-
-
 def _load_previous(out_dir: Path, name: str) -> _Previous | None:
     journal = out_dir / f"{name}{JOURNAL_SUFFIX}"
     if journal.exists():
         try:
-            data = json.loads(journal.read_text(encoding="utf-8"))
-            done = {raw["index"]: ShardResult(raw["index"], raw["records"], [tuple(pair) for pair in raw["rejects"]],
-                                              raw["rec"], raw["idx"], raw.get("reencoded", 0), raw.get("inputs", ""),
-                                              raw.get("record_crc32", "")) for raw in data["shards"]}
-            return _Previous("journal", journal, data.get("options", {}), data.get("codec", ""),
-                             data.get("options_fingerprint", ""), data.get("origin", ""), "", data["shard_count"], done,
-                             [str(record[kind]["name"]) for record in data["shards"] for kind in ("rec", "idx")],
-                             data.get("replaces", ""), list(data.get("stale", [])))
+            state = _Journal.load(journal)
         except (ValueError, KeyError, TypeError) as error:
             raise RefusedError(f"{journal}: unreadable ({error}); remove it, or pass --overwrite to start over") from None
+        return _Previous("journal", journal, state.options, state.codec, state.options_fingerprint, state.origin, "",
+                         state.shard_count, state.done, _shard_files(state.done.values()), state.replaces,
+                         list(state.stale))
     manifest_file = manifest_path(out_dir, name)
     if manifest_file.exists():
         try:
@@ -243,9 +236,13 @@ def _load_previous(out_dir: Path, name: str) -> _Previous | None:
             raise RefusedError(f"{error}; pass --overwrite to replace the dataset") from None
         return _Previous("manifest", manifest_file, manifest.options, manifest.codec, manifest.options_fingerprint,
                          manifest.origin, manifest.fingerprint, len(manifest.shards),
-                         {shard.index: _result_of(shard) for shard in manifest.shards},
-                         [record.name for shard in manifest.shards for record in (shard.rec, shard.idx)])
+                         {shard.index: ShardResult.of_record(shard) for shard in manifest.shards},
+                         _shard_files(manifest.shards))
     return None
+
+
+def _shard_files(shards: Iterable[ShardResult | ShardRecord]) -> list[str]:
+    return [record.name for shard in shards for record in (shard.rec, shard.idx)]
 
 
 def _differences(previous: _Previous, options: PackOptions) -> str:
@@ -258,19 +255,42 @@ def _differences(previous: _Previous, options: PackOptions) -> str:
     return ", ".join(changed) or "the options of an older recordio-pack"
 
 
+@dataclass
 class _Journal:
-    """NAME.pack-state.json: what identifies the job and every finished shard's result, rewritten atomically."""
+    """NAME.pack-state.json: what identifies the job and every finished shard's result, rewritten atomically
+    (``record``) and read back (``load``) as one JSON object: these fields, then ``shards``."""
 
-    def __init__(self, path: Path, options: PackOptions, origin: str, shard_count: int) -> None:
-        self.path = path
-        self.header = {"options": options.output_affecting(), "codec": options.codec(),
-                       "options_fingerprint": options.fingerprint(), "origin": origin, "shard_count": shard_count}
-        self.done: dict[int, ShardResult] = {}
+    path: Path
+    options: dict[str, Any]  # PackOptions.output_affecting()
+    codec: str
+    options_fingerprint: str
+    origin: str
+    shard_count: int
+    replaces: str = ""  # an update's: the fingerprint of the version it replaces
+    stale: list[str] = field(default_factory=list)  # an update's: old shard files still to remove
+    done: dict[int, ShardResult] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, path: Path, options: PackOptions, origin: str, shard_count: int, replaces: str,
+              stale: list[str], done: dict[int, ShardResult]) -> "_Journal":
+        return cls(path, options.output_affecting(), options.codec(), options.fingerprint(), origin, shard_count,
+                   replaces, stale, done)
+
+    @classmethod
+    def load(cls, path: Path) -> "_Journal":
+        """ValueError, KeyError or TypeError when the file is not a journal."""
+        data = json.loads(path.read_text(encoding="utf-8"))
+        done = {result.index: result for result in map(ShardResult.from_dict, data["shards"])}
+        return cls(path, data.get("options", {}), data.get("codec", ""), data.get("options_fingerprint", ""),
+                   data.get("origin", ""), data["shard_count"], data.get("replaces", ""), list(data.get("stale", [])),
+                   done)
 
     def record(self, result: ShardResult | None = None) -> None:
         if result is not None:
             self.done[result.index] = result
-        data = {**self.header, "shards": [asdict(self.done[index]) for index in sorted(self.done)]}
+        data = {"options": self.options, "codec": self.codec, "options_fingerprint": self.options_fingerprint,
+                "origin": self.origin, "shard_count": self.shard_count, "replaces": self.replaces,
+                "stale": self.stale, "shards": [self.done[index].to_dict() for index in sorted(self.done)]}
         with atomic_output(self.path) as stream:
             stream.write(json.dumps(data).encode("utf-8"))
 
@@ -278,13 +298,13 @@ class _Journal:
 def _files_intact(out_dir: Path, result: ShardResult, verify: bool) -> bool:
     """The shard's files are there with the recorded size and, when ``verify``, the recorded SHA-256."""
     for record in (result.rec, result.idx):
-        path = out_dir / str(record["name"])
+        path = out_dir / record.name
         try:
-            if path.stat().st_size != int(str(record["bytes"])):
+            if path.stat().st_size != record.bytes:
                 return False
         except OSError:
             return False
-        if verify and file_digests(path).sha256 != record["sha256"]:
+        if verify and file_digests(path).sha256 != record.sha256:
             return False
     return True
 
@@ -501,10 +521,9 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
     if space_check:
         _check_space(out_dir, (size for index in pending for size in plan.facts.sizes[plan.ranges[index].start:
                                                                                        plan.ranges[index].stop]), options)
-    journal = _Journal(out_dir / f"{name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges))
-    journal.header["replaces"] = (previous.fingerprint or previous.replaces) if previous is not None else ""
-    journal.header["stale"] = stale_files
-    journal.done = dict(reusable)
+    replaces = (previous.fingerprint or previous.replaces) if previous is not None else ""
+    journal = _Journal.start(out_dir / f"{name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges), replaces,
+                             stale_files, dict(reusable))
     journal.record()  # before the manifest goes: from here on the journal is the state
     manifest_path(out_dir, name).unlink(missing_ok=True)
     _remove_files(out_dir, stale_files)  # the old version's shards that the new plan does not have
@@ -514,8 +533,7 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
                    done_images=sum(len(plan.ranges[index]) for index in reusable)))
     _run(tasks, options, journal, emit, out_dir, plan)
 
-    replaced = str(journal.header["replaces"])
-    update = {"replaced": replaced, "shards_repacked": pending} if replaced else None
+    update = {"replaced": journal.replaces, "shards_repacked": pending} if journal.replaces else None
     result = _finish(out_dir, name, options, origin, journal, classes, label_convention, entries, write_list,
                      rejects, skipped, cross_class_links, listing_state, update)
     result.shards_resumed = len(reusable)
@@ -533,7 +551,7 @@ def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, emit: 
         journal.record(result)
         emit(PackEvent("shard", shard=result.index))
 
-    decodes = options.reencode != "never" or options.validate == "full"
+    decodes = options.image.reencode != "never" or options.image.validate == "full"
     preload = ["recordio_pack.shard"] + (["recordio_pack.codec_preload"] if decodes else [])
     try:
         run_tasks(pack_shard, tasks, options.worker_count, on_event, on_done,
@@ -615,7 +633,7 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
             classes: Sequence[str] | None, label_convention: str, entries: Sequence[Entry] | LstIndex,
             write_list: bool, listed_rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]],
             cross_class_links: int, listing_state: str, update: dict[str, Any] | None) -> PackResult:
-    _remove_files(out_dir, journal.header.get("stale", []))  # type: ignore[arg-type]
+    _remove_files(out_dir, journal.stale)
     results = [journal.done[index] for index in sorted(journal.done)]
     worker_rejects = [reject for result in results for reject in result.rejects]
     all_rejects = list(listed_rejects) + worker_rejects
@@ -643,9 +661,7 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
         name=name, fingerprint=_fingerprint(options, digests, listing_state), options=options.output_affecting(),
         key_convention=options.key, classes=list(classes) if classes is not None else None,
         label_convention=label_convention,
-        shards=[ShardRecord(result.index, result.records, len(result.rejects),
-                            FileRecord(**result.rec), FileRecord(**result.idx),  # type: ignore[arg-type]
-                            result.record_crc32, result.inputs, result.reencoded) for result in results],
+        shards=[result.record() for result in results],
         files=[FileRecord.of(path.name, file_digests(path)) for path in extra_files],
         origin=origin, options_fingerprint=options.fingerprint(), codec=options.codec(),
         listing_rejects=len(listed_rejects), skipped=len(skipped), skipped_by_extension=dict(sorted(by_extension.items())),

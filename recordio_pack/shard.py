@@ -10,14 +10,14 @@ from __future__ import annotations
 import io
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from recordio_pack.digest import DigestingWriter
 from recordio_pack.format import MAX_PAYLOAD, IRHeader, pack_payload
 from recordio_pack.imaging import ImageRejected, prepare_image, single_threaded_codec
-from recordio_pack.manifest import encode_record_crc32s
+from recordio_pack.manifest import FileRecord, ShardRecord, encode_record_crc32s
 from recordio_pack.options import PackOptions
 from recordio_pack.recordio import RecordWriter, fsync_dir
 from recordio_pack.sources import Entry, ImageSource, NotRegularFile
@@ -63,11 +63,32 @@ class ShardResult:
     index: int
     records: int
     rejects: list[tuple[str, str]]  # (path, reason)
-    rec: dict[str, object] = field(default_factory=dict)  # name, bytes, sha256, crc32
-    idx: dict[str, object] = field(default_factory=dict)
+    rec: FileRecord
+    idx: FileRecord
     reencoded: int = 0
     inputs: str = ""
     record_crc32: str = ""  # manifest.encode_record_crc32s of each record's framed bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON holds it (the pack journal); ``from_dict`` reads it back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ShardResult":
+        return cls(data["index"], data["records"], [(path, reason) for path, reason in data["rejects"]],
+                   FileRecord(**data["rec"]), FileRecord(**data["idx"]), data.get("reencoded", 0),
+                   data.get("inputs", ""), data.get("record_crc32", ""))
+
+    @classmethod
+    def of_record(cls, shard: ShardRecord) -> "ShardResult":
+        """A finished shard as a manifest lists it (which keeps the count of rejects, not the rows)."""
+        return cls(shard.index, shard.records, [], shard.rec, shard.idx, shard.reencoded, shard.inputs,
+                   shard.record_crc32)
+
+    def record(self) -> ShardRecord:
+        """The shard as the manifest lists it."""
+        return ShardRecord(self.index, self.records, len(self.rejects), self.rec, self.idx, self.record_crc32,
+                           self.inputs, self.reencoded)
 
 
 class ImageFailed(Exception):
@@ -102,10 +123,10 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
     out_dir = Path(task.out_dir)
     suffix = f".{os.getpid()}.tmp"
     rec_temp, idx_temp = out_dir / (rec_name + suffix), out_dir / (idx_name + suffix)
-    image_options = task.options.image_options()
-    if task.options.worker_count > 1 and task.options.reencode != "never":
+    if task.options.worker_count > 1 and task.options.image.reencode != "never":
         single_threaded_codec()
-    result = ShardResult(task.index, 0, [])
+    rejects: list[tuple[str, str]] = []
+    reencoded_count = 0
     pending = ShardProgress(task.index, 0, 0, 0)
     last_emit = time.monotonic()
     try:
@@ -121,7 +142,7 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
                 try:
                     data = task.source.read(entry)
                     bytes_in = len(data)
-                    image, reencoded = prepare_image(data, image_options)
+                    image, reencoded = prepare_image(data, task.options.image)
                     payload = _payload(entry, image, task.options)
                     if len(payload) > MAX_PAYLOAD:
                         raise ImageRejected(f"record of {len(payload)} bytes exceeds RecordIO's 2**29-byte limit")
@@ -130,14 +151,14 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
                               if isinstance(error, NotRegularFile) else f"unreadable: {error}")
                     if task.options.on_error == "fail":
                         raise ImageFailed(f"{entry.path}: {reason}") from None
-                    result.rejects.append((entry.path, reason))
+                    rejects.append((entry.path, reason))
                     pending = ShardProgress(task.index, pending.images + 1, pending.bytes_in + bytes_in,
                                             pending.bytes_out)
                     continue
                 key = writer.count if task.options.key == "position" else entry.index
                 before = writer.offset
                 writer.write(key, payload)
-                result.reencoded += reencoded
+                reencoded_count += reencoded
                 pending = ShardProgress(task.index, pending.images + 1, pending.bytes_in + bytes_in,
                                         pending.bytes_out + writer.offset - before)
                 if emit and time.monotonic() - last_emit >= PROGRESS_EVERY_S:
@@ -161,9 +182,6 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
         raise
     if emit and pending.images:
         emit(pending)
-    result.records = writer.count
-    result.rec = {"name": rec_name, **rec_hashing.digests().as_dict()}
-    result.idx = {"name": idx_name, **idx_hashing.digests().as_dict()}
-    result.inputs = task.inputs
-    result.record_crc32 = encode_record_crc32s(writer.record_crc32s)
-    return result
+    return ShardResult(task.index, writer.count, rejects, FileRecord.of(rec_name, rec_hashing.digests()),
+                       FileRecord.of(idx_name, idx_hashing.digests()), reencoded_count, task.inputs,
+                       encode_record_crc32s(writer.record_crc32s))

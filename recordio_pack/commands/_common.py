@@ -109,6 +109,3 @@ class ProgressBar:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-Handler = Callable[[argparse.Namespace], int]
