@@ -32,6 +32,7 @@ from recordio_pack.aws.s3 import (
     S3Location, TransferOptions, dataset_files, delete_objects, hash_file, hash_files, head_object, head_objects,
     list_objects, LocalFileError, local_errors, s3_client, transfer_config, transfer_manager,
 )
+from recordio_pack.aws.s3_options import SSE_MODES, STORAGE_CLASSES
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.digest import crc32_base64
 from recordio_pack.errors import RecordioPackError, RefusedError
@@ -39,9 +40,6 @@ from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, find_m
 
 __all__ = ["STORAGE_CLASSES", "SSE_MODES", "BackupOptions", "FilePlan", "BackupResult", "OtherVersionError",
            "decide", "backup"]
-
-STORAGE_CLASSES = ("STANDARD", "INTELLIGENT_TIERING", "STANDARD_IA", "GLACIER_IR")
-SSE_MODES = ("AES256", "aws:kms")
 
 UPLOAD, CONTINUE, SKIP = "upload", "continue", "skip"
 

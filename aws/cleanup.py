@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from recordio_pack.aws.ec2 import MANAGED_BY_KEY, MANAGED_BY_VALUE, describe_instances, paginate, tags_of
+from recordio_pack.aws.multipart import list_unfinished
+from recordio_pack.aws.s3 import S3Location
 from recordio_pack.aws.snapshot import DATASET_KEY
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.errors import RecordioPackError, UsageError
@@ -228,16 +230,13 @@ def newest_per_dataset(snapshots: Iterable[dict[str, Any]], keep: int) -> dict[s
 
 
 def _uploads(target: AwsTarget, options: CleanupOptions, now: dt.datetime) -> list[CleanupItem]:
-    s3 = target.client("s3")
-    folder = s3_folder(options.prefix)
-    with aws_errors(f"listing unfinished multipart uploads in s3://{options.bucket}/{folder}"):
-        uploads = paginate(s3, "list_multipart_uploads", "Uploads", Bucket=options.bucket, Prefix=folder)
+    location = S3Location(options.bucket or "", options.prefix.strip("/"))  # lists s3_folder(options.prefix)
     found = []
-    for upload in sorted(uploads, key=lambda u: _utc(u["Initiated"])):
-        created = _utc(upload["Initiated"])
+    for upload in list_unfinished(target.client("s3"), location):  # oldest first
+        created = _utc(upload.initiated)
         if now - created >= dt.timedelta(hours=options.upload_grace_hours):
-            found.append(CleanupItem("multipart-upload", f"s3://{options.bucket}/{upload['Key']}", created.isoformat(),
-                                     f"unfinished upload {upload['UploadId'][:16]}…", upload_id=upload["UploadId"]))
+            found.append(CleanupItem("multipart-upload", f"s3://{options.bucket}/{upload.key}", created.isoformat(),
+                                     f"unfinished upload {upload.upload_id[:16]}…", upload_id=upload.upload_id))
     return found
 
 

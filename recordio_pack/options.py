@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.metadata
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from recordio_pack.imaging import ImageOptions
@@ -83,7 +82,7 @@ class PackOptions:
 
     def __init__(self, image: ImageOptions | None = None, **settings: Any) -> None:
         flat = {name: settings.pop(name) for name in _IMAGE_FIELDS if name in settings}
-        object.__setattr__(self, "image", dataclasses.replace(image if image is not None else ImageOptions(), **flat))
+        object.__setattr__(self, "image", replace(image if image is not None else ImageOptions(), **flat))
         for spec in fields(self):
             if spec.name != "image":
                 object.__setattr__(self, spec.name, settings.pop(spec.name, spec.default))

@@ -43,7 +43,7 @@ def test_flat_keywords_build_the_image_options() -> None:
     assert options.workers == 2
     assert PackOptions(image=ImageOptions(resize=128, quality=80, encoding="png"), workers=2) == options
     assert PackOptions(image=ImageOptions(resize=64), quality=80).image == ImageOptions(resize=64, quality=80)
-    assert dataclasses.replace(options, resize=32).image.resize == 32
+    assert dataclasses.replace(options, workers=4) == PackOptions(resize=128, quality=80, encoding="png", workers=4)
     assert pickle.loads(pickle.dumps(options)) == options
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from recordio_pack.aws.s3_options import SSE_MODES, STORAGE_CLASSES
 from recordio_pack.commands import _common, _s3
 from recordio_pack.errors import RefusedError, UsageError
-
-STORAGE_CLASSES = ("STANDARD", "INTELLIGENT_TIERING", "STANDARD_IA", "GLACIER_IR")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "refuse, exit 3)")
     parser.add_argument("--storage-class", choices=STORAGE_CLASSES, default="STANDARD",
                         help="S3 storage class of the uploaded objects (default STANDARD)")
-    parser.add_argument("--sse", choices=("AES256", "aws:kms"), default="AES256",
+    parser.add_argument("--sse", choices=SSE_MODES, default="AES256",
                         help="server-side encryption (default AES256, S3-managed keys)")
     parser.add_argument("--kms-key-id", help="KMS key id or ARN for --sse aws:kms (default: the account's aws/s3 key)")
     parser.add_argument("--no-verify-local", dest="verify_local", action="store_false",
