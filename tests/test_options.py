@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import pickle
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from recordio_pack import options as options_module
 from recordio_pack.imaging import ImageOptions
-from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
+from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions, opencv_version
 
 # Computed with the code before PackOptions held an ImageOptions (every field flat), with OpenCV 5.0.0: a manifest
 # or journal written then must still match the same options now.
@@ -59,3 +60,29 @@ def test_every_invalid_value_is_reported_at_once_image_ones_first() -> None:
                                  "or lst-index, got 'other'; workers must be >= 0, got -1")
     with pytest.raises(ValueError, match="pass-through"):
         PackOptions(reencode="never", resize=64)
+
+
+def _installed(monkeypatch: pytest.MonkeyPatch, versions: dict[str, str]) -> None:
+    def version(distribution: str) -> str:
+        if distribution not in versions:
+            raise importlib.metadata.PackageNotFoundError(distribution)
+        return versions[distribution]
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+
+
+def test_the_opencv_version_is_the_wheels_without_its_build_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    _installed(monkeypatch, {"opencv-contrib-python": "4.10.0.84"})
+    assert opencv_version() == "4.10.0"
+    _installed(monkeypatch, {"opencv-python": "4.10.0.84", "opencv-python-headless": "4.10.0.82"})
+    assert opencv_version() == "4.10.0"
+
+
+@pytest.mark.parametrize("versions", [{}, {"opencv-python": "4.10.0.84", "opencv-python-headless": "5.0.0.93"}],
+                         ids=["no-wheel", "wheels-disagree"])
+def test_without_one_answer_from_the_wheels_opencv_is_asked(monkeypatch: pytest.MonkeyPatch,
+                                                           versions: dict[str, str]) -> None:
+    import cv2
+
+    _installed(monkeypatch, versions)
+    assert opencv_version() == cv2.__version__
