@@ -28,8 +28,8 @@ from botocore import exceptions as bx
 from recordio_pack.aws.s3 import Progress, RateLimiter, S3Location, hash_file, iter_chunks, part_size_for
 from recordio_pack.aws.session import aws_errors
 from recordio_pack.errors import RecordioPackError
+from recordio_pack.fsutil import fsync_dir
 from recordio_pack.manifest import FileRecord
-from recordio_pack.recordio import fsync_dir
 
 __all__ = ["PARTIAL_SUFFIX", "STATE_SUFFIX", "Wanted", "DownloadResult", "ObjectChanged", "partial_paths",
            "remove_partial", "remove_stray_partials", "download_files"]

@@ -7,9 +7,10 @@ there and verified. A rerun skips files already present with the right content a
 downloads where they stopped; a present file with other content (a corrupted or different version) is
 reported, and replaced only when ``overwrite`` is asked for.
 
-Leftovers of an interrupted run are removed on the next one, and only names this tool makes: ``NAME.tmp`` and
-``NAME.tmp.XXXXXXXX`` (earlier versions, through s3transfer) and ``NAME.manifest.json.tmp`` of a file the
-manifests name, and our partial downloads of files the manifests no longer name.
+Leftovers of an interrupted run are removed on the next one, and only names this tool makes: for a file the
+manifests name, ``NAME.XXXXXXXX.tmp`` (``fsutil.atomic_output``'s temporaries, e.g. of a manifest), and
+``NAME.tmp`` and ``NAME.tmp.XXXXXXXX`` (earlier versions: a fixed temporary name, and s3transfer's); and our
+partial downloads of files the manifests no longer name.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from recordio_pack.aws.s3 import (
 )
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.errors import RecordioPackError, RefusedError
+from recordio_pack.fsutil import atomic_output, temporaries_of
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest
-from recordio_pack.recordio import atomic_output
 
 __all__ = ["RestoreOptions", "RestorePlan", "RestoreResult", "LocalFilesDiffer", "restore"]
 
@@ -167,14 +168,15 @@ _S3TRANSFER_TEMP = re.compile(r"\.tmp\.[0-9A-Fa-f]{8}")  # after NAME: s3transfe
 
 
 def _leftovers_of(path: Path) -> list[Path]:
-    """What an interrupted run may have left for ``path``: ``NAME.tmp`` (our temp name before partial
-    downloads, and atomic_output's) and s3transfer's ``NAME.tmp.XXXXXXXX`` (8 hex digits)."""
+    """What an interrupted run may have left for ``path``: atomic_output's ``NAME.XXXXXXXX.tmp``, and from
+    earlier versions ``NAME.tmp`` (the fixed temp name of partial downloads and manifests) and s3transfer's
+    ``NAME.tmp.XXXXXXXX`` (8 hex digits)."""
     temp = path.with_name(path.name + ".tmp")
     found = [temp] if temp.is_file() else []
     if path.parent.is_dir():
         found += [other for other in path.parent.glob(f"{glob.escape(temp.name)}.*")
                   if _S3TRANSFER_TEMP.fullmatch(other.name[len(path.name):]) and other.is_file()]
-    return found
+    return found + temporaries_of(path)
 
 
 def _remove_leftovers(directory: Path, names: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from s3transfer.subscribers import BaseSubscriber
 
 from recordio_pack.aws.session import AwsError, AwsTarget, aws_errors
-from recordio_pack.digest import CHUNK, DigestingWriter, Digests, crc32_base64
+from recordio_pack.digest import Digests, crc32_base64, file_digests
 from recordio_pack.errors import RecordioPackError, describe_os_error
 from recordio_pack.manifest import FileRecord, Manifest
 
@@ -331,23 +331,10 @@ class RateLimiter:
             time.sleep(start - now)
 
 
-class _Discard:
-    def write(self, data: bytes | memoryview) -> int:
-        return len(data)
-
-
 def hash_file(path: str | Path, progress: Progress | None = None, stop: threading.Event | None = None) -> Digests:
-    """Size, SHA-256 and CRC32 of a file in one read, reporting bytes read to ``progress``; gives up with
-    InterruptedError when ``stop`` is set."""
-    writer = DigestingWriter(_Discard())  # type: ignore[arg-type]
-    with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK):
-            if stop is not None and stop.is_set():
-                raise InterruptedError(f"stopped hashing {path}")
-            writer.write(chunk)
-            if progress is not None:
-                progress.advance(len(chunk))
-    return writer.digests()
+    """``digest.file_digests`` reporting bytes read to ``progress``; gives up with InterruptedError when ``stop``
+    is set."""
+    return file_digests(path, on_bytes=progress.advance if progress is not None else None, stop=stop)
 
 
 def hash_files(paths: Iterable[Path], progress: Progress | None, workers: int) -> dict[Path, Digests]:

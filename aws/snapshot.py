@@ -20,6 +20,7 @@ from recordio_pack.aws.ebs_options import check_id, check_region
 from recordio_pack.aws.ec2 import TAG_PREFIX, Waiting, base_tags, tag_specification, tags_of, wait_snapshot_completed
 from recordio_pack.aws.mount import LocalPaths, freezable_mount_root
 from recordio_pack.aws.session import AwsTarget, aws_errors
+from recordio_pack.digest import hash_file
 from recordio_pack.errors import RecordioPackError, UsageError
 
 __all__ = ["SnapshotOptions", "SnapshotResult", "manifest_sha256", "create_dataset_snapshot", "check_shareable",
@@ -86,9 +87,7 @@ class SnapshotResult:
 def manifest_sha256(path: str | Path) -> str:
     """SHA-256 (hex) of the manifest file's bytes: ties the snapshot to one exact dataset state."""
     digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
+    hash_file(path, digest)
     return digest.hexdigest()
 
 

@@ -1,18 +1,32 @@
-"""Content checksums for the manifest: SHA-256 (integrity) and CRC32 (what S3 stores as a full-object checksum)."""
+"""Content checksums for the manifest: SHA-256 (integrity) and CRC32 (what S3 stores as a full-object checksum).
+
+``hash_file`` is the one loop that reads a file for its checksums: it feeds every chunk to any number of
+hashers (hashlib objects, ``RunningDigests``; ``hashers("md5", "sha256")`` makes them from hashlib names),
+reports bytes read to an optional callback and stops between chunks when asked. ``file_digests`` is that loop
+for the manifest's size, SHA-256 and CRC32.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import io
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Callable, Protocol
 
-__all__ = ["Digests", "RunningDigests", "DigestingWriter", "file_digests", "crc32_base64"]
+__all__ = ["Digests", "RunningDigests", "DigestingWriter", "Hasher", "hashers", "hash_file", "file_digests",
+           "crc32_base64"]
 
 CHUNK = 8 << 20
+
+
+class Hasher(Protocol):
+    """Anything fed bytes by ``update``: a hashlib object, ``RunningDigests``."""
+
+    def update(self, data: bytes, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -65,11 +79,35 @@ class DigestingWriter(io.RawIOBase):
         return self._running.digests()
 
 
-def file_digests(path: str | Path) -> Digests:
-    running = RunningDigests()
+def hashers(*algorithms: str) -> list[Any]:
+    """Fresh hashlib objects for hashlib names (``"md5"``, ``"sha256"``, ...), in order; MD5 and the like are
+    made ``usedforsecurity=False`` (they check downloads, they do not protect secrets)."""
+    return [hashlib.new(name, usedforsecurity=False) for name in algorithms]
+
+
+def hash_file(path: str | Path, *sinks: Hasher, on_bytes: Callable[[int], object] | None = None,
+              stop: threading.Event | None = None) -> int:
+    """Feed the bytes of ``path`` to every ``sink`` in one read (chunks of ``CHUNK`` bytes); return its size.
+    ``on_bytes(n)`` after each chunk of ``n`` bytes; InterruptedError, instead of using a chunk read, once
+    ``stop`` is set."""
+    size = 0
     with open(path, "rb") as stream:
         while chunk := stream.read(CHUNK):
-            running.update(chunk)
+            if stop is not None and stop.is_set():
+                raise InterruptedError(f"stopped hashing {path}")
+            for sink in sinks:
+                sink.update(chunk)
+            size += len(chunk)
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+    return size
+
+
+def file_digests(path: str | Path, *, on_bytes: Callable[[int], object] | None = None,
+                 stop: threading.Event | None = None) -> Digests:
+    """Size, SHA-256 and CRC32 of a file in one read (``on_bytes`` and ``stop`` as ``hash_file`` takes them)."""
+    running = RunningDigests()
+    hash_file(path, running, on_bytes=on_bytes, stop=stop)
     return running.digests()
 
 

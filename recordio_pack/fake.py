@@ -13,7 +13,6 @@ image can be regenerated alone.
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
+from recordio_pack.fsutil import atomic_output
 
 __all__ = ["AWKWARD_KINDS", "AWKWARD_LIST", "AwkwardFile", "FakeResult", "ImagePlan", "class_ids", "plan_image",
            "render_image", "encode_image", "make_fake_dataset"]
@@ -284,18 +284,13 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through ``NAME.tmp`` and rename, so an interrupted run never leaves a partial file under NAME.
+    """Write through a temporary and rename (``fsutil.atomic_output``), so an interrupted run never leaves a
+    partial file under NAME.
 
     No fsync: a fake tree is cheap to regenerate, and syncing every image would dominate the run time.
     """
-    temp = path.with_name(path.name + ".tmp")
-    try:
-        with open(temp, "wb") as stream:
-            stream.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path, fsync=False) as stream:
+        stream.write(data)
 
 
 def _check_arguments(classes: int, images_per_class: int, seed: int, grayscale_fraction: float) -> None:

@@ -8,8 +8,9 @@ from typing import Iterator, Sequence
 
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.format import Damage, scan_frames, unpack_payload
+from recordio_pack.fsutil import atomic_output
 from recordio_pack.imaging import ImageRejected, probe
-from recordio_pack.recordio import DamagedShard, InputError, atomic_output, mapped, read_idx, require_file
+from recordio_pack.recordio import DamagedShard, InputError, mapped, read_idx, require_file
 
 __all__ = ["RecordRow", "iter_rows", "contact_sheet"]
 

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Sequence
 
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.format import format_lst_line, lst_path_problem, parse_lst_line
-from recordio_pack.recordio import atomic_output
+from recordio_pack.fsutil import atomic_output
 from recordio_pack.sources import Entry, file_kind
 
 __all__ = ["DEFAULT_EXTS", "DEFAULT_SEED", "TreeListing", "ListResult", "LstIndex", "LstSlice", "scan_tree", "UnreadableFolder", "ordered_entries",

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 from recordio_pack import __version__
 from recordio_pack.digest import Digests
-from recordio_pack.recordio import atomic_output
+from recordio_pack.fsutil import atomic_output
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_SUFFIX", "FileRecord", "ShardRecord", "encode_record_crc32s",
            "decode_record_crc32s", "Manifest", "manifest_path", "find_manifests"]

@@ -25,13 +25,13 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 
 from recordio_pack.digest import file_digests
 from recordio_pack.errors import RecordioPackError, RefusedError
+from recordio_pack.fsutil import atomic_output
 from recordio_pack.inputs import PackInput, check_dataset_name, check_output_folder
 from recordio_pack.listing import LstIndex, write_class_map, write_lst
 from recordio_pack.locking import dataset_lock
 from recordio_pack.manifest import FileRecord, Manifest, ShardRecord, manifest_path
 from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
 from recordio_pack.pool import TaskFailed, WorkerDied, run_tasks
-from recordio_pack.recordio import atomic_output
 from recordio_pack.shard import ImageFailed, ShardProgress, ShardResult, ShardTask, ShardWriteError, pack_shard, shard_names
 from recordio_pack.sources import Entry, ImageSource
 

@@ -12,9 +12,10 @@ from typing import BinaryIO, Iterator
 
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.format import Damage, format_idx_line, frame, parse_idx_line, read_record
+from recordio_pack.fsutil import atomic_output
 
 __all__ = ["RecordWriter", "InputError", "NoSuchFile", "DamagedShard", "require_file", "mapped", "iter_records",
-           "read_idx", "write_idx_atomic", "atomic_output", "fsync_dir"]
+           "read_idx", "write_idx_atomic"]
 
 
 class InputError(RecordioPackError):
@@ -107,39 +108,6 @@ def read_idx(path: str | Path) -> list[tuple[int, int]]:
             except ValueError as error:
                 raise ValueError(f"{path}:{number}: {error}") from None
     return pairs
-
-
-def fsync_dir(directory: str | Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
-    """Write ``path`` through ``path.tmp``: fsync and rename on success, remove the temp file on failure."""
-    path = Path(path)
-    temp = path.with_name(path.name + ".tmp")
-    stream = open(temp, mode)
-    try:
-        yield stream
-        stream.flush()
-        os.fsync(stream.fileno())
-        stream.close()
-        os.replace(temp, path)
-        fsync_dir(path.parent)
-    except BaseException as error:
-        try:
-            stream.close()  # flushes what is buffered: fails again on a full disk
-        except OSError:
-            pass
-        finally:
-            temp.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename is None and error.errno:  # a failed write names no file
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
 
 
 def write_idx_atomic(path: str | Path, pairs: list[tuple[int, int]]) -> None:

@@ -16,10 +16,11 @@ from typing import Any, Callable, Sequence
 
 from recordio_pack.digest import DigestingWriter
 from recordio_pack.format import MAX_PAYLOAD, IRHeader, pack_payload
+from recordio_pack.fsutil import fsync_dir
 from recordio_pack.imaging import ImageRejected, prepare_image, single_threaded_codec
 from recordio_pack.manifest import FileRecord, ShardRecord, encode_record_crc32s
 from recordio_pack.options import PackOptions
-from recordio_pack.recordio import RecordWriter, fsync_dir
+from recordio_pack.recordio import RecordWriter
 from recordio_pack.sources import Entry, ImageSource, NotRegularFile
 
 __all__ = ["ShardTask", "ShardResult", "ShardProgress", "ImageFailed", "ShardWriteError", "pack_shard", "shard_names"]

@@ -450,7 +450,7 @@ def test_decide_applies_the_asked_placement() -> None:
 
 def test_local_read_errors_are_one_line_naming_the_file(tmp_path: Path, s3: Any,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from recordio_pack.aws import s3 as s3_module
+    from recordio_pack import digest as digest_module
 
     _, target, _ = s3
     with pytest.raises(RecordioPackError, match="no such folder") as caught:
@@ -463,11 +463,11 @@ def test_local_read_errors_are_one_line_naming_the_file(tmp_path: Path, s3: Any,
             raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
         return open(path, *args, **kwargs)
 
-    monkeypatch.setattr(s3_module, "open", failing_disk, raising=False)  # the read that verifies local data
+    monkeypatch.setattr(digest_module, "open", failing_disk, raising=False)  # the read that verifies local data
     with pytest.raises(RecordioPackError, match=r"ds/ds.lst: Input/output error") as caught:
         backup(tmp_path / "ds", WHERE, options(), target)
     assert "\n" not in str(caught.value)
-    monkeypatch.delattr(s3_module, "open")
+    monkeypatch.delattr(digest_module, "open")
     (tmp_path / "ds" / "ds.lst").chmod(0)
     try:
         if os.access(tmp_path / "ds" / "ds.lst", os.R_OK):

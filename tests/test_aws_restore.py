@@ -195,8 +195,10 @@ def test_leftover_temporaries_of_an_interrupted_restore_are_removed_and_only_our
     copy = tmp_path / "copy"
     copy.mkdir()
     ours = ["ds-00000-of-00002.rec.tmp.a1B2c3D4", "ds.lst.tmp", "ds.manifest.json.tmp",
-            "ds-00001-of-00002.rec.tmp.00ff00ff"]  # s3transfer's names for our NAME.tmp, and our own
-    theirs = ["ds.lst.tmp.notes", "other.rec.tmp.12345678", "ds.lst.tmp.123456789", "other.partial.json"]
+            "ds-00001-of-00002.rec.tmp.00ff00ff",  # s3transfer's names for our NAME.tmp, and our own
+            "ds.manifest.json.k2_x9q0z.tmp"]  # fsutil.atomic_output's
+    theirs = ["ds.lst.tmp.notes", "other.rec.tmp.12345678", "ds.lst.tmp.123456789", "other.partial.json",
+              "ds.lst.NOTOURS1.tmp", "other.rec.abcd1234.tmp"]
     for name in ours + theirs:
         (copy / name).write_bytes(b"left over")
     # our partial download of a file an older version of the backup had: its state file says it is ours

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from recordio_pack.imagenet.prepare import prepare
-from recordio_pack.imagenet.safetar import UnsafeArchiveError, extract_all, open_range
+from recordio_pack.imagenet.safetar import UnsafeArchiveError, iter_files, member_problem, open_range, write_file
 
 
 def _file(name: str, data: bytes = b"payload") -> tuple[tarfile.TarInfo, bytes]:
@@ -23,6 +23,12 @@ def _special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInf
     info = tarfile.TarInfo(name)
     info.type, info.linkname = kind, linkname
     return info, b""
+
+
+def _sparse(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.sparse = tarfile.GNUTYPE_SPARSE, [(0, 0)]  # what reading a GNU sparse header sets
+    return info
 
 
 def _tar_bytes(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
@@ -50,22 +56,81 @@ def _hostile_cases(outside: Path) -> dict[str, list[tuple[tarfile.TarInfo, bytes
     }
 
 
-@pytest.mark.parametrize("case", ["absolute path", "'..' in the path", "nested '..'", "symbolic link",
-                                  "symlink to outside", "hard link", "device file", "FIFO"])
-def test_extract_all_refuses_hostile_members_and_writes_nothing(tmp_path: Path, case: str) -> None:
+HOSTILE = ["absolute path", "'..' in the path", "nested '..'", "symbolic link", "symlink to outside", "hard link",
+           "device file", "FIFO"]
+
+
+def _extract(archive: Path, target: Path) -> tuple[int, int]:
+    """Every regular file of ``archive`` below ``target``, all members checked first: (files, bytes)."""
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, mode="r:*") as tar:
+        files = list(iter_files(tar, str(archive)))
+        total = 0
+        for member, name in files:
+            source = tar.extractfile(member)
+            assert source is not None
+            with source:
+                total += write_file(source, target, name)
+    return len(files), total
+
+
+def _hostile(tmp_path: Path, case: str) -> tuple[Path, list[tuple[tarfile.TarInfo, bytes]], tarfile.TarInfo]:
+    """An empty ``outside`` folder, the members of ``case`` and the one of them that must be refused."""
     outside = tmp_path / "outside"
     outside.mkdir()
     members = _hostile_cases(outside)[case]
+    return outside, members, next(info for info, _ in members if info.name != "good.JPEG")
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_members_are_refused_before_anything_is_written(tmp_path: Path, case: str) -> None:
+    outside, members, bad = _hostile(tmp_path, case)
     archive = tmp_path / "hostile.tar"
     archive.write_bytes(_tar_bytes(members))
     target = tmp_path / "target"
     with pytest.raises(UnsafeArchiveError) as raised:
-        extract_all(archive, target)
-    bad = next(info for info, _ in members if info.name != "good.JPEG")
+        _extract(archive, target)
     assert repr(bad.name) in str(raised.value) and str(archive) in str(raised.value)
     assert _files_under(outside) == set()
     assert _files_under(target) == set()  # checked before writing: not even the good member
     assert sorted(os.listdir(tmp_path)) == ["hostile.tar", "outside", "target"]
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_prepare_refuses_hostile_members_of_a_class_tar(tmp_path: Path, case: str) -> None:
+    outside, members, bad = _hostile(tmp_path, case)
+    train = tmp_path / "ILSVRC2012_img_train.tar"
+    train.write_bytes(_tar_bytes([_file("n01440764.tar", _tar_bytes(members))]))
+    out = tmp_path / "prepared"
+    with pytest.raises(UnsafeArchiveError) as raised:
+        prepare(out, train_tar=train)
+    assert repr(bad.name) in str(raised.value) and f"{train}:n01440764.tar" in str(raised.value)
+    assert _files_under(outside) == set()
+    assert not (out / "train" / "n01440764").exists()  # the class never completed
+    assert sorted(os.listdir(tmp_path)) == ["ILSVRC2012_img_train.tar", "outside", "prepared"]
+
+
+@pytest.mark.parametrize("info, reason", [
+    (_special("a/link.JPEG", tarfile.SYMTYPE, "b.JPEG")[0], "symbolic link (to 'b.JPEG')"),
+    (_special("a/hard.JPEG", tarfile.LNKTYPE, "a/b.JPEG")[0], "hard link (to 'a/b.JPEG')"),
+    (_special("a/../b.JPEG", tarfile.REGTYPE)[0], "'..' in the path"),
+    (_special("/b.JPEG", tarfile.REGTYPE)[0], "absolute path"),
+    (_sparse("sparse.JPEG"), "sparse file"),
+])
+def test_stricter_than_data_filter(tmp_path: Path, info: tarfile.TarInfo, reason: str) -> None:
+    tarfile.data_filter(info, str(tmp_path))  # the standard library's filter lets each of these through
+    assert member_problem(info) == reason
+
+
+def test_member_problem_starts_from_data_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    info = _file("fine.JPEG")[0]
+    assert member_problem(info) is None
+
+    def refuse(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+        raise tarfile.FilterError("refused by a newer data_filter")
+
+    monkeypatch.setattr(tarfile, "data_filter", refuse)
+    assert member_problem(info) == "refused by a newer data_filter"
 
 
 def test_symlink_planted_in_target_is_not_followed(tmp_path: Path) -> None:
@@ -77,8 +142,34 @@ def test_symlink_planted_in_target_is_not_followed(tmp_path: Path) -> None:
     archive = tmp_path / "plain.tar"
     archive.write_bytes(_tar_bytes([_file("sub/evil.JPEG")]))
     with pytest.raises(UnsafeArchiveError, match="not a plain folder"):
-        extract_all(archive, target)
+        _extract(archive, target)
     assert _files_under(outside) == set()
+
+
+def test_a_symlink_at_the_file_name_is_replaced_not_written_through(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.JPEG"
+    outside.write_bytes(b"theirs")
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "x.JPEG").symlink_to(outside)
+    assert write_file(io.BytesIO(b"ours"), target, "x.JPEG") == 4
+    assert outside.read_bytes() == b"theirs" and not (target / "x.JPEG").is_symlink()
+    assert (target / "x.JPEG").read_bytes() == b"ours" and _files_under(target) == {"x.JPEG"}
+
+
+class _Broken(io.RawIOBase):
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        raise OSError(5, "Input/output error")
+
+
+def test_a_failed_copy_leaves_no_temporary_and_a_read_error_is_not_named_as_the_output(tmp_path: Path) -> None:
+    with pytest.raises(OSError) as raised:
+        write_file(_Broken(), tmp_path, "a/x.JPEG")  # type: ignore[arg-type]
+    assert raised.value.errno == 5 and raised.value.filename is None  # the archive failed, not the output
+    assert _files_under(tmp_path) == {"a"}
 
 
 def test_safe_archive_extracts(tmp_path: Path) -> None:
@@ -86,8 +177,7 @@ def test_safe_archive_extracts(tmp_path: Path) -> None:
     with tarfile.open(archive, "w:gz") as tar:
         for info, data in [_file("./a/b.JPEG", b"bee"), _file("c.JPEG", b"sea")]:
             tar.addfile(info, io.BytesIO(data))
-    result = extract_all(archive, tmp_path / "out")
-    assert (result.files, result.bytes) == (2, 6)
+    assert _extract(archive, tmp_path / "out") == (2, 6)
     assert (tmp_path / "out" / "a" / "b.JPEG").read_bytes() == b"bee"
     assert _files_under(tmp_path / "out") == {"a", "a/b.JPEG", "c.JPEG"}
 

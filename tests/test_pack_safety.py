@@ -286,7 +286,7 @@ def test_a_full_disk_while_writing_the_final_files_leaves_no_temporaries(
     real_write_listing = pack_module._write_listing
 
     def failing(path, rows, header):  # type: ignore[no-untyped-def]
-        from recordio_pack.recordio import atomic_output
+        from recordio_pack.fsutil import atomic_output
 
         with atomic_output(path) as stream:
             stream.write(b"path\treason\n")
@@ -464,7 +464,7 @@ def test_a_truncated_train_tar_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_of_a_final_file_names_it(tmp_path: Path) -> None:
-    from recordio_pack.recordio import atomic_output
+    from recordio_pack.fsutil import atomic_output
 
     target = tmp_path / "x.rejects.tsv"
     with pytest.raises(OSError) as raised:

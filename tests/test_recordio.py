@@ -1,4 +1,4 @@
-"""`.rec` / `.idx` files on disk: RecordWriter, iter_records, read_idx, mapped, atomic_output."""
+"""`.rec` / `.idx` files on disk: RecordWriter, iter_records, read_idx, mapped, write_idx_atomic."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from recordio_pack.format import MAGIC_BYTES, FramingError, IRHeader, frame, pack_payload, unpack_payload
 from recordio_pack.recordio import (
-    RecordWriter, atomic_output, iter_records, mapped, read_idx, write_idx_atomic,
+    RecordWriter, iter_records, mapped, read_idx, write_idx_atomic,
 )
 
 PAYLOADS = [
@@ -148,51 +148,4 @@ def test_write_idx_atomic(tmp_path: Path) -> None:
     write_idx_atomic(idx, [(0, 0), (5, 1024)])
     assert idx.read_bytes() == b"0\t0\n5\t1024\n"
     assert read_idx(idx) == [(0, 0), (5, 1024)]
-    assert not (tmp_path / "w.idx.tmp").exists()
-
-
-def test_atomic_output_success(tmp_path: Path) -> None:
-    target = tmp_path / "out.rec"
-    temp = tmp_path / "out.rec.tmp"
-    with atomic_output(target) as stream:
-        stream.write(b"part one ")
-        assert temp.exists() and not target.exists()  # nothing under the final name until complete
-        stream.write(b"part two")
-    assert target.read_bytes() == b"part one part two"
-    assert not temp.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.rec"]
-
-
-class Boom(Exception):
-    pass
-
-
-@pytest.mark.parametrize("error", [Boom, KeyboardInterrupt])
-def test_atomic_output_failure_leaves_nothing(tmp_path: Path, error: type[BaseException]) -> None:
-    target = tmp_path / "out.rec"
-    with pytest.raises(error):
-        with atomic_output(target) as stream:
-            stream.write(b"half a shard")
-            raise error()
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_output_failure_keeps_the_previous_file(tmp_path: Path) -> None:
-    target = tmp_path / "out.rec"
-    target.write_bytes(b"previous")
-    with pytest.raises(Boom):
-        with atomic_output(target) as stream:
-            stream.write(b"new")
-            raise Boom()
-    assert target.read_bytes() == b"previous"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.rec"]
-    with atomic_output(target) as stream:
-        stream.write(b"replacement")
-    assert target.read_bytes() == b"replacement"
-
-
-def test_atomic_output_text_mode(tmp_path: Path) -> None:
-    target = tmp_path / "x.lst"
-    with atomic_output(target, "w") as stream:
-        stream.write("0\t1.000000\ta.jpg\n")
-    assert target.read_text() == "0\t1.000000\ta.jpg\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.idx"]  # no temporary left

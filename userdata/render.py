@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,6 +19,7 @@ from recordio_pack import __version__
 from recordio_pack.aws.ebs_options import (VolumeSpec, check_id, check_initialization_rate, check_mount_target,
                                            check_region, read_only_mount_options)
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
+from recordio_pack.fsutil import atomic_output
 
 __all__ = ["MAX_USER_DATA_BYTES", "FORMATS", "SCRIPT_PATH", "UserDataOptions", "UserDataTooLarge", "OutputExists",
            "render_script", "render", "check_size", "write_user_data"]
@@ -172,21 +172,10 @@ def write_user_data(path: str | os.PathLike[str], text: str, overwrite: bool = F
     if target.exists() and not overwrite:
         raise OutputExists(target)
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    except FileNotFoundError:
-        raise UsageError(f"cannot write {target}: the folder {target.parent} does not exist") from None
-    except OSError as error:
-        raise RecordioPackError(f"cannot write {target}: {error.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+        with atomic_output(target, "w", encoding="utf-8", newline="\n", permissions=0o644) as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-    except BaseException as error:
-        Path(temp).unlink(missing_ok=True)
-        if isinstance(error, OSError):  # e.g. disk full, or target is a folder: one line, no temp file left
-            raise RecordioPackError(f"cannot write {target}: {error.strerror or error}") from None
-        raise
+    except OSError as error:  # e.g. disk full, or target is a folder: one line, no temp file left
+        if isinstance(error, FileNotFoundError) and not target.parent.is_dir():
+            raise UsageError(f"cannot write {target}: the folder {target.parent} does not exist") from None
+        raise RecordioPackError(f"cannot write {target}: {error.strerror or error}") from None
     return target

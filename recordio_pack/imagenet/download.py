@@ -8,7 +8,6 @@ resumed.  A file whose checksum is wrong is renamed ``NAME.corrupt`` and reporte
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from recordio_pack import __version__
+from recordio_pack.digest import hash_file, hashers
 from recordio_pack.errors import RecordioPackError, UsageError
 
 __all__ = ["Checksums", "PUBLISHED", "OFFICIAL_NAMES", "DownloadProgress", "DownloadResult", "download",
@@ -104,7 +104,7 @@ class _Dropped(Exception):
 
 class _Hashes:
     def __init__(self) -> None:
-        self.md5, self.sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        self.md5, self.sha256 = hashers("md5", "sha256")
 
     def update(self, data: bytes) -> None:
         self.md5.update(data)
@@ -112,14 +112,8 @@ class _Hashes:
 
 
 def _hash_file(path: Path, hashes: _Hashes, progress: DownloadProgress) -> int:
-    size = 0
     progress.hashing(path.name, path.stat().st_size)
-    with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK):
-            hashes.update(chunk)
-            size += len(chunk)
-            progress.advance(len(chunk))
-    return size
+    return hash_file(path, hashes, on_bytes=progress.advance)
 
 
 def file_checksums(path: str | Path, progress: DownloadProgress | None = None) -> Checksums:

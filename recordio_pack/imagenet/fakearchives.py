@@ -27,8 +27,8 @@ import numpy as np
 
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
 from recordio_pack.fake import ImagePlan, class_ids, encode_image, plan_image, render_image
+from recordio_pack.fsutil import atomic_output
 from recordio_pack.imagenet.devkit import DEVKIT_NAME, GROUND_TRUTH, META_MAT
-from recordio_pack.recordio import atomic_output
 
 __all__ = ["TRAIN_NAME", "VAL_NAME", "FakeArchives", "make_fake_archives"]
 

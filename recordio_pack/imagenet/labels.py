@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Iterable
 
 from recordio_pack.errors import UsageError
+from recordio_pack.fsutil import atomic_output
 from recordio_pack.imagenet.devkit import Devkit
-from recordio_pack.recordio import atomic_output
 
 __all__ = ["CONVENTIONS", "BACKGROUND", "TABLE_NAME", "CLASS_MAP_NAME", "ClassRow", "LabelMap", "label_map",
            "write_label_files"]

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
+from recordio_pack.fsutil import atomic_output
 from recordio_pack.imagenet.archive import VAL_FILE, ClassTar, list_class_tars
 from recordio_pack.imagenet.devkit import Devkit, read_devkit
 from recordio_pack.imagenet.labels import label_map, write_label_files
 from recordio_pack.imagenet.safetar import iter_files, open_range, write_file
-from recordio_pack.recordio import atomic_output
 
 __all__ = ["ILSVRC2012_COUNTS", "STATE_DIR", "PrepareProgress", "PrepareResult", "prepare"]
 

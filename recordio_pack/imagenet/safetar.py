@@ -1,9 +1,12 @@
 """Reading and extracting tar archives without trusting them.
 
-Every member is checked before anything is written: absolute names, ``..`` components, symbolic and hard
-links, device files, FIFOs and sparse files are refused with an error that names the archive and the member.
-Files are written only below the target folder, through a temporary name (``O_NOFOLLOW``) renamed into place,
-so neither a hostile member nor a symlink already in the target can redirect a write elsewhere.
+Every member is checked before anything is written, starting from the standard library's
+``tarfile.data_filter`` (Python 3.11.4+) and stricter than it: absolute names (data_filter strips the slash),
+``..`` components (even ones that stay inside), symbolic and hard links (even ones data_filter allows: links
+inside the archive), device files, FIFOs and sparse files are refused with an error that names the archive
+and the member. Files are written only below the target folder, through a fresh temporary
+(``fsutil.atomic_output``: ``mkstemp``, which never opens an existing name) renamed into place, so neither a
+hostile member nor a symlink already in the target can redirect a write elsewhere.
 """
 
 from __future__ import annotations
@@ -13,17 +16,20 @@ import os
 import re
 import stat
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from recordio_pack.errors import RecordioPackError
+from recordio_pack.fsutil import atomic_output
 
-__all__ = ["UnsafeArchiveError", "member_problem", "safe_name", "iter_files", "write_file", "extract_all",
-           "ExtractResult", "ByteRange", "open_range"]
+__all__ = ["UnsafeArchiveError", "member_problem", "safe_name", "iter_files", "write_file", "ByteRange",
+           "open_range"]
 
 COPY_CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# The destination data_filter checks names against: a folder that cannot exist (below a device file), so its
+# containment check is lexical and never follows links on this machine; links already on disk are write_file's.
+_LEXICAL_ROOT = os.path.join(os.devnull, "archive")
 
 
 class UnsafeArchiveError(RecordioPackError):
@@ -31,22 +37,47 @@ class UnsafeArchiveError(RecordioPackError):
 
 
 def member_problem(member: tarfile.TarInfo) -> str | None:
-    """Why ``member`` must not be extracted, or None when it is a plain file or folder with a safe name."""
+    """Why ``member`` must not be extracted, or None when it is a plain file or folder with a safe name:
+    ``tarfile.data_filter``'s verdict, then our stricter rules (what data_filter lets through: a leading
+    slash, which it strips; any ``..``, where it refuses only those that leave; links that stay inside; sparse
+    files). The reason given is the first of: bad name, absolute path, ``..``, link, device file, FIFO, sparse
+    file, other member type."""
     name = member.name
-    if not name or "\0" in name:
+    if not name or "\0" in name:  # before data_filter, whose path resolution fails on a NUL
         return "empty or NUL in the name"
+    try:
+        tarfile.data_filter(member, _LEXICAL_ROOT)
+    except tarfile.FilterError as error:
+        return _name_problem(name) or _link_problem(member) or _filter_problem(member, error)
+    return _name_problem(name) or _link_problem(member) or _type_problem(member)
+
+
+def _name_problem(name: str) -> str | None:
     if name.startswith(("/", "\\")) or _DRIVE.match(name):
         return "absolute path"
     if ".." in name.replace("\\", "/").split("/"):
         return "'..' in the path"
+    return None
+
+
+def _link_problem(member: tarfile.TarInfo) -> str | None:
     if member.issym():
         return f"symbolic link (to {member.linkname!r})"
     if member.islnk():
         return f"hard link (to {member.linkname!r})"
+    return None
+
+
+def _filter_problem(member: tarfile.TarInfo, error: tarfile.FilterError) -> str:
+    """data_filter's refusal of a member with a safe name that is not a link, in our words."""
     if member.ischr() or member.isblk():
         return "device file"
     if member.isfifo():
         return "FIFO"
+    return f"unsupported member type {member.type!r}" if isinstance(error, tarfile.SpecialFileError) else str(error)
+
+
+def _type_problem(member: tarfile.TarInfo) -> str | None:
     if member.issparse():
         return "sparse file"
     if not (member.isreg() or member.isdir()):
@@ -88,50 +119,40 @@ def _make_parents(target: Path, name: str) -> None:
                                      "refusing to write through it")
 
 
+class _ReadFailed(Exception):
+    """An OSError reading the source, carried through atomic_output so it is not taken for a write error."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _copy(stream: BinaryIO, out: BinaryIO) -> int:
+    written = 0
+    while True:
+        try:
+            chunk = stream.read(COPY_CHUNK)
+        except OSError as error:
+            raise _ReadFailed(error) from None
+        if not chunk:
+            return written
+        out.write(chunk)
+        written += len(chunk)
+
+
 def write_file(stream: BinaryIO, target: Path, name: str) -> int:
-    """Copy ``stream`` to ``target/name`` through ``name.tmp`` and a rename; return the bytes written.
+    """Copy ``stream`` to ``target/name`` through a temporary and a rename (``fsutil.atomic_output``, no fsync);
+    return the bytes written.
 
     Refuses (UnsafeArchiveError) when a folder on the way below ``target`` is a symlink or not a folder.
     """
     path = target / name
     _make_parents(target, name)
-    temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    written = 0
     try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stream.read(COPY_CHUNK):
-                out.write(chunk)
-                written += len(chunk)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return written
-
-
-@dataclass(frozen=True)
-class ExtractResult:
-    files: int
-    bytes: int
-
-
-def extract_all(archive: str | Path, target: str | Path) -> ExtractResult:
-    """Extract every regular file of ``archive`` (tar, optionally compressed) below ``target``.
-
-    All members are checked first, so an archive with any unsafe member writes nothing at all.
-    """
-    archive, target = Path(archive), Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, mode="r:*") as tar:
-        files = list(iter_files(tar, str(archive)))
-        total = 0
-        for member, name in files:
-            source = tar.extractfile(member)
-            assert source is not None  # regular files always have data
-            with source:
-                total += write_file(source, target, name)
-    return ExtractResult(len(files), total)
+        with atomic_output(path, fsync=False, permissions=0o644) as out:
+            return _copy(stream, out)
+    except _ReadFailed as failed:
+        raise failed.error from None
 
 
 class ByteRange(io.RawIOBase):
