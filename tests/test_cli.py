@@ -1,16 +1,30 @@
-"""The command line as a whole: every command registers and explains itself; start-up stays light."""
+"""The command line as a whole: every command registers and explains itself; start-up stays light.
+
+One real subprocess per command (its --help) and the import-cost probe; the rest runs ``cli.main`` in-process."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from recordio_pack.cli import COMMANDS
 
 CLI = [sys.executable, "-m", "recordio_pack"]
+Run = Callable[..., subprocess.CompletedProcess]
+
+# text that only this command's --help holds (checked below), so a help test cannot pass on another one's text
+# or on the program's name ("recordio-pack" holds "pack")
+HELP_MARKERS = {
+    "fake": "--images-per-class", "list": "--train-ratio", "pack": "--num-shards", "verify": "--decode",
+    "index": "--salvage", "inspect": "--contact-sheet", "backup": "--storage-class",
+    "restore": "folder to restore into", "snapshot": "--copy-to-region", "replicate": "--filter",
+    "mount": "--mount-command", "cleanup": "--keep-latest", "imagenet": "download archives with resume",
+    "userdata": "--output", "launch": "--instance-type",
+}
 
 
 def test_help_lists_every_command() -> None:
@@ -24,7 +38,19 @@ def test_help_lists_every_command() -> None:
 def test_each_command_has_help(name: str) -> None:
     result = subprocess.run([*CLI, name, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "usage: recordio-pack" in result.stdout
+    assert result.stdout.startswith(f"usage: recordio-pack {name} ")
+    assert HELP_MARKERS[name] in result.stdout
+
+
+def test_each_help_marker_is_in_that_commands_help_only(cli_main: Run) -> None:
+    assert sorted(HELP_MARKERS) == sorted(COMMANDS)
+    helps = {}
+    for name in COMMANDS:
+        shown = cli_main(name, "--help")
+        assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+        helps[name] = shown.stdout
+    for name, marker in HELP_MARKERS.items():
+        assert [other for other, text in helps.items() if marker in text] == [name], marker
 
 
 def test_start_up_imports_no_heavy_library() -> None:
@@ -35,9 +61,8 @@ def test_start_up_imports_no_heavy_library() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_bad_usage_exits_2() -> None:
-    result = subprocess.run([*CLI, "pack", "/nonexistent-input", "/tmp/x", "--quality", "0"],
-                            capture_output=True, text=True, timeout=60)
+def test_bad_usage_exits_2(cli_main: Run) -> None:
+    result = cli_main("pack", "/nonexistent-input", "/tmp/x", "--quality", "0")
     assert result.returncode == 2 and "quality" in result.stderr
 
 
@@ -62,14 +87,13 @@ def _mistakes(tmp: Path) -> list[tuple[list[str], int, str]]:
     ]
 
 
-def test_user_mistakes_are_one_line_with_the_tables_exit_status(tmp_path: Path) -> None:
+def test_user_mistakes_are_one_line_with_the_tables_exit_status(tmp_path: Path, cli_main: Run) -> None:
     for arguments, status, text in _mistakes(tmp_path):
-        result = subprocess.run([*CLI, *arguments], capture_output=True, text=True, timeout=60)
+        result = cli_main(*arguments)
         assert (result.returncode, result.stderr.count("\n")) == (status, 1), (arguments, result.stderr)
         assert text in result.stderr and "Traceback" not in result.stderr, (arguments, result.stderr)
 
 
-def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    result = subprocess.run([*CLI, "--debug", "pack", str(tmp_path / "missing"), str(tmp_path / "out")],
-                            capture_output=True, text=True, timeout=60)
+def test_debug_shows_the_traceback(tmp_path: Path, cli_main: Run) -> None:
+    result = cli_main("--debug", "pack", str(tmp_path / "missing"), str(tmp_path / "out"))
     assert result.returncode == 1 and "Traceback" in result.stderr and "no such file or folder" in result.stderr
