@@ -1,16 +1,24 @@
-"""Shared fixtures: fake AWS credentials everywhere, the mxnet oracle, and a moto server on 127.0.0.1."""
+"""Shared fixtures: fake AWS credentials everywhere, the mxnet oracle, a moto server on 127.0.0.1, the CLI run in
+this process, and the fake ImageNet archives (and their prepared tree) built once per session."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+from unittest import mock
 
 import pytest
+
+from waiting import wait_until
+
+if TYPE_CHECKING:
+    from recordio_pack.imagenet.fakearchives import FakeArchives
 
 REPO = Path(__file__).resolve().parents[1]
 ORACLE_ENV = "RECORDIO_PACK_MXNET_PYTHON"
@@ -47,19 +55,20 @@ def moto_server() -> Iterator[str]:
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
-    try:
-        import time
+
+    def answers() -> bool:
         import urllib.request
 
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("moto server did not start")
-                time.sleep(0.1)
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1).read()
+            return True
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"moto server exited with status {process.returncode}") from None
+            return False
+
+    try:
+        wait_until(answers, 30, interval=0.05, message="moto server did not start")
         yield url
     finally:
         process.terminate()
@@ -85,3 +94,64 @@ def run_oracle(mxnet_python: str, script: str, *args: str, cwd: Path | None = No
     if completed.returncode != 0:
         raise AssertionError(f"mxnet oracle failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
     return completed.stdout
+
+
+def run_main(capture: pytest.CaptureFixture[str], *argv: str,
+             env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``recordio-pack ARGV`` run in this process through ``cli.main``, answered as ``subprocess.run(...,
+    capture_output=True, text=True)`` answers: the exit status (argparse's own exits included) and what the command
+    wrote to stdout and stderr. ``capture`` is ``capfd`` (what C libraries write counts too) or ``capsys``; ``env``,
+    when given, is the whole environment during the call, as it would be for a subprocess."""
+    from recordio_pack.cli import main
+
+    capture.readouterr()  # what came before is not this command's output
+    with mock.patch.dict(os.environ, env if env is not None else {}, clear=env is not None):
+        try:
+            status = main(list(argv))
+        except SystemExit as exited:  # argparse: --help, --version, usage errors
+            status = 0 if exited.code is None else exited.code if isinstance(exited.code, int) else 1
+    out, err = capture.readouterr()
+    return subprocess.CompletedProcess(["recordio-pack", *argv], status, out, err)
+
+
+@pytest.fixture()
+def cli_main(capfd: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cli_main(*argv, env=None)``: :func:`run_main` bound to ``capfd``."""
+    return functools.partial(run_main, capfd)
+
+
+# ---------------------------------------------------------------- fake ImageNet archives, once per session
+
+@pytest.fixture(scope="session")
+def fake_archives(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., FakeArchives]:
+    """``fake_archives(**options)``: ``make_fake_archives`` with those options, built once per session (and xdist
+    worker) and shared: read them only; a test that changes an archive copies it into its ``tmp_path`` first."""
+    from recordio_pack.imagenet.fakearchives import make_fake_archives
+
+    made: dict[tuple[tuple[str, int], ...], FakeArchives] = {}
+
+    def get(**options: int) -> FakeArchives:
+        key = tuple(sorted(options.items()))
+        if key not in made:
+            made[key] = make_fake_archives(tmp_path_factory.mktemp("archives"), **options)  # type: ignore[arg-type]
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def prepared_tree(tmp_path_factory: pytest.TempPathFactory) -> Callable[[FakeArchives], Path]:
+    """``prepared_tree(fake)``: the folder ``imagenet prepare`` makes of ``fake``'s three archives (train/, val/,
+    the label files), built once per session and archives; read it only."""
+    from recordio_pack.imagenet.prepare import prepare
+
+    made: dict[str, Path] = {}
+
+    def get(fake: FakeArchives) -> Path:
+        if fake.train_tar not in made:
+            out = tmp_path_factory.mktemp("prepared")
+            prepare(out, train_tar=fake.train_tar, val_tar=fake.val_tar, devkit=fake.devkit)
+            made[fake.train_tar] = out
+        return made[fake.train_tar]
+
+    return get

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from recordio_pack.errors import RecordioPackError, UsageError
 from recordio_pack.imagenet.archive import archive_kind, index_train_tar, open_archive_input
-from recordio_pack.imagenet.fakearchives import FakeArchives, make_fake_archives
-from recordio_pack.imagenet.prepare import prepare
+from recordio_pack.imagenet.fakearchives import FakeArchives
 from recordio_pack.listing import scan_tree
 from recordio_pack.sources import FolderSource, RangeSource
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> FakeArchives:
-    return make_fake_archives(tmp_path_factory.mktemp("archives"), classes=4, train_per_class=5, val_per_class=2,
-                              seed=11, max_side=96)
+def fake(fake_archives: Callable[..., FakeArchives]) -> FakeArchives:
+    return fake_archives(classes=4, train_per_class=5, val_per_class=2, seed=11, max_side=96)
 
 
 @pytest.fixture(scope="module")
-def prepared(fake: FakeArchives, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("prepared")
-    prepare(out, train_tar=fake.train_tar, val_tar=fake.val_tar, devkit=fake.devkit)
-    return out
+def prepared(fake: FakeArchives, prepared_tree: Callable[[FakeArchives], Path]) -> Path:
+    return prepared_tree(fake)
 
 
 @pytest.mark.parametrize("split", ["train", "val"])

@@ -8,6 +8,7 @@ import json
 import re
 import tarfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -21,9 +22,8 @@ from recordio_pack.imagenet.fakearchives import FakeArchives, make_fake_archives
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> FakeArchives:
-    return make_fake_archives(tmp_path_factory.mktemp("fake"), classes=4, train_per_class=5, val_per_class=3,
-                              seed=3, max_side=96)
+def fake(fake_archives: Callable[..., FakeArchives]) -> FakeArchives:
+    return fake_archives(classes=4, train_per_class=5, val_per_class=3, seed=3, max_side=96)
 
 
 def _members(path: str | Path, data: bytes | None = None) -> list[tuple[str, bytes]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from PIL import Image
@@ -11,8 +12,7 @@ from PIL import Image
 from recordio_pack.cli import main
 from recordio_pack.format import unpack_payload
 from recordio_pack.imagenet.archive import open_archive_input
-from recordio_pack.imagenet.fakearchives import FakeArchives, make_fake_archives
-from recordio_pack.imagenet.prepare import prepare
+from recordio_pack.imagenet.fakearchives import FakeArchives
 from recordio_pack.listing import ordered_entries, scan_tree
 from recordio_pack.options import PackOptions
 from recordio_pack.pack import pack_entries
@@ -21,16 +21,13 @@ from recordio_pack.sources import FolderSource
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> FakeArchives:
-    return make_fake_archives(tmp_path_factory.mktemp("archives"), classes=4, train_per_class=5, val_per_class=2,
-                              seed=5, max_side=96)
+def fake(fake_archives: Callable[..., FakeArchives]) -> FakeArchives:
+    return fake_archives(classes=4, train_per_class=5, val_per_class=2, seed=11, max_side=96)
 
 
 @pytest.fixture(scope="module")
-def prepared(fake: FakeArchives, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("prepared")
-    prepare(out, train_tar=fake.train_tar, val_tar=fake.val_tar, devkit=fake.devkit)
-    return out
+def prepared(fake: FakeArchives, prepared_tree: Callable[[FakeArchives], Path]) -> Path:
+    return prepared_tree(fake)
 
 
 def _outputs(folder: Path) -> dict[str, bytes]:

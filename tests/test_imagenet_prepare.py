@@ -6,21 +6,21 @@ import hashlib
 import io
 import tarfile
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 import recordio_pack.imagenet.prepare as prepare_module
 from recordio_pack.errors import RecordioPackError, RefusedError
-from recordio_pack.imagenet.fakearchives import FakeArchives, make_fake_archives
+from recordio_pack.imagenet.fakearchives import FakeArchives
 from recordio_pack.imagenet.labels import TABLE_NAME
 from recordio_pack.imagenet.prepare import STATE_DIR, PrepareProgress, prepare
 from recordio_pack.listing import read_class_map, scan_tree
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> FakeArchives:
-    return make_fake_archives(tmp_path_factory.mktemp("archives"), classes=5, train_per_class=4, val_per_class=3,
-                              seed=7, max_side=96)
+def fake(fake_archives: Callable[..., FakeArchives]) -> FakeArchives:
+    return fake_archives(classes=5, train_per_class=4, val_per_class=3, seed=7, max_side=96)
 
 
 def _run(fake: FakeArchives, out: Path, **options: object) -> prepare_module.PrepareResult:
