@@ -16,7 +16,9 @@ import pytest
 
 from recordio_pack.commands import imagenet as imagenet_command
 from recordio_pack.errors import RecordioPackError
-from recordio_pack.imagenet.download import PUBLISHED, Checksums, DownloadProgress, download
+from recordio_pack.imagenet.download import (
+    PUBLISHED, Backoff, Checksums, DownloadProgress, download, retry_after_seconds,
+)
 
 PAYLOAD = bytes((index * 7919 + index // 251) % 256 for index in range(300_000))
 NAME = "ILSVRC2012_fake.tar"
@@ -28,6 +30,7 @@ class ServerState:
     drops: list[int] = field(default_factory=list)  # for the next GETs: send this many body bytes, then hang up
     honour_range: bool = True
     requests: list[str | None] = field(default_factory=list)  # Range header of each GET
+    refusals: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # for the next GETs: status, headers
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -42,6 +45,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.state.requests.append(header)
         if data is None:
             self.send_error(404)
+            return
+        if self.state.refusals:
+            self._refuse(*self.state.refusals.pop(0))
             return
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", header or "")
@@ -63,6 +69,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.state.drops:
             body = body[:self.state.drops.pop(0)]  # then the handler returns and the connection closes
         self.wfile.write(body)
+
+    def _refuse(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in {**headers, "Content-Length": "0"}.items():
+            self.send_header(key, value)
+        self.end_headers()
 
 
 @pytest.fixture
@@ -100,7 +112,8 @@ def test_dropped_connection_resumes_and_completes(server: tuple[str, ServerState
     state.drops = [120_000, 50_000]
     recorder = _Recorder()
     waits: list[float] = []
-    result = download(f"{url}/{NAME}", tmp_path, checksums=_sums(PAYLOAD), progress=recorder, sleep=waits.append)
+    result = download(f"{url}/{NAME}", tmp_path, checksums=_sums(PAYLOAD), progress=recorder, sleep=waits.append,
+                      rand=lambda: 0.0)
     assert (tmp_path / NAME).read_bytes() == PAYLOAD
     assert result.verified and result.retries == 2 and result.bytes == len(PAYLOAD)
     assert state.requests == [None, "bytes=120000-", "bytes=170000-"]
@@ -160,8 +173,67 @@ def test_gives_up_after_retries_without_progress(server: tuple[str, ServerState]
     state.drops = [0, 0, 0, 0]
     waits: list[float] = []
     with pytest.raises(RecordioPackError, match="gave up after 2 retries"):
-        download(f"{url}/{NAME}", tmp_path, retries=2, backoff=0.5, sleep=waits.append)
+        download(f"{url}/{NAME}", tmp_path, retries=2, backoff=0.5, sleep=waits.append, rand=lambda: 0.0)
     assert waits == [0.5, 1.0]  # exponential backoff while nothing arrives
+
+
+def test_backoff_has_jitter_from_the_injected_random_source(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    url, state = server
+    state.drops = [0, 0, 0]
+    draws = iter([0.5, 0.999, 0.0])
+    waits: list[float] = []
+    result = download(f"{url}/{NAME}", tmp_path, checksums=_sums(PAYLOAD), backoff=2.0, sleep=waits.append,
+                      rand=lambda: next(draws))
+    assert result.verified and result.retries == 3
+    assert waits == pytest.approx([2.0 * 0.75, 4.0 * 0.5005, 8.0])  # base * 2**n times (1 - rand / 2)
+
+
+def test_backoff_stays_within_half_and_all_of_the_capped_delay() -> None:
+    waits = Backoff(base=1.0, cap=10.0)
+    for failures, full in [(1, 1.0), (3, 4.0), (5, 10.0), (30, 10.0)]:
+        delays = [waits.delay(failures) for _ in range(200)]
+        assert all(full / 2 < delay <= full for delay in delays) and len(set(delays)) > 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_in_seconds_is_honoured(server: tuple[str, ServerState], tmp_path: Path, status: int) -> None:
+    url, state = server
+    state.refusals = [(status, {"Retry-After": "7"})]
+    recorder = _Recorder()
+    waits: list[float] = []
+    result = download(f"{url}/{NAME}", tmp_path, checksums=_sums(PAYLOAD), progress=recorder, sleep=waits.append,
+                      rand=lambda: pytest.fail("jitter drawn for a Retry-After wait"))
+    assert result.verified and result.retries == 1 and waits == [7.0]
+    assert recorder.retries == [f"HTTP {status} " + ("Too Many Requests" if status == 429 else "Service Unavailable")]
+
+
+def test_retry_after_as_an_http_date_is_honoured(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    url, state = server
+    now = 1_700_000_000.0
+    state.refusals = [(503, {"Retry-After": "Tue, 14 Nov 2023 22:33:20 GMT"})]  # now + 1,200 seconds
+    waits: list[float] = []
+    result = download(f"{url}/{NAME}", tmp_path, checksums=_sums(PAYLOAD), sleep=waits.append, now=lambda: now)
+    assert result.verified and waits == [1200.0]
+
+
+def test_retry_after_is_ignored_elsewhere_or_unreadable_and_capped(server: tuple[str, ServerState],
+                                                                   tmp_path: Path) -> None:
+    url, state = server
+    state.refusals = [(500, {"Retry-After": "30"}), (429, {"Retry-After": "soon"}), (429, {}),
+                      (503, {"Retry-After": "999999"})]
+    waits: list[float] = []
+    result = download(f"{url}/{NAME}", tmp_path, checksums=_sums(PAYLOAD), sleep=waits.append, rand=lambda: 0.0)
+    assert result.verified and waits == [1.0, 2.0, 4.0, 3600.0]  # backoff three times, then the longest honoured
+
+
+def test_retry_after_seconds_reads_both_forms() -> None:
+    now = 1_700_000_000.0  # Tue, 14 Nov 2023 22:13:20 GMT
+    assert retry_after_seconds("120", now) == 120.0 and retry_after_seconds(" 0 ", now) == 0.0
+    assert retry_after_seconds("Tue, 14 Nov 2023 22:14:20 GMT", now) == 60.0
+    assert retry_after_seconds("Tuesday, 14-Nov-23 22:14:20 GMT", now) == 60.0  # RFC 850, still allowed
+    assert retry_after_seconds("Mon, 13 Nov 2023 00:00:00 GMT", now) == 0.0  # already past
+    for unreadable in (None, "", "-5", "1.5", "soon", "Tue, 99 Nov 2023 99:99:99 GMT"):
+        assert retry_after_seconds(unreadable, now) is None, unreadable
 
 
 def test_http_errors_are_not_retried(server: tuple[str, ServerState], tmp_path: Path) -> None:

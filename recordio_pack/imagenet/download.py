@@ -1,5 +1,8 @@
 """Download the ILSVRC2012 archives: resume (HTTP Range), retries with backoff, free-space check, checksums.
 
+Retries wait an exponential backoff with jitter, or, on 429 and 503 answers that carry one, what the server's
+``Retry-After`` says (seconds or an HTTP date).
+
 Data goes to ``NAME.part`` and is renamed to ``NAME`` only when complete and (unless ``verify=False``) its MD5
 and SHA-256 match the published values in ``PUBLISHED``.  Digests are computed while the bytes arrive, so a
 138 GB archive is not read a second time; a ``.part`` left by an earlier process is hashed once, then
@@ -8,15 +11,18 @@ resumed.  A file whose checksum is wrong is renamed ``NAME.corrupt`` and reporte
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import os
+import random
 import re
 import shutil
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -25,7 +31,7 @@ from recordio_pack.digest import hash_file, hashers
 from recordio_pack.errors import RecordioPackError, UsageError
 
 __all__ = ["Checksums", "PUBLISHED", "OFFICIAL_NAMES", "DownloadProgress", "DownloadResult", "download",
-           "file_checksums", "archive_urls"]
+           "file_checksums", "archive_urls", "Backoff", "retry_after_seconds"]
 
 CHUNK = 1 << 20
 
@@ -150,6 +156,51 @@ def _retryable_http(code: int) -> bool:
     return code in (408, 425, 429) or code >= 500
 
 
+RETRY_AFTER_CODES = (429, 503)  # where a Retry-After header is honoured (RFC 9110 section 10.2.3)
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """The wait a ``Retry-After`` header asks for, in seconds from ``now`` (Unix time): delta-seconds or an
+    HTTP date (a date already past gives 0); None when there is no header or it cannot be read."""
+    value = (value or "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before a retry. After ``failures`` consecutive failures: ``base * 2**(failures - 1)``
+    seconds, at most ``cap``, times a random factor in (0.5, 1] (``1 - rand() / 2``: clients that failed
+    together do not come back together). A 429 or 503 with a readable ``Retry-After`` waits what it says
+    instead, at most ``max_retry_after`` seconds. ``rand`` (floats in [0, 1)) and ``now`` (Unix time) are
+    injectable so tests are deterministic."""
+
+    base: float = 1.0
+    cap: float = 60.0
+    max_retry_after: float = 3600.0
+    rand: Callable[[], float] = field(default=random.random)
+    now: Callable[[], float] = field(default=time.time)
+
+    def delay(self, failures: int, error: BaseException | None = None) -> float:
+        asked = _asked_wait(error, self.now)
+        if asked is not None:
+            return min(asked, self.max_retry_after)
+        return min(self.cap, self.base * 2 ** (failures - 1)) * (1 - self.rand() / 2)
+
+
+def _asked_wait(error: BaseException | None, now: Callable[[], float]) -> float | None:
+    if not isinstance(error, urllib.error.HTTPError) or error.code not in RETRY_AFTER_CODES or error.headers is None:
+        return None
+    return retry_after_seconds(error.headers.get("Retry-After"), now())
+
+
 def _check_space(dest: Path, needed: int, disk_free: Callable[[Path], int]) -> None:
     free = disk_free(dest)
     if needed > free:
@@ -235,17 +286,47 @@ class _Transfer:
         return None
 
 
+def _attempts(transfer: _Transfer, url: str, retries: int, waits: Backoff, progress: DownloadProgress,
+              sleep: Callable[[float], None]) -> int:
+    """Attempt ``transfer`` until it completes, waiting ``waits`` between failures; returns the retries made.
+    RecordioPackError on an HTTP error that is not worth retrying, or after ``retries`` failures in a row."""
+    failures = retried = 0
+    while True:
+        start = transfer.offset
+        failure: BaseException | None = None
+        try:
+            transfer.attempt()
+            return retried
+        except urllib.error.HTTPError as error:
+            if not _retryable_http(error.code) and error.code != 416:
+                hint = " (the download link may have expired)" if error.code in (401, 403) else ""
+                raise RecordioPackError(f"{url}: HTTP {error.code} {error.reason}{hint}") from None
+            problem, failure = f"HTTP {error.code} {error.reason}", error
+        except (urllib.error.URLError, http.client.HTTPException, OSError, _Dropped) as error:
+            problem = str(getattr(error, "reason", None) or error) or type(error).__name__
+        failures = 1 if transfer.offset > start else failures + 1
+        if failures > retries:
+            raise RecordioPackError(f"{url}: gave up after {retries} retries: {problem}")
+        delay = waits.delay(failures, failure)
+        retried += 1
+        progress.retry(failures, delay, problem)
+        sleep(delay)
+
+
 def download(url: str, dest_dir: str | Path, *, checksums: Mapping[str, Checksums] = PUBLISHED,
              verify: bool = True, retries: int = 8, backoff: float = 1.0, max_backoff: float = 60.0,
              timeout: float = 60.0, overwrite: bool = False, progress: DownloadProgress | None = None,
-             sleep: Callable[[float], None] = time.sleep,
+             sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
+             now: Callable[[], float] = time.time,
              disk_free: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free) -> DownloadResult:
     """Download ``url`` into ``dest_dir`` under the URL's file name; resume a ``.part`` left by an earlier run.
 
     ``retries``: consecutive failed attempts allowed (an attempt that received data resets the count);
-    waits ``backoff * 2**n`` seconds, at most ``max_backoff``.  ``timeout``: seconds without data before an
-    attempt fails.  ``checksums``: file name -> published digests (injectable for tests).  ``verify=False``
-    skips the comparison (digests are still reported).  ``disk_free``: free bytes of a folder (injectable).
+    waits ``backoff * 2**n`` seconds, at most ``max_backoff``, with jitter, or what a 429/503 answer's
+    ``Retry-After`` asks (``Backoff``; ``sleep``, ``rand`` and ``now`` are injectable for tests).  ``timeout``:
+    seconds without data before an attempt fails.  ``checksums``: file name -> published digests (injectable
+    for tests).  ``verify=False`` skips the comparison (digests are still reported).  ``disk_free``: free bytes
+    of a folder (injectable).
     An existing complete file is kept (and re-verified) unless ``overwrite``.
     """
     progress = progress or DownloadProgress()
@@ -257,32 +338,14 @@ def download(url: str, dest_dir: str | Path, *, checksums: Mapping[str, Checksum
     if final.exists() and not overwrite:
         return _existing(final, url, expected, verify, progress)
     transfer = _Transfer(url, part, progress, timeout, lambda needed: _check_space(dest, needed, disk_free))
-    resumed_from, failures, retried = transfer.offset, 0, 0
-    while True:
-        start = transfer.offset
-        try:
-            transfer.attempt()
-            break
-        except urllib.error.HTTPError as error:
-            if not _retryable_http(error.code) and error.code != 416:
-                hint = " (the download link may have expired)" if error.code in (401, 403) else ""
-                raise RecordioPackError(f"{url}: HTTP {error.code} {error.reason}{hint}") from None
-            problem = f"HTTP {error.code} {error.reason}"
-        except (urllib.error.URLError, http.client.HTTPException, OSError, _Dropped) as error:
-            problem = str(getattr(error, "reason", None) or error) or type(error).__name__
-        failures = 1 if transfer.offset > start else failures + 1
-        if failures > retries:
-            raise RecordioPackError(f"{url}: gave up after {retries} retries: {problem}")
-        delay = min(max_backoff, backoff * 2 ** (failures - 1))
-        retried += 1
-        progress.retry(failures, delay, problem)
-        sleep(delay)
+    resumed_from = transfer.offset
+    retried = _attempts(transfer, url, retries, Backoff(backoff, max_backoff, rand=rand, now=now), progress, sleep)
     md5, sha256 = transfer.hashes.md5.hexdigest(), transfer.hashes.sha256.hexdigest()
-    problem = _mismatch(expected, md5, sha256) if verify else None
-    if problem:
+    mismatch = _mismatch(expected, md5, sha256) if verify else None
+    if mismatch:
         corrupt = dest / f"{name}.corrupt"
         os.replace(part, corrupt)
-        raise RecordioPackError(f"{name}: checksum mismatch: {problem}; the data was moved to {corrupt}")
+        raise RecordioPackError(f"{name}: checksum mismatch: {mismatch}; the data was moved to {corrupt}")
     os.replace(part, final)
     note = "" if expected or not verify else "no published checksum for this file name; not verified"
     return DownloadResult(name, str(final), url, transfer.offset, resumed_from, retried, md5, sha256,
