@@ -1,6 +1,6 @@
-"""``snapshot`` / ``replicate`` / ``mount`` / ``cleanup`` end to end: the CLI as a subprocess against the moto server on
-127.0.0.1 (``--endpoint-url``), exit statuses, and one-line errors. Each test works in its own region or with
-unique tags, since the server is shared."""
+"""``snapshot`` / ``replicate`` / ``mount`` / ``cleanup`` end to end: the CLI (``cli.main`` in this process; its real
+subprocesses are in test_cli.py) against the moto server on 127.0.0.1 (``--endpoint-url``), exit statuses, and
+one-line errors. Each test works in its own region or with unique tags, since the server is shared."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 import pytest
@@ -24,9 +23,13 @@ from recordio_pack.cli import COMMANDS, main
 EXT4 = b"\0" * 1080 + b"\x53\xef" + b"\0" * 1000
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "recordio_pack", *args], capture_output=True, text=True,
-                          timeout=120, env=env if env is not None else dict(os.environ))
+Run = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture()
+def cli(cli_main: Run) -> Run:
+    """``cli(*args, env=None)``: ``recordio-pack ARGS`` in this process, answered like ``subprocess.run``."""
+    return cli_main
 
 
 def one_error_line(completed: subprocess.CompletedProcess, command: str) -> str:
@@ -172,7 +175,7 @@ def test_freeze_of_root_is_refused_with_exit_3(capsys: pytest.CaptureFixture[str
     assert not log.exists()  # fsfreeze never ran
 
 
-def test_snapshot_with_manifest_copy_and_share(tmp_path: Path, moto_server: str) -> None:
+def test_snapshot_with_manifest_copy_and_share(cli: Run, tmp_path: Path, moto_server: str) -> None:
     client = ec2(moto_server, "us-east-1")
     volume = client.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
     manifest = tmp_path / "cli.manifest.json"
@@ -191,7 +194,7 @@ def test_snapshot_with_manifest_copy_and_share(tmp_path: Path, moto_server: str)
     assert tags_of(described)["recordio-pack:source-snapshot"] == result["snapshot_id"]
 
 
-def test_snapshot_by_mount_point_with_freeze(tmp_path: Path, moto_server: str) -> None:
+def test_snapshot_by_mount_point_with_freeze(cli: Run, tmp_path: Path, moto_server: str) -> None:
     volume = ec2(moto_server, "us-east-1").create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
     data = tmp_path / "data"
     (data / "imagenet").mkdir(parents=True)
@@ -209,7 +212,7 @@ def test_snapshot_by_mount_point_with_freeze(tmp_path: Path, moto_server: str) -
     assert log.read_text().splitlines() == [f"-f {data}", f"-u {data}"]
 
 
-def test_snapshot_errors(tmp_path: Path, moto_server: str) -> None:
+def test_snapshot_errors(cli: Run, tmp_path: Path, moto_server: str) -> None:
     common = ["--poll-seconds", "0", "--endpoint-url", moto_server]
     missing = cli("snapshot", "--volume-id", "vol-0000000000000000f", *common)
     assert missing.returncode == 1 and "InvalidVolume.NotFound" in one_error_line(missing, "snapshot")
@@ -218,7 +221,7 @@ def test_snapshot_errors(tmp_path: Path, moto_server: str) -> None:
     assert nocreds.returncode == 1 and "no AWS credentials found" in one_error_line(nocreds, "snapshot")
 
 
-def test_replicate_table_rerun_and_dry_run(moto_server: str) -> None:
+def test_replicate_table_rerun_and_dry_run(cli: Run, moto_server: str) -> None:
     region, role = "us-west-2", f"gpu-{uuid.uuid4().hex[:8]}"
     client = ec2(moto_server, region)
     volume = client.create_volume(AvailabilityZone="us-west-2a", Size=8)["VolumeId"]
@@ -249,7 +252,7 @@ def test_replicate_table_rerun_and_dry_run(moto_server: str) -> None:
     assert sum("already-attached" in line for line in lines) == 2
 
 
-def test_well_formed_ids_that_aws_does_not_know_exit_1_naming_them(moto_server: str) -> None:
+def test_well_formed_ids_that_aws_does_not_know_exit_1_naming_them(cli: Run, moto_server: str) -> None:
     common = ["--poll-seconds", "0", "--endpoint-url", moto_server, "--region", "us-east-1"]
     client = ec2(moto_server, "us-east-1")
     snapshot = client.create_snapshot(VolumeId=client.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"]
@@ -263,7 +266,7 @@ def test_well_formed_ids_that_aws_does_not_know_exit_1_naming_them(moto_server: 
         assert done.returncode == 1 and named in one_error_line(done, argv[0]), done.stderr
 
 
-def test_cleanup_keeps_a_snapshot_in_use_and_says_why(moto_server: str) -> None:
+def test_cleanup_keeps_a_snapshot_in_use_and_says_why(cli: Run, moto_server: str) -> None:
     region = "eu-north-1"
     client = ec2(moto_server, region)
     source = client.create_volume(AvailabilityZone="eu-north-1a", Size=1)["VolumeId"]
@@ -281,7 +284,7 @@ def test_cleanup_keeps_a_snapshot_in_use_and_says_why(moto_server: str) -> None:
     assert used in remaining and unused not in remaining
 
 
-def test_mount_records_the_read_only_call_and_is_idempotent(tmp_path: Path, moto_server: str) -> None:
+def test_mount_records_the_read_only_call_and_is_idempotent(cli: Run, tmp_path: Path, moto_server: str) -> None:
     volume = "vol-0123456789abcdef0"
     log = tmp_path / "mount.log"
     mount = recording_script(tmp_path / "mount", log)
@@ -304,7 +307,7 @@ def test_mount_records_the_read_only_call_and_is_idempotent(tmp_path: Path, moto
     assert missing.returncode == 1 and "no local device for vol-0fffffffffffffff0" in one_error_line(missing, "mount")
 
 
-def test_mount_on_xen_asks_ec2_for_the_attachment_name(tmp_path: Path, moto_server: str) -> None:
+def test_mount_on_xen_asks_ec2_for_the_attachment_name(cli: Run, tmp_path: Path, moto_server: str) -> None:
     client = ec2(moto_server, "us-east-1")
     volume = client.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"]
     instance = client.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
@@ -320,7 +323,7 @@ def test_mount_on_xen_asks_ec2_for_the_attachment_name(tmp_path: Path, moto_serv
                                        str(tmp_path / "data")]
 
 
-def test_cleanup_lists_then_deletes(moto_server: str) -> None:
+def test_cleanup_lists_then_deletes(cli: Run, moto_server: str) -> None:
     region = "ap-southeast-2"
     client = ec2(moto_server, region)
     ours = client.create_volume(AvailabilityZone="ap-southeast-2a", Size=1, TagSpecifications=[

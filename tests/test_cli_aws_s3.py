@@ -1,7 +1,8 @@
-"""``recordio-pack backup`` / ``restore`` end to end: the CLI as a subprocess against a moto server on
-127.0.0.1, exit statuses and one-line errors, counts that mean the same in both, and the fault matrix: kill -9
-and SIGTERM of backup and of restore at two points mid-transfer, then a rerun that finishes byte-identical with
-no temporaries left; and the backup-vs-awscli benchmark on a tiny size."""
+"""``recordio-pack backup`` / ``restore`` end to end against a moto server on 127.0.0.1: exit statuses and one-line
+errors, counts that mean the same in both (the CLI in this process, through ``cli.main``), and the fault matrix: kill
+-9 and SIGTERM of the installed ``recordio-pack`` (a real subprocess) of backup and of restore at two points
+mid-transfer, then a rerun that finishes byte-identical with no temporaries left; and the backup-vs-awscli benchmark
+on a tiny size."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -23,14 +23,19 @@ from moto.core import set_initial_no_auth_action_count
 from recordio_pack.cli import main
 
 from s3_helpers import PART, SMALL, damage, write_dataset
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "recordio-pack")
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env if env is not None else dict(os.environ))
+Run = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture()
+def cli(cli_main: Run) -> Run:
+    """``cli(*args, env=None)``: ``recordio-pack ARGS`` in this process, answered like ``subprocess.run``."""
+    return cli_main
 
 
 def new_bucket(moto_server: str) -> tuple[Any, str]:
@@ -46,7 +51,7 @@ def one_error_line(completed: subprocess.CompletedProcess, command: str) -> str:
     return lines[0]
 
 
-def test_backup_dry_run_and_restore_round_trip(tmp_path: Path, moto_server: str) -> None:
+def test_backup_dry_run_and_restore_round_trip(cli: Run, tmp_path: Path, moto_server: str) -> None:
     _, bucket = new_bucket(moto_server)
     write_dataset(tmp_path / "ds", sizes=SMALL)  # multipart through the CLI: the kill test below
     where = f"s3://{bucket}/imagenet/v1"
@@ -76,7 +81,7 @@ def test_backup_dry_run_and_restore_round_trip(tmp_path: Path, moto_server: str)
     assert (tmp_path / "copy" / "ds.lst").read_bytes() == (tmp_path / "ds" / "ds.lst").read_bytes()
 
 
-def test_errors_are_one_line_with_meaningful_exit_status(tmp_path: Path, moto_server: str) -> None:
+def test_errors_are_one_line_with_meaningful_exit_status(cli: Run, tmp_path: Path, moto_server: str) -> None:
     write_dataset(tmp_path / "ds", sizes={"ds.lst": 10})
     missing = cli("backup", str(tmp_path / "ds"), "s3://rp-cli-no-such-bucket/x", "--endpoint-url", moto_server)
     assert missing.returncode == 1 and "NoSuchBucket" in one_error_line(missing, "backup")
@@ -111,7 +116,7 @@ def test_access_denied_names_the_action(tmp_path: Path, monkeypatch: pytest.Monk
     assert "\n" not in error and "access denied for PutObject" in error
 
 
-def test_backup_and_restore_count_the_same_things(tmp_path: Path, moto_server: str) -> None:
+def test_backup_and_restore_count_the_same_things(cli: Run, tmp_path: Path, moto_server: str) -> None:
     _, bucket = new_bucket(moto_server)
     write_dataset(tmp_path / "ds", sizes=SMALL)
     where, common = f"s3://{bucket}/ds", ["--endpoint-url", moto_server, "-q"]
@@ -122,7 +127,7 @@ def test_backup_and_restore_count_the_same_things(tmp_path: Path, moto_server: s
         backed_up.stdout, restored.stdout)
 
 
-def test_flag_errors_and_help_say_what_they_mean(tmp_path: Path) -> None:
+def test_flag_errors_and_help_say_what_they_mean(cli: Run, tmp_path: Path) -> None:
     for bad in ("fast", "0MB/s"):
         completed = cli("backup", str(tmp_path), "s3://rp-cli-any/x", "--max-bandwidth", bad)
         line = completed.stderr.strip().splitlines()[-1]
@@ -132,7 +137,7 @@ def test_flag_errors_and_help_say_what_they_mean(tmp_path: Path) -> None:
     assert "reads the local manifests (not the data files)" in help_text and "--overwrite" in help_text
 
 
-def test_another_version_in_the_prefix_is_refused_with_exit_3_until_overwrite(tmp_path: Path,
+def test_another_version_in_the_prefix_is_refused_with_exit_3_until_overwrite(cli: Run, tmp_path: Path,
                                                                               moto_server: str) -> None:
     client, bucket = new_bucket(moto_server)
     where, common = f"s3://{bucket}/ds", ["--endpoint-url", moto_server, "-q"]
@@ -165,12 +170,14 @@ POINTS = {"mid-file": (None, FIRST), "between-files": (FIRST, SECOND)}
 def stop_when(process: subprocess.Popen, ready: Callable[[], bool], sig: signal.Signals,
               what: str) -> subprocess.CompletedProcess:
     """Send ``sig`` to ``process`` once ``ready()`` is true (polled), then collect it."""
+    def ready_while_running() -> bool:
+        if ready():
+            return True
+        assert process.poll() is None, f"the throttled {what} finished before it could be stopped"
+        return False
+
     try:
-        deadline = time.monotonic() + 90
-        while not ready():
-            assert process.poll() is None, f"the throttled {what} finished before it could be stopped"
-            assert time.monotonic() < deadline, f"the {what} never got mid-way"
-            time.sleep(0.05)
+        wait_until(ready_while_running, 90, interval=0.05, message=f"the {what} never got mid-way")
         process.send_signal(sig)
         out, err = process.communicate(timeout=60)
     finally:
@@ -221,9 +228,10 @@ def same_files(source: Path, copy: Path, names: list[str]) -> bool:
         (copy / n).read_bytes() == (source / n).read_bytes() for n in names)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("sig", SIGNALS)
-def test_backup_stopped_mid_transfer_resumes_and_restores_byte_identical(tmp_path: Path, moto_server: str,
+def test_backup_stopped_mid_transfer_resumes_and_restores_byte_identical(cli: Run, tmp_path: Path, moto_server: str,
                                                                          sig: signal.Signals, point: str) -> None:
     client, bucket, before = fault_dataset(tmp_path, moto_server)
     done, started = POINTS[point]
@@ -251,10 +259,11 @@ def test_backup_stopped_mid_transfer_resumes_and_restores_byte_identical(tmp_pat
     assert same_files(tmp_path / "ds", tmp_path / "copy", before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("sig", SIGNALS)
 def test_restore_stopped_mid_transfer_resumes_with_ranged_gets_and_leaves_nothing(
-        tmp_path: Path, moto_server: str, sig: signal.Signals, point: str) -> None:
+        cli: Run, tmp_path: Path, moto_server: str, sig: signal.Signals, point: str) -> None:
     _, bucket, names = fault_dataset(tmp_path, moto_server)
     done, started = POINTS[point]
     where = f"s3://{bucket}/ds"
