@@ -88,7 +88,12 @@ def test_two_writers_of_one_target_get_their_own_temporaries(tmp_path: Path) -> 
 def test_fsync_is_optional_and_the_folder_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("file"), real_fsync(fd)))
+
+    def fsync(fd: int) -> None:
+        calls.append("file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(fsutil, "fsync_dir", lambda folder: calls.append(f"dir {Path(folder).name}"))
     with atomic_output(tmp_path / "durable") as stream:
         stream.write(b"x")
@@ -102,7 +107,12 @@ def test_fsync_is_optional_and_the_folder_is_fsynced(tmp_path: Path, monkeypatch
 def test_fsync_dir_fsyncs_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[bool] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)), real_fsync(fd)))
+
+    def fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     fsync_dir(tmp_path)
     assert synced == [True]
     with pytest.raises(FileNotFoundError):

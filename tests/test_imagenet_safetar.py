@@ -27,7 +27,7 @@ def _special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInf
 
 def _sparse(name: str) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
-    info.type, info.sparse = tarfile.GNUTYPE_SPARSE, [(0, 0)]  # what reading a GNU sparse header sets
+    info.type, info.sparse = tarfile.GNUTYPE_SPARSE, [(0, 0)]  # type: ignore[assignment]  # as a sparse header sets
     return info
 
 

@@ -17,7 +17,7 @@ import re
 import stat
 import tarfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import IO, BinaryIO, Iterator
 
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.fsutil import atomic_output
@@ -127,7 +127,7 @@ class _ReadFailed(Exception):
         self.error = error
 
 
-def _copy(stream: BinaryIO, out: BinaryIO) -> int:
+def _copy(stream: IO[bytes], out: BinaryIO) -> int:
     written = 0
     while True:
         try:
@@ -140,7 +140,7 @@ def _copy(stream: BinaryIO, out: BinaryIO) -> int:
         written += len(chunk)
 
 
-def write_file(stream: BinaryIO, target: Path, name: str) -> int:
+def write_file(stream: IO[bytes], target: Path, name: str) -> int:
     """Copy ``stream`` to ``target/name`` through a temporary and a rename (``fsutil.atomic_output``, no fsync);
     return the bytes written.
 
