@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from statistics import median
+from typing import Callable
 
 import pytest
 
@@ -203,8 +204,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(executable), "fake", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_cli_end_to_end(tmp_path: Path) -> None:
+def test_cli_end_to_end(tmp_path: Path, cli_main: Callable[..., subprocess.CompletedProcess]) -> None:
     out = tmp_path / "fake"
+    # the installed entry point as a real process; the runs after it go through cli.main in this process
     done = _cli(str(out), "--classes", "2", "--images-per-class", "3", "--seed", "7", "--awkward", "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
@@ -215,11 +217,11 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     assert tree(out) == tree(fake.make_fake_dataset(tmp_path / "lib", classes=2, images_per_class=3, seed=7,
                                                     awkward=True).out)
 
-    again = _cli(str(out), "-q")
+    again = cli_main("fake", str(out), "-q")
     assert again.returncode == 3 and "--overwrite" in again.stderr and again.stderr.count("\n") == 1
-    text = _cli(str(out), "-q", "--overwrite", "--classes", "1", "--images-per-class", "2")
+    text = cli_main("fake", str(out), "-q", "--overwrite", "--classes", "1", "--images-per-class", "2")
     assert text.returncode == 0 and "1 classes, 2 images" in text.stdout and str(out) in text.stdout
-    bad = _cli(str(tmp_path / "x"), "--classes", "0")
+    bad = cli_main("fake", str(tmp_path / "x"), "--classes", "0")
     assert bad.returncode == 2
 
 

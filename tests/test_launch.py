@@ -20,8 +20,9 @@ SNAP = "snap-0123456789abcdef0"
 PROFILE = "recordio-pack-gpu"
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def aws():
+    """In-process moto for this module (starting it costs a second): tests look only at the instances they made."""
     with mock_aws():
         iam = boto3.client("iam", region_name="us-east-1")
         iam.create_instance_profile(InstanceProfileName=PROFILE)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -23,8 +24,17 @@ CLI = [sys.executable, "-m", "recordio_pack"]
 TINY = jpeg(24, 16)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
+Run = Callable[..., subprocess.CompletedProcess]
+
+
+def subprocess_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def cli(cli_main: Run) -> Run:
+    """``cli(*args)``: ``recordio-pack ARGS`` in this process (cli.main), answered like ``subprocess.run``."""
+    return cli_main
 
 
 def touch(root: Path, *relatives: str, data: bytes = TINY) -> None:
@@ -55,7 +65,7 @@ def test_labels_follow_sorted_class_folders_and_images_are_found_recursively(tmp
     assert listing.skipped_other_ext == 1 and listing.problems == []
 
 
-def test_extensions_match_in_any_case(tmp_path: Path) -> None:
+def test_extensions_match_in_any_case(cli: Run, tmp_path: Path) -> None:
     touch(tmp_path, "c/a.JPEG", "c/b.Jpg", "c/c.jpg", "c/d.PNG", "c/e.gif", "c/f.jpeg.txt", "c/noext")
     assert [entry.path for entry in scan_tree(tmp_path).entries] == ["c/a.JPEG", "c/b.Jpg", "c/c.jpg", "c/d.PNG"]
     assert scan_tree(tmp_path).skipped_other_ext == 3
@@ -66,7 +76,7 @@ def test_extensions_match_in_any_case(tmp_path: Path) -> None:
     assert json.loads(listed.stdout)["skipped_other_ext"] == 5
 
 
-def test_shuffle_is_seeded_and_no_shuffle_is_sorted(tmp_path: Path) -> None:
+def test_shuffle_is_seeded_and_no_shuffle_is_sorted(cli: Run, tmp_path: Path) -> None:
     flat_tree(tmp_path / "tree", classes=4, per_class=10)
     sorted_entries = scan_tree(tmp_path / "tree").entries
     assert ordered_entries(sorted_entries, shuffle=False) == sorted_entries
@@ -87,7 +97,7 @@ def test_shuffle_is_seeded_and_no_shuffle_is_sorted(tmp_path: Path) -> None:
     assert [entry.path for entry in sorted_entries] == sorted(entry.path for entry in sorted_entries)
 
 
-def test_ratios_and_chunks_name_and_size_files_as_im2rec(tmp_path: Path) -> None:
+def test_ratios_and_chunks_name_and_size_files_as_im2rec(cli: Run, tmp_path: Path) -> None:
     touch(tmp_path / "tree", *(f"c{number % 3}/i{number:02d}.jpg" for number in range(23)))
     result = make_lists(tmp_path / "tree", tmp_path / "out" / "ds", chunks=3, train_ratio=0.6, test_ratio=0.2)
     # im2rec: chunk_size = ceil(23 / 3) = 8 (chunks of 8, 8, 7); test = int(8 * 0.2) = 1 and train =
@@ -116,7 +126,7 @@ def test_ratios_and_chunks_name_and_size_files_as_im2rec(tmp_path: Path) -> None
     assert cli("list", str(tmp_path / "tree"), str(tmp_path / "bad" / "x"), "--train-ratio", "1.5").returncode == 2
 
 
-def test_class_map_is_written_beside_the_lists(tmp_path: Path) -> None:
+def test_class_map_is_written_beside_the_lists(cli: Run, tmp_path: Path) -> None:
     for name in ("n02", "n00", "n01"):
         touch(tmp_path / "tree", f"{name}/a.jpg")
     listed = cli("list", str(tmp_path / "tree"), str(tmp_path / "lists" / "train"), "--json")
@@ -159,11 +169,12 @@ def test_symlink_loops_neither_hang_nor_duplicate(tmp_path: Path) -> None:
     assert entries_of(listing.entries) == [
         (0, (0.0,), "a/a0.jpg"), (1, (0.0,), "a/sub/a1.jpg"), (2, (1.0,), "b/b0.jpg"),
         (3, (2.0,), "c/c0.jpg"), (4, (2.0,), "c/linked/e0.jpg")]
-    listed = run_with_deadline(lambda: cli("list", str(root), str(tmp_path / "l"), "--json"))
+    # a real process: a hang stays in it, and the deadline's thread never runs cli.main outside the main thread
+    listed = run_with_deadline(lambda: subprocess_cli("list", str(root), str(tmp_path / "l"), "--json"))
     assert listed.returncode == 0 and json.loads(listed.stdout)["images"] == 5
 
 
-def test_paths_a_lst_cannot_hold_are_reported_not_dropped(tmp_path: Path) -> None:
+def test_paths_a_lst_cannot_hold_are_reported_not_dropped(cli: Run, tmp_path: Path) -> None:
     root = tmp_path / "tree"
     touch(root, "a/good.jpg", "a/tab\there.jpg", "b/line\nbreak.jpg", "b/fine name.jpg")
     listing = scan_tree(root)
@@ -183,7 +194,7 @@ def test_paths_a_lst_cannot_hold_are_reported_not_dropped(tmp_path: Path) -> Non
     assert not (tmp_path / "direct.lst").exists() and not list(tmp_path.glob("direct.lst*"))
 
 
-def test_existing_lists_are_not_overwritten_without_asking(tmp_path: Path) -> None:
+def test_existing_lists_are_not_overwritten_without_asking(cli: Run, tmp_path: Path) -> None:
     flat_tree(tmp_path / "tree", classes=2, per_class=3)
     prefix = tmp_path / "lists" / "ds"
     assert cli("list", str(tmp_path / "tree"), str(prefix)).returncode == 0
@@ -223,7 +234,7 @@ def test_reads_an_existing_im2rec_list_as_it_is(tmp_path: Path) -> None:
         read_lst(tmp_path / "bad.lst")
 
 
-def test_pack_from_the_lst_equals_pack_from_the_folder(tmp_path: Path) -> None:
+def test_pack_from_the_lst_equals_pack_from_the_folder(cli: Run, tmp_path: Path) -> None:
     root = tmp_path / "tree"
     for label in range(3):
         for number in range(5):

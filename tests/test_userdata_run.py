@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 
 from recordio_pack.userdata.imds_stub import ImdsStub
 from recordio_pack.userdata.render import UserDataOptions, render
+from waiting import wait_until
 
 VENV_BIN = Path(sys.executable).parent
 BASH = shutil.which("bash") or "/bin/bash"
@@ -142,6 +142,7 @@ def device_appears(ec2, host: FakeHost, instance_id: str) -> Iterator[None]:
         thread.join(10)
 
 
+@pytest.mark.slow
 def test_boot_creates_attaches_and_mounts_once(ec2, moto_server: str, tmp_path: Path) -> None:
     if Path("/dev/sdf").exists() or Path("/dev/xvdf").exists():
         pytest.skip("this host has /dev/sdf, the script's fallback device name")
@@ -186,10 +187,8 @@ def test_boot_creates_attaches_and_mounts_once(ec2, moto_server: str, tmp_path: 
     gets = [r for r in stub.requests if r.method == "GET"]
     assert gets and all(r.had_valid_token and r.status == 200 for r in gets)
 
-    deadline = time.monotonic() + 30  # the prewarm pass runs detached from the script
-    while "prewarm: read 2 .rec files" not in host.log.read_text():
-        assert time.monotonic() < deadline, host.log.read_text()
-        time.sleep(0.1)
+    # the prewarm pass runs detached from the script
+    wait_until(lambda: "prewarm: read 2 .rec files" in host.log.read_text(), 30, message=host.log.read_text)
 
     # A reboot or a cloud-init re-run: the same volume is found by its attachment and tags; nothing new.
     with ImdsStub(instance, REGION, "us-east-1b") as stub:
