@@ -29,7 +29,7 @@ from recordio_pack.fsutil import atomic_output
 from recordio_pack.inputs import PackInput, check_dataset_name, check_output_folder
 from recordio_pack.listing import LstIndex, write_class_map, write_lst
 from recordio_pack.locking import dataset_lock
-from recordio_pack.manifest import FileRecord, Manifest, ShardRecord, manifest_path
+from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, manifest_path
 from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
 from recordio_pack.pool import TaskFailed, WorkerDied, run_tasks
 from recordio_pack.shard import ImageFailed, ShardProgress, ShardResult, ShardTask, ShardWriteError, pack_shard, shard_names
@@ -358,6 +358,12 @@ def _remove_files(out_dir: Path, names: Iterable[str]) -> None:
         (out_dir / file).unlink(missing_ok=True)
 
 
+def _dataset_files(name: str) -> list[str]:
+    """The dataset's files beside its shards, each written through fsutil.atomic_output."""
+    return [f"{name}{suffix}" for suffix in (".rejects.tsv", ".skipped.tsv", ".synsets.txt", ".lst", MANIFEST_SUFFIX,
+                                             JOURNAL_SUFFIX)]
+
+
 def _remove_temporaries(out_dir: Path, outputs: Iterable[str]) -> None:
     for output in outputs:
         for stale in out_dir.glob(f"{output}.*.tmp"):
@@ -511,12 +517,12 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
     elif previous is not None:
         changed = len(previous.done)
     listing_state = _extras_digest(rejects, skipped, classes, label_convention, write_list)
+    _remove_temporaries(out_dir, plan.outputs + _dataset_files(name))  # left by a killed run (we hold the lock)
     if previous is not None and previous.kind == "manifest" and len(reusable) == len(plan.ranges) and not stale_files:
         up_to_date = _finished_result(out_dir, name, previous, plan, listing_state)
         if up_to_date is not None:
             return up_to_date
 
-    _remove_temporaries(out_dir, plan.outputs)  # left by a killed run
     pending = [index for index in range(len(plan.ranges)) if index not in reusable]
     if space_check:
         _check_space(out_dir, (size for index in pending for size in plan.facts.sizes[plan.ranges[index].start:

@@ -489,3 +489,14 @@ def test_the_manifest_names_the_shard_size_that_applied_and_resumed_work_is_not_
     plan = next(event for event in events if event.kind == "plan")
     packed = sum(event.images for event in events if event.kind == "progress")
     assert plan.done_images == 18 and packed == 6  # the bar starts at 18 (not counted in its rate), then adds 6
+
+
+def test_temporaries_of_the_final_files_left_by_a_kill_are_removed_by_the_rerun(tmp_path: Path) -> None:
+    root = tree(tmp_path / "tree", classes=1, per_class=3)
+    pack_input(open_input(root), tmp_path / "out", PackOptions(workers=1))
+    leftovers = [tmp_path / "out" / f"tree.{kind}.k1llEd00.tmp" for kind in
+                 ("manifest.json", "rejects.tsv", "pack-state.json", "lst", "synsets.txt")]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half")
+    assert pack_input(open_input(root), tmp_path / "out", PackOptions(workers=1)).up_to_date
+    assert not any(leftover.exists() for leftover in leftovers)
