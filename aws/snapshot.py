@@ -18,10 +18,10 @@ from typing import Any, Callable, Sequence
 
 from recordio_pack.aws.ebs_options import check_id, check_region
 from recordio_pack.aws.ec2 import TAG_PREFIX, Waiting, base_tags, tag_specification, tags_of, wait_snapshot_completed
-from recordio_pack.aws.mount import LocalPaths, freezable_mount_root
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.digest import hash_file
 from recordio_pack.errors import RecordioPackError, UsageError
+from recordio_pack.mount import LocalPaths, freezable_mount_root
 
 __all__ = ["SnapshotOptions", "SnapshotResult", "manifest_sha256", "create_dataset_snapshot", "check_shareable",
            "share_snapshot", "Freezer"]

@@ -13,10 +13,10 @@ from botocore.stub import ANY
 
 from recordio_pack import __version__
 from recordio_pack.aws.ec2 import MANAGED_BY_KEY, Waiting, WaitProgress, tags_of
-from recordio_pack.aws.mount import FreezeRefused, LocalPaths, freezable_mount_root
 from recordio_pack.aws.session import AwsError, AwsTarget
 from recordio_pack.aws.snapshot import Freezer, SnapshotOptions, create_dataset_snapshot, share_snapshot
 from recordio_pack.errors import RecordioPackError, UsageError
+from recordio_pack.mount import FreezeRefused, LocalPaths, freezable_mount_root
 
 from ec2_helpers import StubTarget, moto_target
 

@@ -54,7 +54,7 @@ def _ec2_lookup(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recordio_pack.aws.mount import mount_volume
+    from recordio_pack.mount import mount_volume
 
     result = mount_volume(
         args.volume_id, args.mount_point, paths=local_paths(args), attachment_device=args.device,

@@ -36,7 +36,7 @@ def add_local_paths_options(parser: argparse.ArgumentParser) -> None:
 def local_paths(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
-    from recordio_pack.aws.mount import LocalPaths
+    from recordio_pack.mount import LocalPaths
 
     return LocalPaths(Path(args.proc_root), Path(args.sys_root), Path(args.dev_root), Path(args.by_id_dir))
 
@@ -118,9 +118,9 @@ def _text(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from recordio_pack.aws.ec2 import Waiting
-    from recordio_pack.aws.mount import volume_for_mount_point
     from recordio_pack.aws.session import AwsTarget
     from recordio_pack.aws.snapshot import Freezer, SnapshotOptions, create_dataset_snapshot, manifest_sha256
+    from recordio_pack.mount import volume_for_mount_point
 
     _common.require(bool(args.volume_id) != bool(args.mount_point),
                     "give --volume-id or --mount-point (one of them: the volume is found from the mount point)")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from recordio_pack.aws.mount import (LocalPaths, detect_fstype, device_for_volume, mount_entry_for, mount_options,
-                                     mount_volume, read_mountinfo, volume_for_mount_point)
+from recordio_pack.mount import (LocalPaths, detect_fstype, device_for_volume, mount_entry_for, mount_options,
+                                 mount_volume, read_mountinfo, volume_for_mount_point)
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
 
 VOLUME = "vol-0123456789abcdef0"
