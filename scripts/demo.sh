@@ -2,6 +2,7 @@
 # `make demo`: the whole job on an embedded default — a generated fake ImageNet, listed, packed, verified,
 # inspected, backed up to an S3 endpoint on 127.0.0.1 (moto), restored and verified again.
 set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-demo}
 rm -rf "$out"
 mkdir -p "$out"
@@ -66,7 +67,7 @@ iid=$(aws --endpoint-url "$endpoint" ec2 run-instances --image-id "$ami" --insta
   --placement AvailabilityZone=us-east-1b --query 'Instances[0].InstanceId' --output text)
 recordio-pack userdata --snapshot-id "$snap" --mount-point "$boot/mnt" -o "$boot/user-data.sh"
 # The instance metadata service (IMDSv2) is a stub on 127.0.0.1 serving this instance's id and zone.
-python -m recordio_pack.userdata.imds_stub --instance-id "$iid" --region us-east-1 --az us-east-1b >"$boot/imds.url" &
+python "$repo/tests/imds_stub.py" --instance-id "$iid" --region us-east-1 --az us-east-1b >"$boot/imds.url" &
 imds_pid=$!
 trap 'kill $moto_pid $imds_pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -s "$boot/imds.url" ] && break; sleep 0.1; done

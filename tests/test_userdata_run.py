@@ -22,8 +22,9 @@ from typing import Iterator
 import boto3
 import pytest
 
-from recordio_pack.userdata.imds_stub import ImdsStub
 from recordio_pack.userdata.render import UserDataOptions, render
+
+from imds_stub import ImdsStub
 from waiting import wait_until
 
 VENV_BIN = Path(sys.executable).parent

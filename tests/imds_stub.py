@@ -7,8 +7,9 @@ serves ``instance-id``, ``placement/region`` and ``placement/availability-zone``
 every token request with 403 (the metadata endpoint turned off); ``fail_first`` answers that many token
 requests with 503 first, to exercise retries.
 
-Run it: ``python -m recordio_pack.userdata.imds_stub --port 0 --instance-id i-... --region us-east-1
---az us-east-1a``; it prints its URL on the first line of stdout and serves until interrupted.
+Run it: ``python tests/imds_stub.py --port 0 --instance-id i-... --region us-east-1 --az us-east-1a``
+(``scripts/demo.sh`` does); it prints its URL on the first line of stdout and serves until interrupted. Tests
+import it as ``imds_stub``, like the other helpers beside them; it is not part of the installed package.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def _handler_for(stub: ImdsStub) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recordio_pack.userdata.imds_stub",
+    parser = argparse.ArgumentParser(prog="python tests/imds_stub.py",
                                      description="A local IMDSv2 stub for running the boot script off EC2.")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default 0: a free one)")
     parser.add_argument("--instance-id", required=True)
