@@ -32,7 +32,7 @@ def _resolve(path_text: str, classes_file: str | None):  # -> (recs, classes)
 
 
 def run(args: argparse.Namespace) -> int:
-    from recordio_pack.inspect import contact_sheet, iter_rows
+    from recordio_pack.peek import contact_sheet, iter_rows
 
     recs, classes = _resolve(args.path, args.classes)
     rows = []

@@ -1,4 +1,8 @@
-"""Looking inside shards: a table of records, and a contact sheet of captioned sample images."""
+"""Looking inside shards: a table of records, and a contact sheet of captioned sample images.
+
+The library side of ``recordio-pack inspect`` (named ``peek`` so as not to shadow the standard library's
+``inspect``).
+"""
 
 from __future__ import annotations
 
