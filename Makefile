@@ -30,6 +30,10 @@ test: $(VENV)/.installed $(MXVENV)/.installed
 	RECORDIO_PACK_MXNET_PYTHON="$(CURDIR)/$(MXVENV)/bin/python" RECORDIO_PACK_REQUIRE_ORACLE=1 \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -n auto -q tests
 
+# The edit-run loop: no oracle environment, no test marked slow (the demo, the fault matrices, the boot script).
+test-fast: $(VENV)/.installed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -n auto -q -m "not oracle and not slow" tests
+
 bench: $(VENV)/.installed $(MXVENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python bench/pack_vs_im2rec.py --mxnet-python "$(CURDIR)/$(MXVENV)/bin/python"
 	$(VENV)/bin/python bench/cost_breakdown.py
