@@ -28,7 +28,7 @@ from typing import Any
 
 from recordio_pack.aws import multipart
 from recordio_pack.aws.s3 import (
-    SHA256_METADATA, DatasetMismatch, Listed, ObjectInfo, Placement, Progress, ProgressSubscriber, RateLimiter,
+    SHA256_METADATA, DatasetMismatch, Listed, ObjectInfo, Placement, ProgressSubscriber, RateLimiter,
     S3Location, TransferOptions, dataset_files, delete_objects, hash_file, hash_files, head_object, head_objects,
     list_objects, LocalFileError, local_errors, s3_client, transfer_config, transfer_manager,
 )
@@ -37,6 +37,7 @@ from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.digest import crc32_base64
 from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, find_manifests
+from recordio_pack.progress import NullProgress, Progress, Task, start_task
 
 __all__ = ["STORAGE_CLASSES", "SSE_MODES", "BackupOptions", "FilePlan", "BackupResult", "OtherVersionError",
            "decide", "backup"]
@@ -210,9 +211,9 @@ def _mismatch_message(directory: Path, problems: list[str]) -> str:
 
 def _verify_local(directory: Path, files: dict[str, FileRecord], workers: int, progress: Progress) -> None:
     paths = {directory / name: record for name, record in files.items()}
-    progress.stage("verifying", sum(record.bytes for record in paths.values()))
+    task = start_task(progress, "verifying", "bytes", sum(record.bytes for record in paths.values()))
     with local_errors(f"reading {directory}"):
-        found = hash_files(paths, progress, workers)
+        found = hash_files(paths, task, workers)
     problems = [f"{record.name} {'sha256' if found[path].sha256 != record.sha256 else 'CRC32'} differs"
                 for path, record in paths.items()
                 if (found[path].sha256, found[path].crc32) != (record.sha256, record.crc32)]
@@ -381,10 +382,11 @@ def _verify_uploaded(client: Any, location: S3Location, plan: FilePlan, wanted: 
 class _Uploader:
     """The sending half of a run: continued multipart uploads, then fresh ones through s3transfer."""
 
-    def __init__(self, client: Any, location: S3Location, options: BackupOptions, progress: Progress,
+    def __init__(self, client: Any, location: S3Location, options: BackupOptions, task: Task,
                  result: BackupResult) -> None:
-        self.client, self.location, self.options, self.progress, self.result = (
-            client, location, options, progress, result)
+        """``task``: "uploading", in bytes; its notes tell of continued and aborted uploads."""
+        self.client, self.location, self.options, self.task, self.result = (
+            client, location, options, task, result)
 
     def continue_or_fallback(self, plan: FilePlan) -> bool:
         """Finish ``plan``'s unfinished upload; False (upload aborted) when it has to be sent afresh."""
@@ -393,26 +395,26 @@ class _Uploader:
             done = multipart.continue_upload(
                 self.client, self.location, plan.upload, plan.path, plan.record,
                 concurrency=self.options.transfer.concurrency,
-                limiter=RateLimiter(self.options.transfer.max_bandwidth), progress=self.progress)
+                limiter=RateLimiter(self.options.transfer.max_bandwidth), task=self.task)
         except multipart.CannotContinue as why:
-            self.progress.note(f"{plan.name}: cannot continue its unfinished upload ({why}); aborted it, "
-                               "sending the file again")
+            self.task.progress.on_note(f"{plan.name}: cannot continue its unfinished upload ({why}); aborted it, "
+                                       "sending the file again")
             multipart.abort(self.client, self.location.bucket, plan.upload)
             self.result.aborted.append(plan.upload.key)
             plan.action, plan.reason = UPLOAD, f"{plan.reason} (not possible: {why}; sent afresh)"
             return False
-        self.progress.advance(done.reused_bytes)
+        self.task.advance(done.reused_bytes)
         problem = _verify_uploaded(self.client, self.location, plan, self.options.placement)
         if problem is not None:
-            self.progress.note(f"{plan.name}: the continued upload does not match the manifest ({problem}); "
-                               "sending the file again")
-            self.progress.advance(-plan.record.bytes)
+            self.task.progress.on_note(f"{plan.name}: the continued upload does not match the manifest "
+                                       f"({problem}); sending the file again")
+            self.task.advance(-plan.record.bytes)
             plan.action, plan.reason = UPLOAD, f"{plan.reason} (did not verify: {problem}; sent afresh)"
             return False
         self.result.sent_bytes += done.sent_bytes
         self.result.reused_parts += done.reused_parts
-        self.progress.note(f"{plan.name}: continued an unfinished upload ({done.reused_parts} parts were already "
-                           f"in the bucket, {done.sent_parts} sent)")
+        self.task.progress.on_note(f"{plan.name}: continued an unfinished upload ({done.reused_parts} parts were "
+                                   f"already in the bucket, {done.sent_parts} sent)")
         return True
 
     def send(self, manager: Any, plans: list[FilePlan]) -> None:
@@ -423,7 +425,7 @@ class _Uploader:
             futures.append((plan, key, manager.upload(
                 str(plan.path), self.location.bucket, key,
                 extra_args=_extra_args(plan.record, self.options, plan.manifest),
-                subscribers=[ProgressSubscriber(self.progress)])))
+                subscribers=[ProgressSubscriber(self.task)])))
         for plan, key, future in futures:
             with aws_errors(f"uploading {plan.name} to s3://{self.location.bucket}/{key}"):
                 future.result()
@@ -442,7 +444,7 @@ def backup(directory: str | Path, location: S3Location, options: BackupOptions, 
     (local data no longer matches its manifest, or an upload fails verification) or AwsError; a failed run
     leaves no multipart upload of its own behind, no new manifest in the bucket and deletes nothing."""
     started = time.monotonic()
-    progress = progress or Progress()
+    progress = progress or NullProgress()
     directory = Path(directory)
     manifests, files = _load_local(directory)
     _check_sizes(directory, files)
@@ -475,11 +477,11 @@ def _send(client: Any, location: S3Location, directory: Path, options: BackupOpt
         _verify_local(directory, files, min(4, options.transfer.concurrency), progress)
     for upload in stale:
         multipart.abort(client, location.bucket, upload)
-        progress.note(f"aborted an unfinished multipart upload of s3://{location.bucket}/{upload.key}")
+        progress.on_note(f"aborted an unfinished multipart upload of s3://{location.bucket}/{upload.key}")
     data = [plan for plan in result.plans if plan.action != SKIP and not plan.manifest]
     manifest_plans = [plan for plan in result.plans if plan.action != SKIP and plan.manifest]
-    uploader = _Uploader(client, location, options, progress, result)
-    progress.stage("uploading", sum(plan.record.bytes for plan in data + manifest_plans))
+    task = start_task(progress, "uploading", "bytes", sum(plan.record.bytes for plan in data + manifest_plans))
+    uploader = _Uploader(client, location, options, task, result)
     upload_started = time.monotonic()
     fresh = [plan for plan in data if plan.action == UPLOAD]
     fresh += [plan for plan in data if plan.action == CONTINUE and not uploader.continue_or_fallback(plan)]
@@ -490,4 +492,4 @@ def _send(client: Any, location: S3Location, directory: Path, options: BackupOpt
     result.upload_seconds = time.monotonic() - upload_started
     if result.deleted:  # only now that the new manifests are up: the bucket never lacks a complete version
         delete_objects(client, location, result.deleted)
-        progress.note(f"deleted {len(result.deleted)} objects of the replaced version under {location}")
+        progress.on_note(f"deleted {len(result.deleted)} objects of the replaced version under {location}")

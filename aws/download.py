@@ -15,6 +15,7 @@ restores (``partial_paths``), and any ``*.partial.json`` that is a state file of
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -25,11 +26,12 @@ from typing import Any, Iterable
 
 from botocore import exceptions as bx
 
-from recordio_pack.aws.s3 import Progress, RateLimiter, S3Location, hash_file, iter_chunks, part_size_for
+from recordio_pack.aws.s3 import RateLimiter, S3Location, hash_file, iter_chunks, part_size_for
 from recordio_pack.aws.session import aws_errors
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.fsutil import fsync_dir
 from recordio_pack.manifest import FileRecord
+from recordio_pack.progress import Task
 
 __all__ = ["PARTIAL_SUFFIX", "STATE_SUFFIX", "Wanted", "DownloadResult", "ObjectChanged", "partial_paths",
            "remove_partial", "remove_stray_partials", "download_files"]
@@ -38,6 +40,7 @@ PARTIAL_SUFFIX = ".partial"
 STATE_SUFFIX = ".partial.json"
 STATE_FORMAT = "recordio-pack.partial-download/1"
 READ_CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 _ATTEMPTS = 3  # per part, for a response body that breaks off mid-way (requests themselves retry in botocore)
 _BROKEN_BODY = (bx.IncompleteReadError, bx.ReadTimeoutError, bx.ResponseStreamingError, bx.ConnectionClosedError)
 
@@ -176,8 +179,8 @@ class _Fetcher:
     """Ranged GETs of parts into partial files, from worker threads; ``stop`` makes them give up between
     chunks (Ctrl-C, SIGTERM, another part's failure)."""
 
-    def __init__(self, client: Any, location: S3Location, limiter: RateLimiter, progress: Progress) -> None:
-        self.client, self.location, self.limiter, self.progress = client, location, limiter, progress
+    def __init__(self, client: Any, location: S3Location, limiter: RateLimiter, task: Task) -> None:
+        self.client, self.location, self.limiter, self.task = client, location, limiter, task
         self.stop = threading.Event()
 
     def part(self, job: _Job, number: int) -> tuple[_Job, int, int]:
@@ -187,9 +190,11 @@ class _Fetcher:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 return job, number, self._get(job, offset, length)
-            except _BROKEN_BODY:
+            except _BROKEN_BODY as error:
                 if attempt == _ATTEMPTS:
                     raise
+                log.info("%s part %d: the body broke off (%s); asking again (attempt %d of %d)",
+                         job.record.name, number, error, attempt + 1, _ATTEMPTS)
         raise AssertionError("unreachable")
 
     def _get(self, job: _Job, offset: int, length: int) -> int:
@@ -214,9 +219,9 @@ class _Fetcher:
                 self.limiter.throttle(len(chunk))
                 _pwrite_all(fd, chunk, offset + written, job.data)
                 written += len(chunk)
-                self.progress.advance(len(chunk))
+                self.task.advance(len(chunk))
         except _BROKEN_BODY:
-            self.progress.advance(-written)
+            self.task.advance(-written)
             raise
         finally:
             os.close(fd)
@@ -237,20 +242,21 @@ def _pwrite_all(fd: int, data: bytes, position: int, path: Path) -> None:
 
 
 def download_files(client: Any, location: S3Location, directory: Path, wanted: list[Wanted], *, part_size: int,
-                   concurrency: int, max_bandwidth: int | None, progress: Progress) -> DownloadResult:
+                   concurrency: int, max_bandwidth: int | None, task: Task) -> DownloadResult:
     """Fetch every ``wanted`` file of ``location`` into ``directory`` (see the module docstring), ``concurrency``
     ranged GETs at a time, at most ``max_bandwidth`` bytes per second (None: no limit), parts of at least
     ``part_size`` bytes. Files that do not verify are removed and listed in ``problems``; on any error or
-    interrupt, finished parts stay recorded for the next run."""
+    interrupt, finished parts stay recorded for the next run. ``task`` (bytes) advances by the bytes received
+    and by those already on disk from an earlier run."""
     result = DownloadResult()
-    fetcher = _Fetcher(client, location, RateLimiter(max_bandwidth), progress)
+    fetcher = _Fetcher(client, location, RateLimiter(max_bandwidth), task)
     jobs = [_Job(location, directory / item.record.name, item, part_size_for(item.record.bytes, part_size))
             for item in wanted]
     for job in jobs:
         if job.resumed_bytes:
             result.resumed_bytes += job.resumed_bytes
             result.resumed_files.append(job.record.name)
-            progress.advance(job.resumed_bytes)
+            task.advance(job.resumed_bytes)
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
     try:
         pending: set[Future] = set()
@@ -264,7 +270,7 @@ def download_files(client: Any, location: S3Location, directory: Path, wanted: l
                 result.received_bytes += received
                 job.record_done(number)
                 if job.complete and not failed:
-                    pending |= _finish(pool, fetcher, job, result, progress)
+                    pending |= _finish(pool, fetcher, job, result)
             if failed:
                 failed[0].result()
     finally:
@@ -280,19 +286,19 @@ def _start(pool: ThreadPoolExecutor, fetcher: _Fetcher, job: _Job, result: Downl
     finished at once."""
     missing = job.missing()
     if not missing:
-        return _finish(pool, fetcher, job, result, fetcher.progress)
+        return _finish(pool, fetcher, job, result)
     return {pool.submit(fetcher.part, job, number) for number in missing}
 
 
-def _finish(pool: ThreadPoolExecutor, fetcher: _Fetcher, job: _Job, result: DownloadResult,
-            progress: Progress) -> set[Future]:
+def _finish(pool: ThreadPoolExecutor, fetcher: _Fetcher, job: _Job, result: DownloadResult) -> set[Future]:
     """Verify and rename ``job``; a resumed file that does not verify starts again from zero (its parts are
     returned to wait on), a fresh one is a problem."""
     if job.finish():
         return set()
     if job.resumed_bytes:
-        progress.note(f"{job.record.name}: the resumed download did not match the manifest; fetching it again")
-        progress.advance(-job.record.bytes)
+        fetcher.task.progress.on_note(f"{job.record.name}: the resumed download did not match the manifest; "
+                                      "fetching it again")
+        fetcher.task.advance(-job.record.bytes)
         job.start_afresh()
         return _start(pool, fetcher, job, result)
     result.problems.append(job.record.name)

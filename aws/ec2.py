@@ -2,22 +2,24 @@
 
 boto3's built-in waiters give up after 10 minutes and fail at once on the ``NotFound`` that EC2's eventual
 consistency returns right after a create; a 150 GB snapshot takes far longer. ``Waiting`` polls for as long
-as it is told (``timeout=None``: forever), tolerates ``NotFound`` for a grace period, and calls
-``on_progress`` after every poll so the CLI can draw a bar.
+as it is told (``timeout=None``: forever), tolerates ``NotFound`` for a grace period, and reports every poll
+to its ``progress`` (``recordio_pack.progress``: one task per resource, a ``Polled`` event per poll) so the
+CLI can draw a bar.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from recordio_pack import __version__
 from recordio_pack.aws.session import AwsError, aws_errors
+from recordio_pack.progress import Done, NullProgress, Polled, Progress, Queued, Unit
 
 __all__ = ["TAG_PREFIX", "MANAGED_BY_KEY", "MANAGED_BY_VALUE", "TOOL_VERSION_KEY", "tag_list", "tags_of", "base_tags",
-           "tag_specification", "paginate", "describe_instances", "WaitProgress", "Waiting",
+           "tag_specification", "paginate", "describe_instances", "Waiting",
            "wait_snapshot_completed", "wait_volume_available", "attachment_to", "wait_attached", "free_device_name",
            "used_device_names", "attachment_device"]
 
@@ -67,26 +69,15 @@ def describe_instances(client: Any, **params: Any) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class WaitProgress:
-    """One poll's news: ``percent`` is 0..100 when AWS reports it (snapshots), else None."""
-
-    resource_id: str
-    state: str
-    percent: float | None
-    elapsed: float  # seconds since the wait began
-    region: str | None = None
-
-
-@dataclass(frozen=True)
 class Waiting:
     """How to wait: poll every ``poll_seconds``; give up after ``timeout`` seconds (None: never);
-    a ``NotFound`` is taken as "not visible yet" for ``not_found_grace`` seconds. ``sleep``/``clock`` are
-    injectable so tests run instantly."""
+    a ``NotFound`` is taken as "not visible yet" for ``not_found_grace`` seconds. ``progress`` hears of every
+    poll. ``sleep``/``clock`` are injectable so tests run instantly."""
 
     poll_seconds: float = 15.0
     timeout: float | None = None
     not_found_grace: float = 300.0
-    on_progress: Callable[[WaitProgress], None] | None = None
+    progress: Progress = field(default_factory=NullProgress)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
@@ -96,12 +87,22 @@ class Waiting:
 
     def until(self, what: str, describe: Callable[[], dict[str, Any] | None],
               status: Callable[[dict[str, Any]], tuple[str, float | None, bool]], resource_id: str,
-              region: str | None = None) -> dict[str, Any]:
+              region: str | None = None, unit: Unit = "polls") -> dict[str, Any]:
         """Poll ``describe`` until ``status(item)`` says done; return the last description.
 
         ``describe`` returns None while the resource is not visible yet; ``status`` returns
-        ``(state, percent, done)`` and raises ``AwsError`` for a failed resource.
+        ``(state, percent, done)`` and raises ``AwsError`` for a failed resource. ``unit``: what the task's
+        count is in, "polls" or "percent" (0..100, for resources whose describe reports one).
         """
+        task = _WaitTask(self.progress, resource_id + (f" ({region})" if region else ""), unit, region)
+        try:
+            return self._poll(what, describe, status, resource_id, task)
+        finally:
+            task.done()
+
+    def _poll(self, what: str, describe: Callable[[], dict[str, Any] | None],
+              status: Callable[[dict[str, Any]], tuple[str, float | None, bool]], resource_id: str,
+              task: "_WaitTask") -> dict[str, Any]:
         start = self.clock()
         while True:
             elapsed = self.clock() - start
@@ -112,8 +113,7 @@ class Waiting:
                 state, percent, done = "not-visible-yet", None, False
             else:
                 state, percent, done = status(item)
-            if self.on_progress is not None:
-                self.on_progress(WaitProgress(resource_id, state, percent, elapsed, region))
+            task.polled(state, percent, elapsed)
             if done:
                 return item  # type: ignore[return-value]
             if self.timeout is not None and elapsed >= self.timeout:
@@ -121,6 +121,30 @@ class Waiting:
                                f"{f', {percent:g}%' if percent is not None else ''}); allow a longer wait, or no time "
                                "limit to wait as long as it takes")
             self.sleep(self.poll_seconds)
+
+
+class _WaitTask:
+    """One wait's progress: announced on its first poll (so a run that waits on nothing shows no bar)."""
+
+    def __init__(self, progress: Progress, name: str, unit: Unit, region: str | None) -> None:
+        self.progress, self.name, self.unit, self.region = progress, name, unit, region
+        self.started, self.last = False, 0.0
+
+    def polled(self, state: str, percent: float | None, elapsed: float) -> None:
+        if not self.started:
+            self.started = True
+            self.progress.on_queued(Queued(self.name, self.unit, 100 if self.unit == "percent" else None))
+        if self.unit == "percent":
+            amount = max(0.0, (percent if percent is not None else self.last) - self.last)
+            self.last = max(self.last, percent if percent is not None else self.last)
+        else:
+            amount = 1
+        self.progress.on_progress(Polled(self.name, amount, state, state=state, percent=percent, elapsed=elapsed,
+                                         region=self.region))
+
+    def done(self) -> None:
+        if self.started:
+            self.progress.on_done(Done(self.name))
 
 
 def _describe_one(client: Any, operation: str, key: str, doing: str, **params: Any) -> dict[str, Any] | None:
@@ -156,7 +180,7 @@ def wait_snapshot_completed(client: Any, snapshot_id: str, waiting: Waiting,
         "waiting for the snapshot",
         lambda: _describe_one(client, "describe_snapshots", "Snapshots", f"describing snapshot {snapshot_id}",
                               SnapshotIds=[snapshot_id]),
-        status, snapshot_id, region)
+        status, snapshot_id, region, unit="percent")
 
 
 def _describe_volume(client: Any, volume_id: str) -> dict[str, Any] | None:

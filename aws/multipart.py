@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from recordio_pack.aws.s3 import (
-    MAX_PARTS, MIN_PART_SIZE, Progress, RateLimiter, S3Location, iter_chunks,
+    MAX_PARTS, MIN_PART_SIZE, RateLimiter, S3Location, iter_chunks,
 )
 from recordio_pack.aws.session import aws_errors
 from recordio_pack.digest import crc32_base64
 from recordio_pack.manifest import FileRecord
+from recordio_pack.progress import Task
 
 __all__ = ["Unfinished", "CannotContinue", "ContinueResult", "list_unfinished", "abort", "continue_upload"]
 
@@ -116,11 +117,12 @@ def _part_size(parts: list[dict[str, Any]], total: int) -> int:
 
 
 def continue_upload(client: Any, location: S3Location, upload: Unfinished, path: Path, record: FileRecord,
-                    *, concurrency: int, limiter: RateLimiter, progress: Progress) -> ContinueResult:
+                    *, concurrency: int, limiter: RateLimiter, task: Task) -> ContinueResult:
     """Finish ``upload`` of ``path`` (whose content is ``record``): keep the parts S3 holds that equal the local
     bytes at their offsets, send the others, and complete with the manifest's full-object CRC32 (S3 rejects
     the completion when the assembled object differs). CannotContinue (upload untouched) when the upload is
-    not resumable; any other failure aborts the upload before it propagates."""
+    not resumable; any other failure aborts the upload before it propagates. ``task`` (bytes) advances by each
+    part sent."""
     if (upload.checksum_algorithm or "").upper() != "CRC32" or (upload.checksum_type or "") != "FULL_OBJECT":
         raise CannotContinue(f"it was started with {upload.checksum_algorithm} {upload.checksum_type} "
                              "checksums, not full-object CRC32")
@@ -145,7 +147,7 @@ def continue_upload(client: Any, location: S3Location, upload: Unfinished, path:
         with aws_errors(f"uploading part {number} of s3://{location.bucket}/{upload.key}"):
             response = client.upload_part(Bucket=location.bucket, Key=upload.key, UploadId=upload.upload_id,
                                           PartNumber=number, Body=data, ChecksumAlgorithm="CRC32")
-        progress.advance(len(data))
+        task.advance(len(data))
         crc = response.get("ChecksumCRC32") or crc32_base64(f"{zlib.crc32(data):08x}")
         return number, {"ETag": response["ETag"], "ChecksumCRC32": crc}
 

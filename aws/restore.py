@@ -27,13 +27,14 @@ from typing import Any
 
 from recordio_pack.aws import download
 from recordio_pack.aws.s3 import (
-    SHA256_METADATA, DatasetMismatch, Listed, Progress, S3Location, TransferOptions, dataset_files, hash_files,
+    SHA256_METADATA, DatasetMismatch, Listed, S3Location, TransferOptions, dataset_files, hash_files,
     list_objects, LocalFileError, local_errors, s3_client,
 )
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.fsutil import atomic_output, temporaries_of
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest
+from recordio_pack.progress import NullProgress, Progress, Task, start_task
 
 __all__ = ["RestoreOptions", "RestorePlan", "RestoreResult", "LocalFilesDiffer", "restore"]
 
@@ -136,9 +137,9 @@ def _plan(directory: Path, files: dict[str, FileRecord], overwrite: bool, worker
           progress: Progress) -> list[RestorePlan]:
     present = {name: directory / name for name in files if (directory / name).is_file()}
     same_size = {path: files[name] for name, path in present.items() if path.stat().st_size == files[name].bytes}
-    progress.stage("verifying", sum(record.bytes for record in same_size.values()))
+    task = start_task(progress, "verifying", "bytes", sum(record.bytes for record in same_size.values()))
     with local_errors(f"reading {directory}"):
-        found = hash_files(same_size, progress, workers)
+        found = hash_files(same_size, task, workers)
     plans, differing = [], []
     for name, record in files.items():
         path = directory / name
@@ -192,13 +193,13 @@ def _remove_leftovers(directory: Path, names: list[str]) -> list[str]:
 
 
 def _download(client: Any, location: S3Location, directory: Path, plans: list[RestorePlan],
-              listing: dict[str, Listed], options: RestoreOptions, progress: Progress) -> download.DownloadResult:
+              listing: dict[str, Listed], options: RestoreOptions, task: Task) -> download.DownloadResult:
     """Download ``plans`` (resuming partial files), verify each, rename; raise when one does not verify."""
     wanted = [download.Wanted(plan.record, listing[plan.name].etag) for plan in plans]
     with local_errors(f"restoring into {directory}"):
         done = download.download_files(client, location, directory, wanted, part_size=options.transfer.part_size,
                                        concurrency=options.transfer.concurrency,
-                                       max_bandwidth=options.transfer.max_bandwidth, progress=progress)
+                                       max_bandwidth=options.transfer.max_bandwidth, task=task)
     if done.problems:
         raise RecordioPackError(f"{location}: {len(done.problems)} downloaded file(s) do not match the manifest "
                                 f"({', '.join(done.problems[:5])}): the bucket copy is damaged or was overwritten "
@@ -225,7 +226,7 @@ def restore(location: S3Location, directory: str | Path, options: RestoreOptions
     is incomplete or a download does not verify, LocalFileError when the folder cannot be written, AwsError
     for AWS failures."""
     started = time.monotonic()
-    progress = progress or Progress()
+    progress = progress or NullProgress()
     directory = Path(directory)
     client = s3_client(target, options.transfer)
     listing = list_objects(client, location)
@@ -247,9 +248,9 @@ def restore(location: S3Location, directory: str | Path, options: RestoreOptions
         if plan.action == SKIP:  # present and verified: a partial download of it is of no more use
             download.remove_partial(directory / plan.name)
     wanted = [plan for plan in plans if plan.action == DOWNLOAD]
-    progress.stage("downloading", sum(plan.record.bytes for plan in wanted))
+    task = start_task(progress, "downloading", "bytes", sum(plan.record.bytes for plan in wanted))
     download_started = time.monotonic()
-    done = _download(client, location, directory, wanted, listing, options, progress)
+    done = _download(client, location, directory, wanted, listing, options, task)
     result.received_bytes, result.resumed_bytes, result.resumed_files = (
         done.received_bytes, done.resumed_bytes, done.resumed_files)
     result.download_seconds = time.monotonic() - download_started

@@ -1,5 +1,5 @@
 """S3 pieces shared by backup and restore: ``s3://`` locations, transfer settings, listings, object
-checksums, local hashing and progress events.
+checksums, local hashing and the s3transfer subscriber that forwards byte progress.
 
 Checksums: every object we write carries S3's full-object CRC32 (``ChecksumCRC32``, base64 of the
 manifest's big-endian hex value) and our SHA-256 as user metadata ``sha256``; a bucket object is "ours and
@@ -24,12 +24,13 @@ from recordio_pack.aws.session import AwsError, AwsTarget, aws_errors
 from recordio_pack.digest import Digests, crc32_base64, file_digests
 from recordio_pack.errors import RecordioPackError, describe_os_error
 from recordio_pack.manifest import FileRecord, Manifest
+from recordio_pack.progress import Task
 
 __all__ = [
     "MiB", "MIN_PART_SIZE", "DEFAULT_PART_SIZE", "MAX_PART_SIZE", "MAX_PARTS", "SHA256_METADATA",
     "S3Location", "parse_s3_uri", "check_relative_name", "part_size_for", "TransferOptions",
     "transfer_config", "transfer_manager", "s3_client", "Listed", "list_objects", "ObjectInfo", "head_object",
-    "head_objects", "delete_objects", "Placement", "LocalFileError", "local_errors", "Progress",
+    "head_objects", "delete_objects", "Placement", "LocalFileError", "local_errors",
     "ProgressSubscriber", "RateLimiter", "hash_file", "hash_files", "dataset_files", "DatasetMismatch", "iter_chunks",
 ]
 
@@ -281,26 +282,12 @@ def local_errors(doing: str) -> Iterator[None]:
         raise LocalFileError(f"{doing}: {describe_os_error(error)}") from error
 
 
-class Progress:
-    """Progress events from backup/restore; the defaults do nothing. Methods may be called from worker
-    threads; implementations that keep state must lock."""
-
-    def stage(self, name: str, total_bytes: int) -> None:
-        """A new stage starts (``verifying``, ``uploading``, ``downloading``), moving ``total_bytes``."""
-
-    def advance(self, nbytes: int) -> None:
-        """``nbytes`` more of the current stage are done (negative when a retried request rewinds)."""
-
-    def note(self, message: str) -> None:
-        """Something the user should hear about (an unfinished upload aborted or continued)."""
-
-
 class ProgressSubscriber(BaseSubscriber):
-    """s3transfer subscriber forwarding byte progress to a ``Progress``; with ``size``, it tells s3transfer
-    the transfer size up front (so a download skips its own HeadObject)."""
+    """s3transfer subscriber forwarding byte progress to a task (``recordio_pack.progress.Task``, in bytes);
+    with ``size``, it tells s3transfer the transfer size up front (so a download skips its own HeadObject)."""
 
-    def __init__(self, progress: Progress, size: int | None = None) -> None:
-        self._progress = progress
+    def __init__(self, task: Task, size: int | None = None) -> None:
+        self._task = task
         self._size = size
 
     def on_queued(self, future: Any, **kwargs: Any) -> None:
@@ -308,7 +295,7 @@ class ProgressSubscriber(BaseSubscriber):
             future.meta.provide_transfer_size(self._size)
 
     def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
-        self._progress.advance(bytes_transferred)
+        self._task.advance(bytes_transferred)
 
 
 class RateLimiter:
@@ -331,13 +318,13 @@ class RateLimiter:
             time.sleep(start - now)
 
 
-def hash_file(path: str | Path, progress: Progress | None = None, stop: threading.Event | None = None) -> Digests:
-    """``digest.file_digests`` reporting bytes read to ``progress``; gives up with InterruptedError when ``stop``
-    is set."""
-    return file_digests(path, on_bytes=progress.advance if progress is not None else None, stop=stop)
+def hash_file(path: str | Path, task: Task | None = None, stop: threading.Event | None = None) -> Digests:
+    """``digest.file_digests`` advancing ``task`` (bytes) by the bytes read; gives up with InterruptedError when
+    ``stop`` is set."""
+    return file_digests(path, on_bytes=task.advance if task is not None else None, stop=stop)
 
 
-def hash_files(paths: Iterable[Path], progress: Progress | None, workers: int) -> dict[Path, Digests]:
+def hash_files(paths: Iterable[Path], task: Task | None, workers: int) -> dict[Path, Digests]:
     """hash_file for many files on ``workers`` threads (hashlib and zlib release the GIL on big chunks). On
     an error or Ctrl-C the other threads stop at their next chunk instead of reading on."""
     paths = list(paths)
@@ -346,7 +333,7 @@ def hash_files(paths: Iterable[Path], progress: Progress | None, workers: int) -
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(paths))))
     try:
-        return dict(zip(paths, pool.map(lambda path: hash_file(path, progress, stop), paths)))
+        return dict(zip(paths, pool.map(lambda path: hash_file(path, task, stop), paths)))
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)

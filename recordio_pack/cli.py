@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"recordio-pack {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also report what the library does beside progress (retries, fallbacks, skipped work)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMANDS.values():
         importlib.import_module(f"recordio_pack.commands.{module_name}").register(subparsers)
@@ -61,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _raise_terminated)
     prefix = f"recordio-pack {args.command}"
+    _set_up_logging(prefix, verbose=args.verbose)
     try:
         return int(args.run(args) or 0)
     except RecordioPackError as error:
@@ -77,6 +80,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         _show_traceback(args)
         print(f"{prefix}: error: {describe_os_error(error)}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _set_up_logging(prefix: str, verbose: bool) -> None:
+    """Library log records (the ``recordio_pack`` loggers) to stderr, one line each, prefixed like our errors
+    (``recordio-pack pack: info: ...``): INFO and above with --verbose, else WARNING and above."""
+    import logging
+
+    class OneLineToStderr(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:  # the sys.stderr of the moment: main() may run many times in one process (tests swap it)
+                message = record.getMessage().replace("\n", " ")
+                sys.stderr.write(f"{prefix}: {record.levelname.lower()}: {message}\n")
+            except Exception:
+                self.handleError(record)
+
+    logger = logging.getLogger("recordio_pack")
+    for old in [handler for handler in logger.handlers if handler.get_name() == "recordio-pack-cli"]:
+        logger.removeHandler(old)
+    handler = OneLineToStderr()
+    handler.set_name("recordio-pack-cli")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _show_traceback(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
 from recordio_pack.fsutil import atomic_output
+from recordio_pack.progress import NullProgress, Progress, Task, start_task
 
 __all__ = ["AWKWARD_KINDS", "AWKWARD_LIST", "AwkwardFile", "FakeResult", "ImagePlan", "class_ids", "plan_image",
            "render_image", "encode_image", "make_fake_dataset"]
@@ -313,9 +314,20 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _file_counter(progress: Progress, total: int) -> Callable[[], None]:
+    """``wrote_one()``: one more file of ``total``; the task "fake" is announced on the first."""
+    task: list[Task] = []
+
+    def wrote_one() -> None:
+        if not task:
+            task.append(start_task(progress, "fake", "images", total))
+        task[0].advance(1)
+    return wrote_one
+
+
 def make_fake_dataset(out: Path, *, classes: int = 10, images_per_class: int = 20, seed: int = 0,
                       awkward: bool = False, grayscale_fraction: float = 0.02, overwrite: bool = False,
-                      progress: Callable[[int], None] | None = None) -> FakeResult:
+                      progress: Progress | None = None) -> FakeResult:
     """Write ``classes`` folders of ``images_per_class`` fake photos each under ``out``.
 
     Args:
@@ -327,7 +339,8 @@ def make_fake_dataset(out: Path, *, classes: int = 10, images_per_class: int = 2
         awkward: also write one file of each kind in AWKWARD_KINDS into seeded class folders, and list them
             in ``out/AWKWARD.tsv`` (needs Pillow, the ``fake`` extra).
         grayscale_fraction: probability (0..1) that an image is a single-channel JPEG (default 0.02).
-        progress: called with the number of files just written (1 each time).
+        progress: a task "fake" in images (awkward files included), advanced by 1 per file written; announced
+            after the first file, so a failure before it shows no empty bar.
     """
     out = Path(out)
     _check_arguments(classes, images_per_class, seed, grayscale_fraction)
@@ -335,6 +348,8 @@ def make_fake_dataset(out: Path, *, classes: int = 10, images_per_class: int = 2
     _prepare_out(out, overwrite)
     names = class_ids(seed, classes)
     total_bytes = images = grayscale = 0
+    total_files = classes * images_per_class + (len(AWKWARD_KINDS) if awkward else 0)
+    wrote_one = _file_counter(progress or NullProgress(), total_files)
     try:
         for class_index, wnid in enumerate(names):
             folder = out / wnid
@@ -345,8 +360,7 @@ def make_fake_dataset(out: Path, *, classes: int = 10, images_per_class: int = 2
                 total_bytes += len(data)
                 images += 1
                 grayscale += plan.grayscale
-                if progress is not None:
-                    progress(1)
+                wrote_one()
         written: list[AwkwardFile] = []
         if awkward:
             placement = np.random.default_rng([seed, _AWKWARD_STREAM])
@@ -357,8 +371,7 @@ def make_fake_dataset(out: Path, *, classes: int = 10, images_per_class: int = 2
                 _write_atomic(out / relative, data)
                 total_bytes += len(data)
                 written.append(AwkwardFile(relative, kind, convertible))
-                if progress is not None:
-                    progress(1)
+                wrote_one()
             listing = "".join(f"{a.path}\t{a.kind}\n" for a in written).encode("ascii")
             _write_atomic(out / AWKWARD_LIST, listing)
             total_bytes += len(listing)

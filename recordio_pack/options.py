@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass, fields, replace
@@ -16,6 +17,7 @@ __all__ = ["PackOptions", "default_workers", "opencv_version", "DEFAULT_SHARD_SI
 
 DEFAULT_SHARD_SIZE = 256 << 20  # bytes of input per shard when neither --num-shards nor --shard-size is given
 # the wheels that install cv2 (each adds a build number to OpenCV's version)
+log = logging.getLogger(__name__)
 OPENCV_DISTRIBUTIONS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless",
                         "opencv-contrib-python")
 _IMAGE_FIELDS = tuple(spec.name for spec in fields(ImageOptions))
@@ -38,6 +40,8 @@ def opencv_version() -> str:
             versions.add(match.group(0))
     if len(versions) == 1:
         return versions.pop()
+    log.info("OpenCV's version is not clear from the installed wheels (%s); importing cv2 to ask it",
+             ", ".join(sorted(versions)) or "none found")
     from recordio_pack.codec_preload import cv2
 
     return str(cv2.__version__)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import shutil
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 from recordio_pack.digest import file_digests
 from recordio_pack.errors import RecordioPackError, RefusedError
@@ -32,33 +33,21 @@ from recordio_pack.locking import dataset_lock
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, manifest_path
 from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
 from recordio_pack.pool import TaskFailed, WorkerDied, run_tasks
+from recordio_pack.progress import Advanced, NullProgress, Progress, Task, start_task
 from recordio_pack.shard import ImageFailed, ShardProgress, ShardResult, ShardTask, ShardWriteError, pack_shard, shard_names
 from recordio_pack.sources import Entry, ImageSource
 
-__all__ = ["PackResult", "PackEvent", "NotEnoughSpace", "plan_shards", "pack_entries", "pack_input",
+__all__ = ["PackResult", "NotEnoughSpace", "plan_shards", "pack_entries", "pack_input",
            "estimated_output_bytes"]
 
 JOURNAL_SUFFIX = ".pack-state.json"
 SPACE_MARGIN = 64 << 20  # free bytes kept beyond the estimate (the final files, the journal, the filesystem)
 ChangeCheck = Literal["stat", "content"]
-PackEventKind = Literal["plan", "progress", "shard"]
+log = logging.getLogger(__name__)
 
 
 class NotEnoughSpace(RecordioPackError):
     """The output's filesystem lacks the room the shards still to pack need (estimated, or hit while writing)."""
-
-
-@dataclass(frozen=True)
-class PackEvent:
-    """Progress for renderers: ``kind`` is "plan" (totals; ``images`` already done in ``bytes_in``... see fields),
-    "progress" (deltas) or "shard" (one finished)."""
-
-    kind: PackEventKind
-    images: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    shard: int = -1
-    done_images: int = 0  # "plan" only: images in shards reused from before (not part of the rate)
 
 
 @dataclass
@@ -439,7 +428,7 @@ def _refuse_if_foreign(out_dir: Path, name: str, previous: _Previous | None, pla
 def pack_entries(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_dir: str | Path, name: str,
                  options: PackOptions, *, classes: Sequence[str] | None = None,
                  label_convention: str = "lst", overwrite: bool = False, write_list: bool = False,
-                 progress: Callable[[PackEvent], None] | None = None, origin: str = "",
+                 progress: Progress | None = None, origin: str = "",
                  rejects: Sequence[tuple[str, str]] = (), skipped: Sequence[tuple[str, str]] = (),
                  cross_class_links: int = 0, detect_changes: ChangeCheck = "stat", verify_finished: bool = True,
                  space_check: bool = True) -> PackResult:
@@ -462,7 +451,7 @@ def pack_entries(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
     with dataset_lock(out_dir, name):
         return _pack_locked(entries, source, out_dir, name, options, classes=classes,
                             label_convention=label_convention, overwrite=overwrite, write_list=write_list,
-                            emit=progress or (lambda event: None), origin=origin, rejects=rejects, skipped=skipped,
+                            progress=progress or NullProgress(), origin=origin, rejects=rejects, skipped=skipped,
                             cross_class_links=cross_class_links, detect_changes=detect_changes,
                             verify_finished=verify_finished, space_check=space_check)
 
@@ -479,7 +468,7 @@ def pack_input(pack_in: PackInput, out_dir: str | Path, options: PackOptions, *,
 
 def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_dir: Path, name: str,
                  options: PackOptions, *, classes: Sequence[str] | None, label_convention: str, overwrite: bool,
-                 write_list: bool, emit: Callable[[PackEvent], None], origin: str,
+                 write_list: bool, progress: Progress, origin: str,
                  rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]], cross_class_links: int,
                  detect_changes: ChangeCheck, verify_finished: bool, space_check: bool) -> PackResult:
     if options.key == "lst-index":
@@ -521,9 +510,12 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
     if previous is not None and previous.kind == "manifest" and len(reusable) == len(plan.ranges) and not stale_files:
         up_to_date = _finished_result(out_dir, name, previous, plan, listing_state)
         if up_to_date is not None:
+            log.info("%s in %s is up to date: nothing to pack", name, out_dir)
             return up_to_date
 
     pending = [index for index in range(len(plan.ranges)) if index not in reusable]
+    if reusable:
+        log.info("%s: reusing %d finished shard(s), packing %d", name, len(reusable), len(pending))
     if space_check:
         _check_space(out_dir, (size for index in pending for size in plan.facts.sizes[plan.ranges[index].start:
                                                                                        plan.ranges[index].stop]), options)
@@ -535,9 +527,10 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
     _remove_files(out_dir, stale_files)  # the old version's shards that the new plan does not have
     tasks = [ShardTask(index, len(plan.ranges), name, str(out_dir), entries[plan.ranges[index].start:plan.ranges[index].stop],
                        source, options, plan.digests[index]) for index in pending]
-    emit(PackEvent("plan", images=len(entries), shard=len(plan.ranges),
-                   done_images=sum(len(plan.ranges[index]) for index in reusable)))
-    _run(tasks, options, journal, emit, out_dir, plan)
+    task = start_task(progress, f"pack {name}", "images", total=len(entries),
+                      done=sum(len(plan.ranges[index]) for index in reusable))  # resumed: counted, not in the rate
+    _run(tasks, options, journal, task, out_dir, plan)
+    task.done()
 
     update = {"replaced": journal.replaces, "shards_repacked": pending} if journal.replaces else None
     result = _finish(out_dir, name, options, origin, journal, classes, label_convention, entries, write_list,
@@ -548,14 +541,13 @@ def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_d
     return result
 
 
-def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, emit: Callable[[PackEvent], None],
-         out_dir: Path, plan: _Plan) -> None:
-    def on_event(event: ShardProgress) -> None:
-        emit(PackEvent("progress", event.images, event.bytes_in, event.bytes_out, event.shard))
+def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: Task, out_dir: Path,
+         plan: _Plan) -> None:
+    def on_event(event: ShardProgress) -> None:  # images packed by a worker, with the bytes read and written
+        task.progress.on_progress(Advanced(task.name, event.images, bytes_in=event.bytes_in, bytes_out=event.bytes_out))
 
     def on_done(result: ShardResult) -> None:
         journal.record(result)
-        emit(PackEvent("shard", shard=result.index))
 
     decodes = options.image.reencode != "never" or options.image.validate == "full"
     preload = ["recordio_pack.shard"] + (["recordio_pack.codec_preload"] if decodes else [])

@@ -25,6 +25,7 @@ from recordio_pack.format import (
 )
 from recordio_pack.imaging import ImageRejected, check_decodes, sniff
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, find_manifests
+from recordio_pack.progress import NullProgress, Progress, Task, start_task
 from recordio_pack.recordio import InputError, mapped, read_idx, require_file
 
 __all__ = ["VerifyReport", "ShardCheck", "DamagedRange", "Target", "BadManifest", "LINES_PER_KIND",
@@ -35,7 +36,6 @@ LINES_PER_KIND = 10  # lines shown per kind of problem and file before "... and 
 SNIFF_BYTES = 512
 _SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
 
-OnRecord = Callable[[int], None]
 OnError = Callable[[InputError], None]
 T = TypeVar("T")
 
@@ -389,7 +389,7 @@ def _feed(running: RunningDigests, data: bytes, start: int, end: int) -> None:
 
 
 def _scan_rec(rec: Path, check: ShardCheck, scan: _Scan, classes: Sequence[str] | None, decode: bool,
-              on_record: OnRecord | None) -> None:
+              records: Task | None) -> None:
     """One pass over ``rec``: framing with resynchronisation, the file digests, CRC32s and header checks."""
     running = RunningDigests()
     with mapped(rec) as data:
@@ -404,8 +404,8 @@ def _scan_rec(rec: Path, check: ShardCheck, scan: _Scan, classes: Sequence[str] 
             where = scan.place(item, zlib.crc32(raw))
             check.starts.append(item.start)
             _check_record(where, item, data, classes, decode, scan.log, scan.name, check)
-            if on_record:
-                on_record(1)
+            if records is not None:
+                records.advance(1)
     check.records = len(check.starts)
     check.digests = running.digests()
 
@@ -482,7 +482,7 @@ def _file_problem(file: Path, record: FileRecord) -> str | None:
 
 
 def check_shard(rec: Path, idx: Path | None, classes: Sequence[str] | None = None, decode: bool = False,
-                on_record: OnRecord | None = None, listed: ShardRecord | None = None) -> ShardCheck:
+                records: Task | None = None, listed: ShardRecord | None = None) -> ShardCheck:
     """Scan one `.rec` (and its `.idx` when given; a missing one is a problem) and collect every problem found.
     ``listed``: the shard's manifest entry, to check sizes, checksums and, when it has them, each record's
     CRC32 (naming the record that changed)."""
@@ -491,7 +491,7 @@ def check_shard(rec: Path, idx: Path | None, classes: Sequence[str] | None = Non
     pairs = _read_index(idx, rec, log)
     crcs = _listed_crcs(listed, log, rec.name)
     scan = _Scan(rec.name, 0, RecordLocator(pairs), crcs, log)
-    _scan_rec(rec, check, scan, classes, decode, on_record)
+    _scan_rec(rec, check, scan, classes, decode, records)
     if pairs is not None and idx is not None:
         _check_index(idx.name, pairs, set(check.starts), check.damage, log)
     if listed is not None:
@@ -504,20 +504,20 @@ def check_shard(rec: Path, idx: Path | None, classes: Sequence[str] | None = Non
 # ---------------------------------------------------------------- targets
 
 def _check_listed_shard(folder: Path, shard: ShardRecord, classes: Sequence[str] | None, decode: bool,
-                        on_record: OnRecord | None, manifest_name: str) -> ShardCheck:
+                        records: Task | None, manifest_name: str) -> ShardCheck:
     rec = folder / shard.rec.name
     if not rec.exists():
         return ShardCheck(str(rec), problems=[f"{shard.rec.name}: missing (listed in {manifest_name})"])
-    return check_shard(rec, folder / shard.idx.name, classes, decode, on_record, shard)
+    return check_shard(rec, folder / shard.idx.name, classes, decode, records, shard)
 
 
 def _verify_manifest(target: Target, decode: bool, classes: Sequence[str] | None, report: VerifyReport,
-                     on_record: OnRecord | None) -> None:
+                     records: Task | None) -> None:
     manifest = target.manifest
     assert manifest is not None
     folder = target.path.parent
     for shard in manifest.shards:
-        report.add(_check_listed_shard(folder, shard, classes or manifest.classes, decode, on_record,
+        report.add(_check_listed_shard(folder, shard, classes or manifest.classes, decode, records,
                                        target.path.name))
     for record in manifest.files:
         file = folder / record.name
@@ -528,18 +528,18 @@ def _verify_manifest(target: Target, decode: bool, classes: Sequence[str] | None
 
 
 def _verify_rec(target: Target, decode: bool, classes: Sequence[str] | None, report: VerifyReport,
-                on_record: OnRecord | None) -> None:
+                records: Task | None) -> None:
     rec = target.path
     if target.shard is not None:
         report.add(check_shard(rec, rec.parent / target.shard.idx.name, classes or target.classes, decode,
-                               on_record, target.shard))
+                               records, target.shard))
         return
     idx = rec.with_suffix(".idx")
-    report.add(check_shard(rec, idx if idx.exists() else None, classes or target.classes, decode, on_record))
+    report.add(check_shard(rec, idx if idx.exists() else None, classes or target.classes, decode, records))
 
 
 def _verify_combined_index(target: Target, decode: bool, classes: Sequence[str] | None, report: VerifyReport,
-                           on_record: OnRecord | None) -> None:
+                           records: Task | None) -> None:
     """Check each shard the index covers, then the index: offsets counted across the shards in order."""
     listed = {shard.rec.name: shard for shard in target.manifest.shards} if target.manifest else {}
     starts: set[int] = set()
@@ -552,7 +552,7 @@ def _verify_combined_index(target: Target, decode: bool, classes: Sequence[str] 
             return
         idx = rec.parent / shard.idx.name if shard else rec.with_suffix(".idx")
         check = check_shard(rec, idx if shard or idx.exists() else None, classes or target.classes, decode,
-                            on_record, shard)
+                            records, shard)
         report.add(check)
         starts.update(base + start for start in check.starts)
         damage.extend(DamagedRange(base + item.start, base + item.end, item.error, ()) for item in check.damage)
@@ -571,9 +571,11 @@ _VERIFIERS = {"manifest": _verify_manifest, "rec": _verify_rec, "index": _verify
 
 
 def verify_paths(paths: Sequence[str | Path], decode: bool = False, classes: Sequence[str] | None = None,
-                 on_record: OnRecord | None = None) -> VerifyReport:
+                 progress: Progress | None = None) -> VerifyReport:
     """Verify folders, manifests, `.rec` and `.idx` files (see `resolve_path`).  ``classes`` (label -> name)
-    replaces the class map of every target when given."""
+    replaces the class map of every target when given.  ``progress``: a task "verify" in records (total not
+    known), advanced by 1 per record read."""
+    records = start_task(progress or NullProgress(), "verify", "records")
     report = VerifyReport()
     for raw in paths:
         try:
@@ -582,5 +584,5 @@ def verify_paths(paths: Sequence[str | Path], decode: bool = False, classes: Seq
             report.problem(str(error))
             continue
         for target in targets:
-            _VERIFIERS[target.kind](target, decode, classes, report, on_record)
+            _VERIFIERS[target.kind](target, decode, classes, report, records)
     return report

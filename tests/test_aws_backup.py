@@ -21,13 +21,14 @@ from moto.core import set_initial_no_auth_action_count
 from recordio_pack.aws import multipart
 from recordio_pack.aws.backup import SKIP, UPLOAD, BackupOptions, backup, decide
 from recordio_pack.aws.s3 import (
-    MAX_PARTS, MiB, ObjectInfo, Placement, Progress, RateLimiter, S3Location, TransferOptions, check_relative_name,
+    MAX_PARTS, MiB, ObjectInfo, Placement, RateLimiter, S3Location, TransferOptions, check_relative_name,
     parse_s3_uri, part_size_for, transfer_config, transfer_manager,
 )
 from recordio_pack.aws.session import AwsError, AwsTarget
 from recordio_pack.digest import crc32_base64, file_digests
 from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.manifest import FileRecord
+from recordio_pack.progress import NullProgress, Task
 
 from s3_helpers import PART, SIZES, SMALL, Calls, damage, write_dataset
 
@@ -353,7 +354,7 @@ def test_continue_refuses_uploads_it_cannot_finish(tmp_path: Path, s3: Any) -> N
     record = FileRecord.of(BIG, file_digests(tmp_path / "ds" / BIG))
     with pytest.raises(multipart.CannotContinue, match="CRC32"):
         multipart.continue_upload(client, WHERE, upload, tmp_path / "ds" / BIG, record, concurrency=2,
-                                  limiter=RateLimiter(None), progress=Progress())
+                                  limiter=RateLimiter(None), task=Task(NullProgress(), "uploading"))
     assert client.list_multipart_uploads(Bucket=BUCKET)["Uploads"][0]["UploadId"] == upload_id  # untouched
 
 

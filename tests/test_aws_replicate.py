@@ -8,10 +8,11 @@ from typing import Any, Iterator
 import pytest
 from botocore.stub import ANY
 
-from recordio_pack.aws.ec2 import MANAGED_BY_KEY, Waiting, WaitProgress, free_device_name, tag_list, tags_of
+from recordio_pack.aws.ec2 import MANAGED_BY_KEY, Waiting, free_device_name, tag_list, tags_of
 from recordio_pack.aws.replicate import ReplicateOptions, parse_filter, replicate
 from recordio_pack.aws.session import AwsError, AwsTarget
 from recordio_pack.errors import RecordioPackError, UsageError
+from recordio_pack.progress import Polled, RecordingProgress
 
 from ec2_helpers import StubTarget, moto_target
 
@@ -212,15 +213,16 @@ def test_volume_is_created_in_the_instance_zone_and_attachment_is_awaited() -> N
     stub.add_response("describe_volumes", volume("in-use", "attached"), {"VolumeIds": [VOLUME]})
     stub.add_response("modify_instance_attribute", {}, {"InstanceId": INSTANCE, "BlockDeviceMappings": [
         {"DeviceName": "/dev/sdg", "Ebs": {"VolumeId": VOLUME, "DeleteOnTermination": True}}]})
-    events: list[WaitProgress] = []
+    recorder = RecordingProgress()
     sent: list[dict[str, Any]] = []
     target.clients["ec2"].meta.events.register("before-parameter-build.ec2.CreateVolume", lambda params, **kw: sent.append(params))
     with target:
         result = replicate(target, ReplicateOptions(SNAPSHOT, instance_ids=(INSTANCE,)),
-                           Waiting(poll_seconds=0, sleep=lambda s: None, on_progress=events.append))
+                           Waiting(poll_seconds=0, sleep=lambda s: None, progress=recorder))
         target.assert_done()
     row = result.placements[0]
     assert (row.availability_zone, row.volume_id, row.device, row.state) == ("us-west-2c", VOLUME, "/dev/sdg", "attached")
+    events: list[Polled] = recorder.of(Polled)
     assert [event.state for event in events] == ["not-visible-yet", "creating", "available",
                                                  "attaching", "attaching", "attached"]
     token = sent[0]["ClientToken"]

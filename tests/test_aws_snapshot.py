@@ -12,11 +12,12 @@ import pytest
 from botocore.stub import ANY
 
 from recordio_pack import __version__
-from recordio_pack.aws.ec2 import MANAGED_BY_KEY, Waiting, WaitProgress, tags_of
+from recordio_pack.aws.ec2 import MANAGED_BY_KEY, Waiting, tags_of
 from recordio_pack.aws.session import AwsError, AwsTarget
 from recordio_pack.aws.snapshot import Freezer, SnapshotOptions, create_dataset_snapshot, share_snapshot
 from recordio_pack.errors import RecordioPackError, UsageError
 from recordio_pack.mount import FreezeRefused, LocalPaths, freezable_mount_root
+from recordio_pack.progress import Polled, RecordingProgress
 
 from ec2_helpers import StubTarget, moto_target
 
@@ -43,11 +44,12 @@ def test_snapshot_is_tagged_and_waited_on(aws: AwsTarget, tmp_path: Path) -> Non
     manifest.write_bytes(b'{"name": "imagenet"}\n')
     volume_id = make_volume(aws)
     synced: list[bool] = []
-    events: list[WaitProgress] = []
+    recorder = RecordingProgress()
     options = SnapshotOptions(volume_id, dataset="imagenet", extra_tags={"team": "vision"},
                               manifest_sha256=hashlib.sha256(manifest.read_bytes()).hexdigest())
-    result = create_dataset_snapshot(aws, options, instant(on_progress=events.append),
+    result = create_dataset_snapshot(aws, options, instant(progress=recorder),
                                      sync=lambda: synced.append(True))
+    events: list[Polled] = recorder.of(Polled)
     assert synced == [True] and result.state == "completed" and not result.frozen
     assert events[-1].state == "completed" and events[-1].percent == 100
     described = aws.client("ec2").describe_snapshots(SnapshotIds=[result.snapshot_id])["Snapshots"][0]
@@ -222,10 +224,11 @@ def test_waits_through_not_found_and_pending_with_progress(stub: StubTarget) -> 
                          expected_params={"SnapshotIds": [SNAPSHOT]})
     for state, progress in (("pending", "0%"), ("pending", "40%"), ("pending", "97%"), ("completed", "100%")):
         ec2.add_response("describe_snapshots", snapshot_state(state, progress), {"SnapshotIds": [SNAPSHOT]})
-    events: list[WaitProgress] = []
+    recorder = RecordingProgress()
     sleeps: list[float] = []
     result = create_dataset_snapshot(stub, SnapshotOptions(VOLUME), Waiting(
-        poll_seconds=30, on_progress=events.append, sleep=sleeps.append), sync=lambda: None)
+        poll_seconds=30, progress=recorder, sleep=sleeps.append), sync=lambda: None)
+    events: list[Polled] = recorder.of(Polled)
     assert result.state == "completed" and result.snapshot_id == SNAPSHOT
     assert [(event.state, event.percent) for event in events] == [
         ("not-visible-yet", None), ("pending", 0), ("pending", 40), ("pending", 97), ("completed", 100)]

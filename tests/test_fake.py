@@ -15,6 +15,7 @@ import pytest
 
 from recordio_pack import fake
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
+from recordio_pack.progress import Advanced, Progress, RecordingProgress
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SOF_MARKERS = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG and DAC share the range
@@ -67,8 +68,9 @@ def test_any_subset_is_reproducible_on_its_own(tmp_path: Path) -> None:
 
 
 def test_layout_naming_and_result(tmp_path: Path) -> None:
-    calls: list[int] = []
-    result = fake.make_fake_dataset(tmp_path / "out", classes=4, images_per_class=3, seed=1, progress=calls.append)
+    events = RecordingProgress()
+    result = fake.make_fake_dataset(tmp_path / "out", classes=4, images_per_class=3, seed=1, progress=events)
+    calls = [event.amount for event in events.of(Advanced)]
     folders = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert folders == list(result.class_names) and len(set(folders)) == 4
     assert all(re.fullmatch(r"n\d{8}", name) for name in folders)
@@ -173,15 +175,16 @@ def test_refuses_a_non_empty_folder_and_overwrite_replaces_only_generated_files(
 
 
 def test_an_interrupted_run_leaves_only_whole_files(tmp_path: Path) -> None:
-    seen: list[int] = []
+    seen: list[float] = []
 
-    def stop_after_three(files: int) -> None:
-        seen.append(files)
-        if len(seen) == 3:
-            raise KeyboardInterrupt
+    class StopAfterThree(Progress):
+        def on_progress(self, event: Advanced) -> None:
+            seen.append(event.amount)
+            if len(seen) == 3:
+                raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fake.make_fake_dataset(tmp_path, classes=2, images_per_class=4, seed=9, progress=stop_after_three)
+        fake.make_fake_dataset(tmp_path, classes=2, images_per_class=4, seed=9, progress=StopAfterThree())
     partial = tree(tmp_path)
     assert len(partial) == 3 and not any(name.endswith(".tmp") for name in partial)
     fake.make_fake_dataset(tmp_path / "whole", classes=2, images_per_class=4, seed=9)

@@ -17,8 +17,9 @@ import pytest
 from recordio_pack.commands import imagenet as imagenet_command
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.imagenet.download import (
-    PUBLISHED, Backoff, Checksums, DownloadProgress, download, retry_after_seconds,
+    PUBLISHED, Backoff, Checksums, download, retry_after_seconds,
 )
+from recordio_pack.progress import Advanced, Progress, Retrying
 
 PAYLOAD = bytes((index * 7919 + index // 251) % 256 for index in range(300_000))
 NAME = "ILSVRC2012_fake.tar"
@@ -95,16 +96,16 @@ def _sums(data: bytes) -> dict[str, Checksums]:
     return {NAME: Checksums(hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest())}
 
 
-class _Recorder(DownloadProgress):
+class _Recorder(Progress):
     def __init__(self) -> None:
         self.retries: list[str] = []
         self.received = 0
 
-    def advance(self, nbytes: int) -> None:
-        self.received += nbytes
-
-    def retry(self, attempt: int, delay: float, error: str) -> None:
-        self.retries.append(error)
+    def on_progress(self, event: Advanced) -> None:
+        if isinstance(event, Retrying):
+            self.retries.append(event.error)
+        else:
+            self.received += int(event.amount)
 
 
 def test_dropped_connection_resumes_and_completes(server: tuple[str, ServerState], tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ import recordio_pack.imagenet.prepare as prepare_module
 from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.imagenet.fakearchives import FakeArchives
 from recordio_pack.imagenet.labels import TABLE_NAME
-from recordio_pack.imagenet.prepare import STATE_DIR, PrepareProgress, prepare
+from recordio_pack.imagenet.prepare import STATE_DIR, prepare
 from recordio_pack.listing import read_class_map, scan_tree
+from recordio_pack.progress import Advanced, Progress
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +86,11 @@ def test_train_tree_holds_the_archive_bytes(fake: FakeArchives, tmp_path: Path) 
     assert not (tmp_path / "val").exists()
 
 
-class _InterruptAfter(PrepareProgress):
+class _InterruptAfter(Progress):
     def __init__(self, units: int) -> None:
         self.left = units
 
-    def unit_done(self, name: str, files: int) -> None:
+    def on_progress(self, event: Advanced) -> None:  # one unit (a class or val) done
         self.left -= 1
         if self.left == 0:
             raise KeyboardInterrupt

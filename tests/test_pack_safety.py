@@ -476,7 +476,7 @@ def test_a_failed_write_of_a_final_file_names_it(tmp_path: Path) -> None:
 
 def test_the_manifest_names_the_shard_size_that_applied_and_resumed_work_is_not_rate(tmp_path: Path) -> None:
     from recordio_pack.options import DEFAULT_SHARD_SIZE
-    from recordio_pack.pack import PackEvent
+    from recordio_pack.progress import Advanced, Queued, RecordingProgress
 
     root = tree(tmp_path / "tree")
     pack_input(open_input(root), tmp_path / "out", PackOptions(workers=1))
@@ -484,11 +484,11 @@ def test_the_manifest_names_the_shard_size_that_applied_and_resumed_work_is_not_
 
     pack_input(open_input(root), tmp_path / "four", PackOptions(num_shards=4, workers=1))
     (root / "n00000000" / "0.JPEG").write_bytes(jpeg(70, 64, seed=4242))
-    events: list[PackEvent] = []
-    pack_input(open_input(root), tmp_path / "four", PackOptions(num_shards=4, workers=1), progress=events.append)
-    plan = next(event for event in events if event.kind == "plan")
-    packed = sum(event.images for event in events if event.kind == "progress")
-    assert plan.done_images == 18 and packed == 6  # the bar starts at 18 (not counted in its rate), then adds 6
+    events = RecordingProgress()
+    pack_input(open_input(root), tmp_path / "four", PackOptions(num_shards=4, workers=1), progress=events)
+    [plan] = events.of(Queued)
+    packed = sum(event.amount for event in events.of(Advanced))
+    assert plan.done == 18 and packed == 6  # the bar starts at 18 (not counted in its rate), then adds 6
 
 
 def test_temporaries_of_the_final_files_left_by_a_kill_are_removed_by_the_rerun(tmp_path: Path) -> None:

@@ -81,28 +81,106 @@ def require(condition: bool, message: str) -> None:
         raise UsageError(message)
 
 
+_TQDM_UNITS = {"images": "img", "bytes": "B", "records": "rec", "files": "file", "classes": "class", "percent": "%",
+               "polls": "poll"}
+
+
+class _Bar:
+    """One tqdm bar on stderr; ``moved`` counts the bytes in/out reported since it opened (for the rates)."""
+
+    def __init__(self, event: Any) -> None:  # event: recordio_pack.progress.Queued
+        import time
+
+        from tqdm import tqdm
+
+        scale = event.unit == "bytes"
+        self.tqdm = tqdm(total=event.total, unit=_TQDM_UNITS[event.unit], desc=event.task, unit_scale=scale,
+                         unit_divisor=1024 if scale else 1000, dynamic_ncols=True, file=sys.stderr, smoothing=0.1,
+                         initial=event.done)
+        self.started, self.bytes_in, self.bytes_out = time.monotonic(), 0, 0
+        if event.status:
+            self.tqdm.set_postfix_str(event.status, refresh=False)
+
+    def rates(self, bytes_in: int, bytes_out: int) -> str:
+        import time
+
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        return f"in {self.bytes_in / 2**20 / elapsed:.1f} MiB/s, out {self.bytes_out / 2**20 / elapsed:.1f} MiB/s"
+
+
 class ProgressBar:
-    """Renders library progress events with tqdm on stderr (silent with --quiet or --json)."""
+    """The one renderer of library progress (``recordio_pack.progress.Progress``): tqdm bars on stderr, notes
+    above them; silent with --quiet or --json. By default one bar at a time (a new task replaces it, every
+    event feeds it); ``per_task``: one bar per task (snapshots and their copies); ``label``: one bar under that
+    name for every task, each event's status prefixed by its task (replicate's "waiting"); ``skip_empty``: no
+    bar for a task with nothing to do. Events may come from worker threads. tqdm is imported on the first
+    bar only, so start-up stays light."""
 
-    def __init__(self, args: argparse.Namespace, total: float | None, unit: str, desc: str,
-                 scale: bool = False, initial: float = 0) -> None:
-        """``initial``: work done before this run (resumed), shown in the count but not in the rate."""
-        self._bar = None
-        if not (getattr(args, "quiet", False) or getattr(args, "json", False)):
-            from tqdm import tqdm
+    def __init__(self, args: argparse.Namespace, *, per_task: bool = False, label: str | None = None,
+                 skip_empty: bool = False) -> None:
+        import threading
 
-            self._bar = tqdm(total=total, unit=unit, desc=desc, unit_scale=scale, unit_divisor=1024 if scale else 1000,
-                             dynamic_ncols=True, file=sys.stderr, smoothing=0.1, initial=initial)
+        self._silent = bool(getattr(args, "quiet", False) or getattr(args, "json", False))
+        self._per_task, self._label, self._skip_empty = per_task, label, skip_empty
+        self._bars: dict[str, _Bar] = {}
+        self._lock = threading.Lock()
 
-    def update(self, amount: float, postfix: str | None = None) -> None:
-        if self._bar is not None:
-            self._bar.update(amount)
-            if postfix:
-                self._bar.set_postfix_str(postfix, refresh=False)
+    def on_queued(self, event: Any) -> None:  # Queued
+        with self._lock:
+            if self._silent or (self._label is not None and self._bars):
+                return
+            if not self._per_task:
+                self._close_all()
+            if self._skip_empty and event.total == 0:
+                return
+            if self._label is not None:
+                from dataclasses import replace
+
+                event = replace(event, task=self._label, status="")
+            self._bars[event.task] = _Bar(event)
+
+    def on_progress(self, event: Any) -> None:  # Advanced
+        with self._lock:
+            bar = self._bar_for(event.task)
+            if bar is None:
+                return
+            status = event.status
+            if event.bytes_in or event.bytes_out:
+                status = bar.rates(event.bytes_in, event.bytes_out)
+            elif self._label is not None:
+                status = f"{event.task} {status}".strip()
+            bar.tqdm.update(event.amount)
+            if status:
+                bar.tqdm.set_postfix_str(status, refresh=False)
+
+    def on_done(self, event: Any) -> None:  # Done
+        with self._lock:
+            if self._per_task and event.task in self._bars:
+                self._bars.pop(event.task).tqdm.close()
+
+    def on_note(self, message: str) -> None:
+        if self._silent:
+            return
+        from tqdm import tqdm
+
+        with self._lock:
+            tqdm.write(message, file=sys.stderr)  # above the bars, which are redrawn below
+
+    def _bar_for(self, task: str) -> _Bar | None:
+        if self._per_task:
+            return self._bars.get(task)
+        return next(iter(self._bars.values()), None)
+
+    def _close_all(self) -> None:
+        for bar in self._bars.values():
+            bar.tqdm.close()
+        self._bars.clear()
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        with self._lock:
+            self._close_all()
 
     def __enter__(self) -> "ProgressBar":
         return self

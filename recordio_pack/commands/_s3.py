@@ -1,4 +1,4 @@
-"""CLI pieces shared by ``backup`` and ``restore``: transfer flags and a tqdm renderer for transfer events.
+"""CLI pieces shared by ``backup`` and ``restore``: transfer flags, locations and flag hints for AWS errors.
 
 Imported by the command modules at load time, so it imports only argparse and ``_common`` at its top.
 """
@@ -6,7 +6,6 @@ Imported by the command modules at load time, so it imports only argparse and ``
 from __future__ import annotations
 
 import argparse
-import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -83,50 +82,3 @@ def human_bytes(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     return f"{count} B"
-
-
-class BarProgress:
-    """Renders the library's transfer events (stage/advance/note, from worker threads) as one tqdm bar per
-    stage in bytes, with rate and ETA; notes go to stderr. Silent with --quiet or --json (notes too with
-    --json: they are in the result)."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        import threading
-
-        self._args = args
-        self._lock = threading.Lock()
-        self._bar: _common.ProgressBar | None = None
-
-    def stage(self, name: str, total_bytes: int) -> None:
-        with self._lock:
-            self._close()
-            if total_bytes > 0:
-                self._bar = _common.ProgressBar(self._args, total_bytes, "B", name, scale=True)
-
-    def advance(self, nbytes: int) -> None:
-        with self._lock:
-            if self._bar is not None:
-                self._bar.update(nbytes)
-
-    def note(self, message: str) -> None:
-        if getattr(self._args, "quiet", False) or getattr(self._args, "json", False):
-            return
-        from tqdm import tqdm
-
-        with self._lock:
-            tqdm.write(message, file=sys.stderr)  # above the bar, which is redrawn below
-
-    def close(self) -> None:
-        with self._lock:
-            self._close()
-
-    def _close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-    def __enter__(self) -> "BarProgress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

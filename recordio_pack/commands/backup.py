@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     try:
-        with _s3.flag_hints(), _s3.BarProgress(args) as progress:
+        with _s3.flag_hints(), _common.ProgressBar(args, skip_empty=True) as progress:
             result = backup(args.directory, destination, options, AwsTarget.from_args(args), progress)
     except OtherVersionError as error:
         raise RefusedError(f"{error}. Rerun with --overwrite to replace it (the new version and its manifest go up "

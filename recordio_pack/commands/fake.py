@@ -51,24 +51,13 @@ def run(args: argparse.Namespace) -> int:
         return run_fake(args)
     from pathlib import Path
 
-    from recordio_pack.fake import AWKWARD_KINDS, AWKWARD_LIST, make_fake_dataset
-
-    total = args.classes * args.images_per_class + (len(AWKWARD_KINDS) if args.awkward else 0)
-    bars: list[ProgressBar] = []
-
-    def progress(files: int) -> None:
-        if not bars:  # opened on the first file, so a refusal prints no empty bar
-            bars.append(ProgressBar(args, total=total, unit="img", desc="fake"))
-        bars[0].update(files)
+    from recordio_pack.fake import AWKWARD_LIST, make_fake_dataset
 
     started = time.monotonic()
-    try:
+    with ProgressBar(args) as bar:  # drawn from the first file on, so a refusal prints no empty bar
         result = make_fake_dataset(Path(args.out), classes=args.classes, images_per_class=args.images_per_class,
                                    seed=args.seed, awkward=args.awkward, grayscale_fraction=args.grayscale_fraction,
-                                   overwrite=args.overwrite, progress=progress)
-    finally:
-        for bar in bars:
-            bar.close()
+                                   overwrite=args.overwrite, progress=bar)
     seconds = time.monotonic() - started
     summary = result.to_dict()
     summary["seconds"] = round(seconds, 3)

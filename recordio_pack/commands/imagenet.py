@@ -107,7 +107,7 @@ def _register_fake(commands: argparse._SubParsersAction) -> None:
 def run_download(args: argparse.Namespace) -> int:
     from recordio_pack.commands._common import ProgressBar
     from recordio_pack.errors import UsageError
-    from recordio_pack.imagenet.download import DownloadProgress, archive_urls, download
+    from recordio_pack.imagenet.download import archive_urls, download
 
     urls = list(args.urls)
     if args.base_url:
@@ -115,42 +115,11 @@ def run_download(args: argparse.Namespace) -> int:
     if not urls:
         raise UsageError("give archive URLs, or --base-url (with --archives)")
 
-    class Bar(DownloadProgress):
-        def __init__(self) -> None:
-            self.bar: ProgressBar | None = None
-
-        def _new(self, desc: str, total: int | None, done: int) -> None:
-            self.close()
-            self.bar = ProgressBar(args, total=total, unit="B", desc=desc, scale=True)
-            self.bar.update(done)
-
-        def start(self, name: str, total: int | None, offset: int) -> None:
-            self._new(name, total, offset)
-
-        def hashing(self, name: str, size: int) -> None:
-            self._new(f"hash {name}", size, 0)
-
-        def advance(self, nbytes: int) -> None:
-            if self.bar is not None:
-                self.bar.update(nbytes)
-
-        def retry(self, attempt: int, delay: float, error: str) -> None:
-            if self.bar is not None:
-                self.bar.update(0, f"retry {attempt} in {delay:.0f}s: {error}"[:60])
-
-        def close(self) -> None:
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-
     results, lines = [], []
     for url in urls:
-        bar = Bar()
-        try:
+        with ProgressBar(args) as bar:  # "hash NAME" for bytes already on disk, then "NAME"
             result = download(url, args.out, verify=args.verify, retries=args.retries, timeout=args.timeout,
                               overwrite=args.overwrite, progress=bar)
-        finally:
-            bar.close()
         results.append(result.as_dict())
         state = "verified" if result.verified else "NOT verified"
         lines.append(f"{result.path}: {result.bytes:,} bytes, {state}"
@@ -179,30 +148,14 @@ def _archive_paths(args: argparse.Namespace) -> tuple[str | None, str | None, st
 
 def run_prepare(args: argparse.Namespace) -> int:
     from recordio_pack.commands._common import ProgressBar
-    from recordio_pack.imagenet.prepare import PrepareProgress, prepare
+    from recordio_pack.imagenet.prepare import prepare
 
     train, val, devkit = _archive_paths(args)
 
-    class Bar(PrepareProgress):
-        bar: ProgressBar | None = None
-
-        def start(self, units: int, skipped: int) -> None:
-            self.bar = ProgressBar(args, total=units, unit="class", desc="prepare")
-            if skipped:
-                self.bar.update(0, f"{skipped} already done")
-
-        def unit_done(self, name: str, files: int) -> None:
-            if self.bar is not None:
-                self.bar.update(1, f"{name}: {files} files")
-
-    bar = Bar()
-    try:
+    with ProgressBar(args) as bar:  # "prepare", in classes (val counts as one)
         result = prepare(args.out, train_tar=train, val_tar=val, devkit=devkit, labels=args.labels,
                          threads=args.threads, overwrite=args.overwrite, check_counts=args.check_counts,
                          progress=bar)
-    finally:
-        if bar.bar is not None:
-            bar.bar.close()
     lines = []
     if train:
         lines.append(f"train: {result.train_images:,} images in {result.train_classes} classes"

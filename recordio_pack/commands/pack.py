@@ -66,13 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
     from recordio_pack.commands._common import ProgressBar
     from recordio_pack.errors import UsageError
     from recordio_pack.inputs import check_dataset_name, open_input
     from recordio_pack.options import PackOptions
-    from recordio_pack.pack import PackEvent, pack_input
+    from recordio_pack.pack import pack_input
 
     try:
         options = PackOptions(
@@ -88,28 +86,10 @@ def run(args: argparse.Namespace) -> int:
                          exts=[ext for ext in args.exts.split(",") if ext], shuffle=args.shuffle, seed=args.seed,
                          labels=args.labels, devkit=args.devkit)
     name = args.name or pack_in.name
-    bar: ProgressBar | None = None
-    moved = [0, 0]
-    started = [time.monotonic()]
-
-    def progress(event: PackEvent) -> None:
-        nonlocal bar
-        if event.kind == "plan":
-            bar = ProgressBar(args, total=event.images, unit="img", desc=f"pack {name}", initial=event.done_images)
-            started[0] = time.monotonic()
-        elif event.kind == "progress" and bar is not None:
-            moved[0] += event.bytes_in
-            moved[1] += event.bytes_out
-            elapsed = max(time.monotonic() - started[0], 1e-6)
-            bar.update(event.images, f"in {moved[0] / 2**20 / elapsed:.1f} MiB/s, out {moved[1] / 2**20 / elapsed:.1f} MiB/s")
-
-    try:
-        result = pack_input(pack_in, args.outdir, options, name=name, overwrite=args.overwrite, progress=progress,
+    with ProgressBar(args) as bar:  # "pack NAME", images, resumed ones counted but not in the rates
+        result = pack_input(pack_in, args.outdir, options, name=name, overwrite=args.overwrite, progress=bar,
                             detect_changes=args.detect_changes, verify_finished=not args.trust_finished,
                             space_check=not args.skip_space_check)
-    finally:
-        if bar is not None:
-            bar.close()
     emit(args, result.as_dict(), _summary(result))
     return 0
 

@@ -56,24 +56,6 @@ def table(rows: list[dict[str, Any]]) -> str:
                      for line in lines)
 
 
-class WaitBar:
-    """A "waiting" bar drawn from the first ``WaitProgress`` event on: a run that waits on nothing (a dry run,
-    a rerun with every volume attached) shows none."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.bar: _common.ProgressBar | None = None
-
-    def __call__(self, event: Any) -> None:
-        if self.bar is None:
-            self.bar = _common.ProgressBar(self.args, None, "poll", "waiting")
-        self.bar.update(1, postfix=f"{event.resource_id} {event.state}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run(args: argparse.Namespace) -> int:
     from recordio_pack.aws.ec2 import Waiting
     from recordio_pack.aws.replicate import ReplicateOptions, parse_filter, replicate
@@ -85,12 +67,11 @@ def run(args: argparse.Namespace) -> int:
         snapshot_id=args.snapshot_id, instance_ids=tuple(args.instance_id),
         filters=tuple(parse_filter(text) for text in args.filter), volume_type=args.volume_type, iops=args.iops,
         throughput=args.throughput, size_gib=args.size, keep=args.keep, dry_run=args.dry_run, name=args.name)
-    bar = WaitBar(args)
-    try:
+    # one "waiting" bar, drawn from the first poll on: a run that waits on nothing (a dry run, a rerun with
+    # every volume attached) shows none
+    with _common.ProgressBar(args, label="waiting") as bar:
         result = replicate(AwsTarget.from_args(args), options,
-                           Waiting(poll_seconds=args.poll_seconds, timeout=args.timeout, on_progress=bar))
-    finally:
-        bar.close()
+                           Waiting(poll_seconds=args.poll_seconds, timeout=args.timeout, progress=bar))
     data = result.as_dict()
     text = table(data["placements"])
     attached = [row for row in data["placements"] if row["state"] in ("attached", "already-attached")]

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     source = _s3.location(args.source)
     options = RestoreOptions(overwrite=args.overwrite, transfer=_s3.transfer_options(args))
     try:
-        with _s3.flag_hints(), _s3.BarProgress(args) as progress:
+        with _s3.flag_hints(), _common.ProgressBar(args, skip_empty=True) as progress:
             result = restore(source, args.directory, options, AwsTarget.from_args(args), progress)
     except LocalFilesDiffer as error:
         raise RefusedError(f"{error}. Rerun with --overwrite to replace them with the bucket's copy") from None

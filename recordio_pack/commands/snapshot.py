@@ -81,27 +81,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-class SnapshotBars:
-    """One 0-100 % bar per snapshot being waited on, fed by ``WaitProgress`` events."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.bars: dict[str, tuple[_common.ProgressBar, list[float]]] = {}
-
-    def __call__(self, event: Any) -> None:
-        if event.resource_id not in self.bars:
-            desc = f"{event.resource_id}" + (f" ({event.region})" if event.region else "")
-            self.bars[event.resource_id] = (_common.ProgressBar(self.args, 100, "%", desc), [0.0])
-        bar, last = self.bars[event.resource_id]
-        percent = event.percent if event.percent is not None else last[0]
-        bar.update(max(0.0, percent - last[0]), postfix=event.state)
-        last[0] = max(last[0], percent)
-
-    def close(self) -> None:
-        for bar, _ in self.bars.values():
-            bar.close()
-
-
 def _text(result: dict[str, Any]) -> str:
     lines = [f"snapshot {result['snapshot_id']} of {result['volume_id']}: {result['state']} "
              f"(region {result['region']}, {'encrypted' if result['encrypted'] else 'not encrypted'}"
@@ -153,13 +132,10 @@ def run(args: argparse.Namespace) -> int:
         volume_id=volume_id, name=args.name, dataset=dataset, manifest_sha256=digest, description=args.description,
         extra_tags=dict(args.tag), copy_to_regions=tuple(args.copy_to_region), share_with=tuple(args.share_with),
         freeze_mount_point=freezer.mount_point if freezer else None)
-    bars = SnapshotBars(args)
-    try:
+    with _common.ProgressBar(args, per_task=True) as bars:  # one 0-100 % bar per snapshot waited on
         result = create_dataset_snapshot(
             AwsTarget.from_args(args), options,
-            Waiting(poll_seconds=args.poll_seconds, timeout=args.timeout, on_progress=bars), freezer=freezer)
-    finally:
-        bars.close()
+            Waiting(poll_seconds=args.poll_seconds, timeout=args.timeout, progress=bars), freezer=freezer)
     data = result.as_dict()
     _common.emit(args, data, _text(data))
     return 1 if result.problems else 0

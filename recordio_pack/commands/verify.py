@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from recordio_pack.verify import load_class_map, verify_paths
 
     classes = load_class_map(args.classes) if args.classes else None
-    with ProgressBar(args, total=None, unit="rec", desc="verify") as bar:
-        report = verify_paths(args.paths, decode=args.decode, classes=classes, on_record=bar.update)
+    with ProgressBar(args) as bar:
+        report = verify_paths(args.paths, decode=args.decode, classes=classes, progress=bar)
     if report.ok:
         text = f"OK: {report.records} records in {len(report.shards)} file(s)" + (", all decoded" if args.decode else "")
     else:

@@ -18,12 +18,12 @@ import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from recordio_pack.errors import RecordioPackError, UsageError
 from recordio_pack.imagenet.devkit import DEVKIT_NAME, Devkit, read_devkit
 from recordio_pack.imagenet.labels import LabelMap, label_map
 from recordio_pack.imagenet.safetar import ByteRange, iter_files
+from recordio_pack.progress import NullProgress, Progress, start_task
 from recordio_pack.sources import Entry, RangeSource
 
 __all__ = ["CLASS_TAR", "VAL_FILE", "ClassTar", "ArchiveImage", "list_class_tars", "index_class_tar",
@@ -94,18 +94,19 @@ def index_class_tar(fd: int, item: ClassTar, archive: str) -> list[ArchiveImage]
 
 
 def index_train_tar(path: str | Path, *, threads: int = INDEX_THREADS,
-                    progress: Callable[[str, int], None] | None = None) -> tuple[list[str], list[ArchiveImage]]:
-    """``(sorted class WNIDs, images sorted by path)`` of a train archive; ``progress(wnid, images)`` per class."""
+                    progress: Progress | None = None) -> tuple[list[str], list[ArchiveImage]]:
+    """``(sorted class WNIDs, images sorted by path)`` of a train archive. ``progress``: a task "index NAME" in
+    classes, advanced by 1 per class indexed (status: "WNID: N images")."""
     path = Path(path)
     classes = list_class_tars(path)
+    task = start_task(progress or NullProgress(), f"index {path.name}", "classes", len(classes))
     fd = os.open(path, os.O_RDONLY)
     try:
         images: list[ArchiveImage] = []
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             for item, found in zip(classes, pool.map(lambda item: index_class_tar(fd, item, str(path)), classes)):
                 images.extend(found)
-                if progress:
-                    progress(item.wnid, len(found))
+                task.advance(1, f"{item.wnid}: {len(found)} images")
     finally:
         os.close(fd)
     images.sort(key=lambda image: image.path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import logging
 import os
 import random
 import re
@@ -29,8 +30,9 @@ from typing import Any, Callable, Mapping
 from recordio_pack import __version__
 from recordio_pack.digest import hash_file, hashers
 from recordio_pack.errors import RecordioPackError, UsageError
+from recordio_pack.progress import NullProgress, Progress, Retrying, Task, start_task
 
-__all__ = ["Checksums", "PUBLISHED", "OFFICIAL_NAMES", "DownloadProgress", "DownloadResult", "download",
+__all__ = ["Checksums", "PUBLISHED", "OFFICIAL_NAMES", "DownloadResult", "download",
            "file_checksums", "archive_urls", "Backoff", "retry_after_seconds"]
 
 CHUNK = 1 << 20
@@ -68,22 +70,7 @@ OFFICIAL_NAMES = {"train": "ILSVRC2012_img_train.tar", "val": "ILSVRC2012_img_va
                   "devkit": "ILSVRC2012_devkit_t12.tar.gz", "train_t3": "ILSVRC2012_img_train_t3.tar"}
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)")
-
-
-class DownloadProgress:
-    """Download events (the CLI draws them); every method is optional to override."""
-
-    def start(self, name: str, total: int | None, offset: int) -> None:
-        """An attempt begins at byte ``offset`` of ``total`` (None when the server does not say)."""
-
-    def advance(self, nbytes: int) -> None:
-        """``nbytes`` more were received, or hashed while checking a file already on disk."""
-
-    def retry(self, attempt: int, delay: float, error: str) -> None:
-        """Attempt ``attempt`` failed with ``error``; the next starts in ``delay`` seconds."""
-
-    def hashing(self, name: str, size: int) -> None:
-        """Bytes already on disk (``size``) are being hashed: a resumed ``.part`` or an existing file."""
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,15 +104,16 @@ class _Hashes:
         self.sha256.update(data)
 
 
-def _hash_file(path: Path, hashes: _Hashes, progress: DownloadProgress) -> int:
-    progress.hashing(path.name, path.stat().st_size)
-    return hash_file(path, hashes, on_bytes=progress.advance)
+def _hash_file(path: Path, hashes: _Hashes, progress: Progress) -> int:
+    """Hash bytes already on disk (a resumed ``.part`` or an existing file): task "hash NAME", in bytes."""
+    task = start_task(progress, f"hash {path.name}", "bytes", path.stat().st_size)
+    return hash_file(path, hashes, on_bytes=task.advance)
 
 
-def file_checksums(path: str | Path, progress: DownloadProgress | None = None) -> Checksums:
+def file_checksums(path: str | Path, progress: Progress | None = None) -> Checksums:
     """MD5 and SHA-256 of a file on disk, in one read."""
     hashes = _Hashes()
-    _hash_file(Path(path), hashes, progress or DownloadProgress())
+    _hash_file(Path(path), hashes, progress or NullProgress())
     return Checksums(hashes.md5.hexdigest(), hashes.sha256.hexdigest())
 
 
@@ -209,7 +197,7 @@ def _check_space(dest: Path, needed: int, disk_free: Callable[[Path], int]) -> N
 
 
 def _existing(path: Path, url: str, expected: Checksums | None, verify: bool,
-              progress: DownloadProgress) -> DownloadResult:
+              progress: Progress) -> DownloadResult:
     """The result for a complete file already at ``path``, re-checked when a checksum is known."""
     size = path.stat().st_size
     if not (verify and expected):
@@ -227,9 +215,10 @@ def _existing(path: Path, url: str, expected: Checksums | None, verify: bool,
 class _Transfer:
     """One file's download state across attempts: bytes in ``part`` so far and their running digests."""
 
-    def __init__(self, url: str, part: Path, progress: DownloadProgress, timeout: float,
+    def __init__(self, url: str, part: Path, progress: Progress, timeout: float,
                  check_space: Callable[[int], None]) -> None:
         self.url, self.part, self.progress, self.timeout = url, part, progress, timeout
+        self.task = Task(progress, part.name[:-len(".part")])  # announced by each attempt that gets an answer
         self.hashes = _Hashes()
         self.offset = _hash_file(part, self.hashes, progress) if part.exists() else 0
         self._check_space: Callable[[int], None] | None = check_space
@@ -261,17 +250,23 @@ class _Transfer:
             if self._check_space is not None and end is not None:
                 self._check_space(end - self.offset)  # once, before the first byte is written
                 self._check_space = None
-            self.progress.start(self.part.name[:-len(".part")], total or end, self.offset)
+            self.task = start_task(self.progress, self.task.name, "bytes", total or end, done=self.offset)
             with open(self.part, "ab") as out:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     self.hashes.update(chunk)
                     self.offset += len(chunk)
-                    self.progress.advance(len(chunk))
+                    self.task.advance(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
         if end is not None and self.offset < end:
             raise _Dropped(f"connection closed after {self.offset:,} of {end:,} bytes")
+
+    def retrying(self, attempt: int, delay: float, error: str) -> None:
+        """Attempt ``attempt`` failed with ``error``; the next starts in ``delay`` seconds."""
+        log.info("%s: attempt %d failed (%s); retrying in %.1f s", self.url, attempt, error, delay)
+        self.progress.on_progress(Retrying(self.task.name, status=f"retry {attempt} in {delay:.0f}s: {error}"[:60],
+                                           attempt=attempt, delay=delay, error=error))
 
     def _position(self, response: Any) -> int | None:
         """Check where the body starts (restarting when the server ignored the range); return the total size."""
@@ -286,7 +281,7 @@ class _Transfer:
         return None
 
 
-def _attempts(transfer: _Transfer, url: str, retries: int, waits: Backoff, progress: DownloadProgress,
+def _attempts(transfer: _Transfer, url: str, retries: int, waits: Backoff,
               sleep: Callable[[float], None]) -> int:
     """Attempt ``transfer`` until it completes, waiting ``waits`` between failures; returns the retries made.
     RecordioPackError on an HTTP error that is not worth retrying, or after ``retries`` failures in a row."""
@@ -309,13 +304,13 @@ def _attempts(transfer: _Transfer, url: str, retries: int, waits: Backoff, progr
             raise RecordioPackError(f"{url}: gave up after {retries} retries: {problem}")
         delay = waits.delay(failures, failure)
         retried += 1
-        progress.retry(failures, delay, problem)
+        transfer.retrying(failures, delay, problem)
         sleep(delay)
 
 
 def download(url: str, dest_dir: str | Path, *, checksums: Mapping[str, Checksums] = PUBLISHED,
              verify: bool = True, retries: int = 8, backoff: float = 1.0, max_backoff: float = 60.0,
-             timeout: float = 60.0, overwrite: bool = False, progress: DownloadProgress | None = None,
+             timeout: float = 60.0, overwrite: bool = False, progress: Progress | None = None,
              sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random,
              now: Callable[[], float] = time.time,
              disk_free: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free) -> DownloadResult:
@@ -329,7 +324,7 @@ def download(url: str, dest_dir: str | Path, *, checksums: Mapping[str, Checksum
     of a folder (injectable).
     An existing complete file is kept (and re-verified) unless ``overwrite``.
     """
-    progress = progress or DownloadProgress()
+    progress = progress or NullProgress()
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     name = _name_from_url(url)
@@ -339,7 +334,7 @@ def download(url: str, dest_dir: str | Path, *, checksums: Mapping[str, Checksum
         return _existing(final, url, expected, verify, progress)
     transfer = _Transfer(url, part, progress, timeout, lambda needed: _check_space(dest, needed, disk_free))
     resumed_from = transfer.offset
-    retried = _attempts(transfer, url, retries, Backoff(backoff, max_backoff, rand=rand, now=now), progress, sleep)
+    retried = _attempts(transfer, url, retries, Backoff(backoff, max_backoff, rand=rand, now=now), sleep)
     md5, sha256 = transfer.hashes.md5.hexdigest(), transfer.hashes.sha256.hexdigest()
     mismatch = _mismatch(expected, md5, sha256) if verify else None
     if mismatch:

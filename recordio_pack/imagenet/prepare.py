@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tarfile
@@ -32,23 +33,15 @@ from recordio_pack.imagenet.archive import VAL_FILE, ClassTar, list_class_tars
 from recordio_pack.imagenet.devkit import Devkit, read_devkit
 from recordio_pack.imagenet.labels import label_map, write_label_files
 from recordio_pack.imagenet.safetar import iter_files, open_range, write_file
+from recordio_pack.progress import NullProgress, Progress, Task, start_task
 
-__all__ = ["ILSVRC2012_COUNTS", "STATE_DIR", "PrepareProgress", "PrepareResult", "prepare"]
+__all__ = ["ILSVRC2012_COUNTS", "STATE_DIR", "PrepareResult", "prepare"]
 
 # The real archives' numbers (devkit readme; torchvision's and TFDS's split sizes agree).
 ILSVRC2012_COUNTS = {"classes": 1000, "train_images": 1_281_167, "val_images": 50_000, "val_per_class": 50}
 STATE_DIR = ".recordio-pack-prepare"
 DEFAULT_THREADS = 8
-
-
-class PrepareProgress:
-    """Progress events; the CLI subclasses this.  A unit is one train class or the whole val archive."""
-
-    def start(self, units: int, skipped: int) -> None:
-        """``units`` to extract now; ``skipped`` already complete from an earlier run."""
-
-    def unit_done(self, name: str, files: int) -> None:
-        """``name`` ("train/<wnid>" or "val") finished with ``files`` files."""
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -235,7 +228,7 @@ def _check_counts(result: PrepareResult, real: bool) -> None:
 
 def prepare(out_dir: str | Path, *, train_tar: str | Path | None = None, val_tar: str | Path | None = None,
             devkit: str | Path | None = None, labels: str = "sorted", threads: int = 0, overwrite: bool = False,
-            check_counts: str = "auto", progress: PrepareProgress | None = None) -> PrepareResult:
+            check_counts: str = "auto", progress: Progress | None = None) -> PrepareResult:
     """Extract the archives into ``out_dir/train`` and ``out_dir/val``; resumable; see the module docstring.
 
     ``threads``: classes extracted at once (0: 8).  ``check_counts``: "auto" (ILSVRC2012 totals when the
@@ -247,7 +240,6 @@ def prepare(out_dir: str | Path, *, train_tar: str | Path | None = None, val_tar
         raise UsageError("placing validation images needs the devkit (ILSVRC2012_devkit_t12.tar.gz)")
     if check_counts not in ("auto", "real", "none"):
         raise UsageError(f"check_counts must be auto, real or none, got {check_counts!r}")
-    progress = progress or PrepareProgress()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _guard_existing(out_dir, overwrite)
@@ -275,10 +267,14 @@ def prepare(out_dir: str | Path, *, train_tar: str | Path | None = None, val_tar
         val_pending = not result.val_resumed
     _check_free_space(out_dir, sum(item.size for item in pending)
                       + (Path(val_tar).stat().st_size if val_pending and val_tar else 0))
-    progress.start(len(pending) + val_pending, result.train_classes_resumed + (1 if result.val_resumed else 0))
+    skipped = result.train_classes_resumed + (1 if result.val_resumed else 0)
+    if skipped:
+        log.info("%s: %d unit(s) already extracted and checked, skipped", out_dir, skipped)
+    task = start_task(progress or NullProgress(), "prepare", "classes", len(pending) + val_pending,
+                      status=f"{skipped} already done" if skipped else "")
     if pending:
         train_dir.mkdir(exist_ok=True)
-    _run(pending, train_tar, kit, val_tar if val_pending else None, out_dir, threads, progress, result)
+    _run(pending, train_tar, kit, val_tar if val_pending else None, out_dir, threads, task, result)
     for leftover in (state / "partial" / "train", state / "partial" / "val", state / "partial"):
         try:
             leftover.rmdir()  # only when empty: everything was renamed into place
@@ -298,7 +294,7 @@ def prepare(out_dir: str | Path, *, train_tar: str | Path | None = None, val_tar
 
 
 def _run(pending: list[ClassTar], train_tar: str | Path | None, kit: Devkit | None, val_tar: Path | None,
-         out_dir: Path, threads: int, progress: PrepareProgress, result: PrepareResult) -> None:
+         out_dir: Path, threads: int, task: Task, result: PrepareResult) -> None:
     """Extract the pending units in threads; on any failure or interruption, stop the others and re-raise."""
     if not pending and val_tar is None:
         return
@@ -320,7 +316,7 @@ def _run(pending: list[ClassTar], train_tar: str | Path | None, kit: Devkit | No
                 name = futures[future]
                 if name != "val":
                     result.per_class_train[name] = files
-                progress.unit_done(name if name == "val" else f"train/{name}", files)
+                task.advance(1, f"{'val' if name == 'val' else f'train/{name}'}: {files} files")
     except BaseException:
         stop.set()
         for future in futures:
