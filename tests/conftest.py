@@ -18,7 +18,7 @@ import pytest
 from waiting import wait_until
 
 if TYPE_CHECKING:
-    from recordio_pack.imagenet.fakearchives import FakeArchives
+    from recordio_pack.fakes.archives import FakeArchives
 
 REPO = Path(__file__).resolve().parents[1]
 ORACLE_ENV = "RECORDIO_PACK_MXNET_PYTHON"
@@ -126,7 +126,7 @@ def cli_main(capfd: pytest.CaptureFixture[str]) -> Callable[..., subprocess.Comp
 def fake_archives(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., FakeArchives]:
     """``fake_archives(**options)``: ``make_fake_archives`` with those options, built once per session (and xdist
     worker) and shared: read them only; a test that changes an archive copies it into its ``tmp_path`` first."""
-    from recordio_pack.imagenet.fakearchives import make_fake_archives
+    from recordio_pack.fakes.archives import make_fake_archives
 
     made: dict[tuple[tuple[str, int], ...], FakeArchives] = {}
 

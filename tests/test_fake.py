@@ -1,4 +1,5 @@
-"""recordio_pack.fake and ``recordio-pack fake``: determinism, layout, ImageNet-like sizes, awkward files, refusal."""
+"""recordio_pack.fakes.images and ``recordio-pack fake``: determinism, layout, ImageNet-like sizes, awkward files,
+refusal."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Callable
 
 import pytest
 
-from recordio_pack import fake
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
+from recordio_pack.fakes import images as fake
 from recordio_pack.progress import Advanced, Progress, RecordingProgress
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -9,8 +9,8 @@ from typing import Callable
 import pytest
 
 from recordio_pack.errors import RecordioPackError, UsageError
+from recordio_pack.fakes.archives import FakeArchives
 from recordio_pack.imagenet.archive import archive_kind, index_train_tar, open_archive_input
-from recordio_pack.imagenet.fakearchives import FakeArchives
 from recordio_pack.listing import scan_tree
 from recordio_pack.sources import FolderSource, RangeSource
 

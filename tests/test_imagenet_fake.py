@@ -17,8 +17,8 @@ from PIL import Image
 
 from recordio_pack.commands import imagenet as imagenet_command
 from recordio_pack.errors import RefusedError
+from recordio_pack.fakes.archives import FakeArchives, make_fake_archives
 from recordio_pack.imagenet.devkit import read_devkit
-from recordio_pack.imagenet.fakearchives import FakeArchives, make_fake_archives
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from recordio_pack.cli import main
+from recordio_pack.fakes.archives import FakeArchives
 from recordio_pack.format import unpack_payload
 from recordio_pack.imagenet.archive import open_archive_input
-from recordio_pack.imagenet.fakearchives import FakeArchives
 from recordio_pack.listing import ordered_entries, scan_tree
 from recordio_pack.options import PackOptions
 from recordio_pack.pack import pack_entries

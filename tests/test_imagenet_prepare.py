@@ -12,7 +12,7 @@ import pytest
 
 import recordio_pack.imagenet.prepare as prepare_module
 from recordio_pack.errors import RecordioPackError, RefusedError
-from recordio_pack.imagenet.fakearchives import FakeArchives
+from recordio_pack.fakes.archives import FakeArchives
 from recordio_pack.imagenet.labels import TABLE_NAME
 from recordio_pack.imagenet.prepare import STATE_DIR, prepare
 from recordio_pack.listing import read_class_map, scan_tree

@@ -454,7 +454,7 @@ def test_a_pack_with_stderr_closed_still_works(tmp_path: Path) -> None:
 
 
 def test_a_truncated_train_tar_is_one_line(tmp_path: Path) -> None:
-    from recordio_pack.imagenet.fakearchives import make_fake_archives
+    from recordio_pack.fakes.archives import make_fake_archives
 
     fake = make_fake_archives(tmp_path / "archives", classes=3, train_per_class=4, val_per_class=1, seed=1, max_side=64)
     data = Path(fake.train_tar).read_bytes()

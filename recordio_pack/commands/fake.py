@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return run_fake(args)
     from pathlib import Path
 
-    from recordio_pack.fake import AWKWARD_LIST, make_fake_dataset
+    from recordio_pack.fakes.images import AWKWARD_LIST, make_fake_dataset
 
     started = time.monotonic()
     with ProgressBar(args) as bar:  # drawn from the first file on, so a refusal prints no empty bar

@@ -187,7 +187,7 @@ def run_labels(args: argparse.Namespace) -> int:
 
 
 def run_fake(args: argparse.Namespace) -> int:
-    from recordio_pack.imagenet.fakearchives import make_fake_archives
+    from recordio_pack.fakes.archives import make_fake_archives
 
     result = make_fake_archives(args.out, classes=args.classes, train_per_class=args.train_per_class,
                                 val_per_class=args.val_per_class, seed=args.seed, max_side=args.max_side,

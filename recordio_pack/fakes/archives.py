@@ -10,7 +10,7 @@ Writes into OUT:
   array: leaf classes with ILSVRC2012_ID 1..N in an order that differs from sorted WNID order, plus ancestor
   entries with children) and ``data/ILSVRC2012_validation_ground_truth.txt``.
 
-Pixels come from ``recordio_pack.fake``'s photo-like generator.  The same arguments give byte-identical
+Pixels come from ``recordio_pack.fakes.images``' photo-like generator.  The same arguments give byte-identical
 archives (fixed tar header fields, gzip mtime 0, a fixed MAT-file header text).
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
-from recordio_pack.fake import ImagePlan, class_ids, encode_image, plan_image, render_image
+from recordio_pack.fakes.images import ImagePlan, class_ids, encode_image, plan_image, render_image
 from recordio_pack.fsutil import atomic_output
 from recordio_pack.imagenet.devkit import DEVKIT_NAME, GROUND_TRUTH, META_MAT
 
@@ -36,7 +36,7 @@ TRAIN_NAME = "ILSVRC2012_img_train.tar"
 VAL_NAME = "ILSVRC2012_img_val.tar"
 DEVKIT_DIR = "ILSVRC2012_devkit_t12"
 _MTIME = 1_335_830_400  # 2012-05-01, a fixed time for every tar header
-_STREAM = 61  # random streams of their own, apart from those recordio_pack.fake uses
+_STREAM = 61  # random streams of their own, apart from those recordio_pack.fakes.images uses
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by recordio-pack imagenet fake-archives"
 
 
