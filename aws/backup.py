@@ -21,6 +21,7 @@ is uploaded again, so the options always take effect (S3 cannot change either in
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = ["STORAGE_CLASSES", "SSE_MODES", "BackupOptions", "FilePlan", "BackupR
            "decide", "backup"]
 
 UPLOAD, CONTINUE, SKIP = "upload", "continue", "skip"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -463,6 +465,9 @@ def backup(directory: str | Path, location: S3Location, options: BackupOptions, 
         result.deleted = leftovers
     else:
         result.unlisted = leftovers
+    skipped = [plan.name for plan in plans if plan.action == SKIP]
+    if skipped:
+        log.info("%d file(s) already in %s with the same content, not sent again", len(skipped), location)
     if not options.dry_run:
         _send(client, location, directory, options, progress, result, files, stale)
     result.seconds = time.monotonic() - started

@@ -9,6 +9,7 @@ interrupted run (found by our tags) is attached instead of creating another.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -24,6 +25,7 @@ from recordio_pack.errors import RecordioPackError, UsageError
 __all__ = ["ReplicateOptions", "Placement", "ReplicateResult", "parse_filter", "replicate"]
 
 TARGET_INSTANCE_KEY = TAG_PREFIX + "target-instance"
+log = logging.getLogger(__name__)
 
 
 def parse_filter(text: str) -> tuple[str, tuple[str, ...]]:
@@ -143,12 +145,15 @@ def _plan(instance: dict[str, Any], volumes: Sequence[dict[str, Any]], dry_run: 
             row.state = "already-attached" if attachment.get("State") == "attached" else "already-attaching"
             row.detail = "volume from this snapshot already on the instance"
             row.delete_on_termination = attachment.get("DeleteOnTermination")
+            log.info("%s: %s from this snapshot is already %s there; nothing to create", instance_id,
+                     row.volume_id, attachment.get("State"))
             return row
     for volume in volumes:  # left behind by an interrupted run: attach it rather than make another
         if (tags_of(volume).get(TARGET_INSTANCE_KEY) == instance_id and volume.get("State") in ("creating", "available")
                 and volume.get("AvailabilityZone") == row.availability_zone):
             row.volume_id, row.state = volume["VolumeId"], "would-attach" if dry_run else "resume"
             row.detail = "volume from an earlier run"
+            log.info("%s: reusing %s, left by an earlier run", instance_id, row.volume_id)
             return row
     row.state = "would-create" if dry_run else "create"
     return row

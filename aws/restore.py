@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
 import re
 import time
 from contextlib import suppress
@@ -39,6 +40,7 @@ from recordio_pack.progress import NullProgress, Progress, Task, start_task
 __all__ = ["RestoreOptions", "RestorePlan", "RestoreResult", "LocalFilesDiffer", "restore"]
 
 DOWNLOAD, SKIP = "download", "skip"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,8 @@ def restore(location: S3Location, directory: str | Path, options: RestoreOptions
         if plan.action == SKIP:  # present and verified: a partial download of it is of no more use
             download.remove_partial(directory / plan.name)
     wanted = [plan for plan in plans if plan.action == DOWNLOAD]
+    if len(wanted) < len(plans):
+        log.info("%d file(s) already in %s and verified, not downloaded again", len(plans) - len(wanted), directory)
     task = start_task(progress, "downloading", "bytes", sum(plan.record.bytes for plan in wanted))
     download_started = time.monotonic()
     done = _download(client, location, directory, wanted, listing, options, task)

@@ -331,6 +331,7 @@ def download(url: str, dest_dir: str | Path, *, checksums: Mapping[str, Checksum
     final, part = dest / name, dest / f"{name}.part"
     expected = checksums.get(name)
     if final.exists() and not overwrite:
+        log.info("%s is already there; kept (pass overwrite to download it again)", final)
         return _existing(final, url, expected, verify, progress)
     transfer = _Transfer(url, part, progress, timeout, lambda needed: _check_space(dest, needed, disk_free))
     resumed_from = transfer.offset
