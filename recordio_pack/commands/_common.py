@@ -6,9 +6,11 @@ import argparse
 import json
 import re
 import sys
+import time
 from typing import Any, Callable
 
 from recordio_pack.errors import UsageError
+from recordio_pack.progress import Advanced, Done, Progress, Queued, Unit
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$")
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
@@ -81,16 +83,14 @@ def require(condition: bool, message: str) -> None:
         raise UsageError(message)
 
 
-_TQDM_UNITS = {"images": "img", "bytes": "B", "records": "rec", "files": "file", "classes": "class", "percent": "%",
-               "polls": "poll"}
+_TQDM_UNITS: dict[Unit, str] = {"images": "img", "bytes": "B", "records": "rec", "files": "file", "classes": "class",
+                                 "percent": "%", "polls": "poll"}
 
 
 class _Bar:
-    """One tqdm bar on stderr; ``moved`` counts the bytes in/out reported since it opened (for the rates)."""
+    """One tqdm bar on stderr, with the bytes read and written reported since it opened (for the rates)."""
 
-    def __init__(self, event: Any) -> None:  # event: recordio_pack.progress.Queued
-        import time
-
+    def __init__(self, event: Queued) -> None:
         from tqdm import tqdm
 
         scale = event.unit == "bytes"
@@ -102,15 +102,14 @@ class _Bar:
             self.tqdm.set_postfix_str(event.status, refresh=False)
 
     def rates(self, bytes_in: int, bytes_out: int) -> str:
-        import time
-
+        """"in X MiB/s, out Y MiB/s": averages since the bar opened (resumed work, counted before, is not in them)."""
         self.bytes_in += bytes_in
         self.bytes_out += bytes_out
         elapsed = max(time.monotonic() - self.started, 1e-6)
         return f"in {self.bytes_in / 2**20 / elapsed:.1f} MiB/s, out {self.bytes_out / 2**20 / elapsed:.1f} MiB/s"
 
 
-class ProgressBar:
+class ProgressBar(Progress):
     """The one renderer of library progress (``recordio_pack.progress.Progress``): tqdm bars on stderr, notes
     above them; silent with --quiet or --json. By default one bar at a time (a new task replaces it, every
     event feeds it); ``per_task``: one bar per task (snapshots and their copies); ``label``: one bar under that
@@ -127,7 +126,7 @@ class ProgressBar:
         self._bars: dict[str, _Bar] = {}
         self._lock = threading.Lock()
 
-    def on_queued(self, event: Any) -> None:  # Queued
+    def on_queued(self, event: Queued) -> None:
         with self._lock:
             if self._silent or (self._label is not None and self._bars):
                 return
@@ -141,7 +140,7 @@ class ProgressBar:
                 event = replace(event, task=self._label, status="")
             self._bars[event.task] = _Bar(event)
 
-    def on_progress(self, event: Any) -> None:  # Advanced
+    def on_progress(self, event: Advanced) -> None:
         with self._lock:
             bar = self._bar_for(event.task)
             if bar is None:
@@ -155,7 +154,7 @@ class ProgressBar:
             if status:
                 bar.tqdm.set_postfix_str(status, refresh=False)
 
-    def on_done(self, event: Any) -> None:  # Done
+    def on_done(self, event: Done) -> None:
         with self._lock:
             if self._per_task and event.task in self._bars:
                 self._bars.pop(event.task).tqdm.close()
