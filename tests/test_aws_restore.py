@@ -162,14 +162,22 @@ def interrupted_restore(tmp_path: Path, target: AwsTarget, ranges: Ranges) -> Pa
     return tmp_path / "copy"
 
 
+def partials(copy: Path) -> set[str]:
+    """Files whose download was cut short: another file's may have begun when the stop reached BIG, and is
+    resumed too (which is right); the tests assert what BIG's own download does."""
+    return {path.name[: -len(".partial")] for path in copy.glob("*.partial")}
+
+
 def test_an_interrupted_download_resumes_with_ranged_gets_for_the_missing_parts_only(tmp_path: Path) -> None:
     with moto_backup(tmp_path, SIZES) as (_, target, _, source):
         ranges = Ranges(target.session())
         copy = interrupted_restore(tmp_path, target, ranges)
         assert (copy / (BIG + ".partial")).stat().st_size == SIZES[BIG] and not (copy / BIG).exists()
+        cut_short = partials(copy)
         result = restore(WHERE, copy, RestoreOptions(transfer=TRANSFER), target)
         assert ranges.of(BIG) == [f"bytes={PART}-{SIZES[BIG] - 1}"]  # part 1 was kept, not fetched again
-        assert result.resumed_files == [BIG] and result.resumed_bytes == PART
+        assert BIG in result.resumed_files and set(result.resumed_files) <= cut_short
+        assert result.resumed_bytes >= PART
         assert same_tree(source, copy)  # byte-identical, and no .partial / .partial.json left
 
 
@@ -180,12 +188,12 @@ def test_a_replaced_object_or_a_damaged_partial_file_starts_from_zero(tmp_path: 
         # same bytes sent again in one PutObject: another ETag, so the partial file cannot be trusted
         client.put_object(Bucket=BUCKET, Key=WHERE.key(BIG), Body=(source / BIG).read_bytes())
         result = restore(WHERE, copy, RestoreOptions(transfer=TRANSFER), target)
-        assert result.resumed_files == [] and len(ranges.of(BIG)) == 2 and same_tree(source, copy)
+        assert BIG not in result.resumed_files and len(ranges.of(BIG)) == 2 and same_tree(source, copy)
         (copy / BIG).unlink()
         copy = interrupted_restore(tmp_path, target, ranges)
         damage(copy / (BIG + ".partial"), offset=10)  # the part the state says is done is not what S3 holds
         again = restore(WHERE, copy, RestoreOptions(transfer=TRANSFER), target)
-        assert again.resumed_files == [BIG]  # resumed, failed the manifest check, fetched again from zero
+        assert BIG in again.resumed_files  # resumed, failed the manifest check, fetched again from zero
         assert len(ranges.of(BIG)) == 3 and same_tree(source, copy)
 
 
@@ -240,4 +248,4 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_rerun_resumes(tmp_path:
         assert "\n" not in str(caught.value) and not (tmp_path / "copy" / "ds.manifest.json").exists()
         monkeypatch.setattr(os, "pwrite", real_pwrite)  # space freed
         result = restore(WHERE, tmp_path / "copy", RestoreOptions(transfer=TRANSFER), target)
-        assert result.resumed_files == [BIG] and same_tree(source, tmp_path / "copy")
+        assert BIG in result.resumed_files and same_tree(source, tmp_path / "copy")
