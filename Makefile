@@ -5,7 +5,7 @@ MXVENV := .venv-mxnet
 PIP_QUIET := --quiet --disable-pip-version-check
 DEMO_DIR ?= demo
 
-.PHONY: all install demo test test-fast bench clean
+.PHONY: all install demo lint test test-fast bench clean
 
 all: install
 
@@ -26,7 +26,12 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh "$(DEMO_DIR)"
 
-test: $(VENV)/.installed $(MXVENV)/.installed
+# ruff (the rule set in pyproject.toml) and mypy on the package; `make test` runs it before the suite.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check recordio_pack aws userdata
+	$(VENV)/bin/mypy
+
+test: lint $(VENV)/.installed $(MXVENV)/.installed
 	RECORDIO_PACK_MXNET_PYTHON="$(CURDIR)/$(MXVENV)/bin/python" RECORDIO_PACK_REQUIRE_ORACLE=1 \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -n auto -q tests
 

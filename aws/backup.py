@@ -29,9 +29,27 @@ from typing import Any
 
 from recordio_pack.aws import multipart
 from recordio_pack.aws.s3 import (
-    SHA256_METADATA, DatasetMismatch, Listed, ObjectInfo, Placement, ProgressSubscriber, RateLimiter,
-    S3Location, TransferOptions, dataset_files, delete_objects, hash_file, hash_files, head_object, head_objects,
-    list_objects, LocalFileError, local_errors, s3_client, transfer_config, transfer_manager,
+    SHA256_METADATA,
+    DatasetMismatch,
+    Listed,
+    LocalFileError,
+    ObjectInfo,
+    Placement,
+    ProgressSubscriber,
+    RateLimiter,
+    S3Location,
+    TransferOptions,
+    dataset_files,
+    delete_objects,
+    hash_file,
+    hash_files,
+    head_object,
+    head_objects,
+    list_objects,
+    local_errors,
+    s3_client,
+    transfer_config,
+    transfer_manager,
 )
 from recordio_pack.aws.s3_options import SSE_MODES, STORAGE_CLASSES
 from recordio_pack.aws.session import AwsTarget, aws_errors

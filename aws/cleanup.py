@@ -17,14 +17,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from recordio_pack.aws.ec2 import MANAGED_BY_KEY, MANAGED_BY_VALUE, describe_instances, paginate, tags_of
 from recordio_pack.aws.multipart import list_unfinished
 from recordio_pack.aws.s3 import S3Location
-from recordio_pack.aws.snapshot import DATASET_KEY
 from recordio_pack.aws.session import AwsTarget, aws_errors
+from recordio_pack.aws.snapshot import DATASET_KEY
 from recordio_pack.errors import RecordioPackError, UsageError
 
 __all__ = ["CleanupOptions", "CleanupItem", "CleanupResult", "find_leftovers", "cleanup", "s3_folder",
@@ -251,7 +252,7 @@ def _deleter(target: AwsTarget, options: CleanupOptions) -> Callable[[CleanupIte
         elif item.kind == "snapshot":
             with aws_errors(f"deleting snapshot {item.id}"):
                 ec2.delete_snapshot(SnapshotId=item.id)
-        else:
+        elif s3 is not None:  # an upload is only ever listed when a bucket was given
             key = item.id[len(f"s3://{options.bucket}/"):]
             with aws_errors(f"aborting the multipart upload of {item.id}"):
                 s3.abort_multipart_upload(Bucket=options.bucket, Key=key, UploadId=item.upload_id)

@@ -135,7 +135,7 @@ class VolumeSpec:
                     f"{self.volume_type} IOPS {self.iops} is over {limits.iops_per_gib} per GiB of a "
                     f"{self.size_gib} GiB volume (at most {self.size_gib * limits.iops_per_gib})")
 
-    def with_size(self, size_gib: int) -> "VolumeSpec":
+    def with_size(self, size_gib: int) -> VolumeSpec:
         """This spec at ``size_gib`` (checked again, size-dependent rules included)."""
         return VolumeSpec(self.volume_type, self.iops, self.throughput, size_gib)
 

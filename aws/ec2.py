@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from recordio_pack import __version__
 from recordio_pack.aws.session import AwsError, aws_errors
@@ -102,7 +103,7 @@ class Waiting:
 
     def _poll(self, what: str, describe: Callable[[], dict[str, Any] | None],
               status: Callable[[dict[str, Any]], tuple[str, float | None, bool]], resource_id: str,
-              task: "_WaitTask") -> dict[str, Any]:
+              task: _WaitTask) -> dict[str, Any]:
         start = self.clock()
         while True:
             elapsed = self.clock() - start

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from contextlib import suppress
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from recordio_pack.aws.s3 import (
-    MAX_PARTS, MIN_PART_SIZE, RateLimiter, S3Location, iter_chunks,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    RateLimiter,
+    S3Location,
+    iter_chunks,
 )
 from recordio_pack.aws.session import aws_errors
 from recordio_pack.digest import crc32_base64

@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from recordio_pack.aws.ebs_options import VolumeSpec, check_id
-from recordio_pack.aws.ec2 import (TAG_PREFIX, Waiting, attachment_to, base_tags, describe_instances, free_device_name,
-                                   paginate, tag_specification, tags_of, used_device_names, wait_attached,
-                                   wait_volume_available)
+from recordio_pack.aws.ec2 import (
+    TAG_PREFIX,
+    Waiting,
+    attachment_to,
+    base_tags,
+    describe_instances,
+    free_device_name,
+    paginate,
+    tag_specification,
+    tags_of,
+    used_device_names,
+    wait_attached,
+    wait_volume_available,
+)
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.aws.snapshot import DATASET_KEY, MANIFEST_KEY, SOURCE_SNAPSHOT_KEY
 from recordio_pack.errors import RecordioPackError, UsageError

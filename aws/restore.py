@@ -28,8 +28,17 @@ from typing import Any
 
 from recordio_pack.aws import download
 from recordio_pack.aws.s3 import (
-    SHA256_METADATA, DatasetMismatch, Listed, S3Location, TransferOptions, dataset_files, hash_files,
-    list_objects, LocalFileError, local_errors, s3_client,
+    SHA256_METADATA,
+    DatasetMismatch,
+    Listed,
+    LocalFileError,
+    S3Location,
+    TransferOptions,
+    dataset_files,
+    hash_files,
+    list_objects,
+    local_errors,
+    s3_client,
 )
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.errors import RecordioPackError, RefusedError

@@ -12,11 +12,12 @@ import posixpath
 import re
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from s3transfer.subscribers import BaseSubscriber
 
@@ -197,7 +198,7 @@ class Placement:
     sse: str | None = None
     kms_key_id: str | None = None
 
-    def differs_from(self, wanted: "Placement") -> str | None:
+    def differs_from(self, wanted: Placement) -> str | None:
         """Why an object stored like this is not stored as ``wanted`` asks (None when it is). A KMS key is
         compared only when ``wanted`` names a key id or ARN: S3 reports the key's ARN, never an alias."""
         if self.storage_class != wanted.storage_class:

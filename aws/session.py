@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from recordio_pack.errors import RecordioPackError
 
@@ -37,7 +38,7 @@ class AwsTarget:
     _session: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "AwsTarget":
+    def from_args(cls, args: argparse.Namespace) -> AwsTarget:
         return cls(getattr(args, "profile", None), getattr(args, "region", None),
                    getattr(args, "endpoint_url", None))
 

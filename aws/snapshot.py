@@ -12,9 +12,10 @@ import hashlib
 import os
 import re
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from recordio_pack.aws.ebs_options import check_id, check_region
 from recordio_pack.aws.ec2 import TAG_PREFIX, Waiting, base_tags, tag_specification, tags_of, wait_snapshot_completed
@@ -105,7 +106,7 @@ class Freezer:
     @classmethod
     def guarded(cls, mount_point: str, command: Sequence[str] = ("fsfreeze",), paths: LocalPaths = LocalPaths(),
                 tool: Sequence[str] | None = None,
-                run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> "Freezer":
+                run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> Freezer:
         """A freezer for the mount root of ``mount_point`` after ``mount.freezable_mount_root`` accepted it
         (a real mount root, not holding /, /usr, /var, /etc, /boot or this tool); else ``FreezeRefused``."""
         return cls(freezable_mount_root(mount_point, paths, tool).mount_point, command, run)

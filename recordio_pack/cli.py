@@ -9,11 +9,18 @@ import argparse
 import importlib
 import signal
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from recordio_pack import __version__
-from recordio_pack.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, RecordioPackError, Terminated,
-                                  describe_os_error)
+from recordio_pack.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    RecordioPackError,
+    Terminated,
+    describe_os_error,
+)
 
 # subcommand name -> module in recordio_pack.commands (each has register(subparsers))
 COMMANDS: dict[str, str] = {

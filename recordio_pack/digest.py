@@ -13,9 +13,10 @@ import hashlib
 import io
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Protocol
+from typing import Any, BinaryIO, Protocol
 
 __all__ = ["Digests", "RunningDigests", "DigestingWriter", "Hasher", "hashers", "hash_file", "file_digests",
            "crc32_base64"]

@@ -11,10 +11,11 @@ when the record is not split), so a reader that resynchronises on the magic neve
 from __future__ import annotations
 
 import math
+import mmap
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 __all__ = [
     "MAGIC", "MAGIC_BYTES", "MAX_PAYLOAD", "CFLAG_WHOLE", "CFLAG_FIRST", "CFLAG_MIDDLE", "CFLAG_LAST",
@@ -26,6 +27,9 @@ __all__ = [
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)  # b"\x0a\x23\xd7\xce"
+# What the readers take: bytes, a memoryview, or a whole file memory-mapped (recordio.mapped).
+Buffer = bytes | memoryview | mmap.mmap
+
 HEADER = struct.Struct("<II")  # magic, lrec
 LENGTH_BITS = 29
 LENGTH_MASK = (1 << LENGTH_BITS) - 1
@@ -61,11 +65,11 @@ def padded(length: int) -> int:
     return (length + 3) & ~3
 
 
-def _searchable(data: bytes | memoryview) -> bytes:
+def _searchable(data: Buffer) -> bytes | mmap.mmap:
     return bytes(data) if isinstance(data, memoryview) else data  # mmap and bytes have find()
 
 
-def _aligned_magics(data: bytes, start: int = 0, stop: int | None = None) -> Iterator[int]:
+def _aligned_magics(data: bytes | mmap.mmap, start: int = 0, stop: int | None = None) -> Iterator[int]:
     """Offsets of magic words at multiples of 4 lying wholly inside ``start..stop``."""
     limit = len(data) if stop is None else min(stop, len(data))
     position = data.find(MAGIC_BYTES, padded(start), limit)
@@ -77,7 +81,7 @@ def _aligned_magics(data: bytes, start: int = 0, stop: int | None = None) -> Ite
             position = data.find(MAGIC_BYTES, position + 1, limit)
 
 
-def _aligned_magic_positions(payload: bytes | memoryview) -> Iterator[int]:
+def _aligned_magic_positions(payload: Buffer) -> Iterator[int]:
     data = _searchable(payload)
     return _aligned_magics(data, 0, len(data) & ~3)  # only whole aligned words are scanned, as dmlc does
 
@@ -129,7 +133,7 @@ class Damage:
         return f"bytes {self.start}..{self.end} ({self.end - self.start} bytes) hold no readable record ({reason})"
 
 
-def read_record(data: bytes | memoryview, offset: int) -> tuple[bytes, int]:
+def read_record(data: Buffer, offset: int) -> tuple[bytes, int]:
     """Read the record that starts at ``offset`` of ``data``; return ``(payload, offset of the next record)``.
 
     Raises FramingError on a wrong magic, a bad continuation flag, a truncated segment or non-zero padding.
@@ -138,7 +142,7 @@ def read_record(data: bytes | memoryview, offset: int) -> tuple[bytes, int]:
     return record.payload, record.end
 
 
-def read_frame(data: bytes | memoryview, offset: int) -> Frame:
+def read_frame(data: Buffer, offset: int) -> Frame:
     """Like `read_record`, with the record's extent and segment headers."""
     # The view is released even when FramingError propagates: a traceback holding an export of an mmap
     # would make closing the mmap fail with BufferError and hide the framing error.
@@ -180,7 +184,7 @@ def _read_frame(view: memoryview, offset: int) -> Frame:
         expect_continuation = True
 
 
-def find_record_start(data: bytes | memoryview, start: int, stop: int | None = None) -> int | None:
+def find_record_start(data: Buffer, start: int, stop: int | None = None) -> int | None:
     """The first 4-byte-aligned offset in ``start..stop`` (default: to the end) where a whole record can be
     read: its magic, a length that fits, zero padding and a valid segment-flag sequence (a middle or last
     segment's header does not count).  None when there is none.  This is where a reader resynchronises after
@@ -196,7 +200,7 @@ def find_record_start(data: bytes | memoryview, start: int, stop: int | None = N
     return None
 
 
-def scan_frames(data: bytes | memoryview) -> Iterator[Frame | Damage]:
+def scan_frames(data: Buffer) -> Iterator[Frame | Damage]:
     """Every record of ``data`` and every damaged byte range between them, in file order; together they
     cover ``data`` exactly.  After damage the scan resynchronises on the next readable record
     (`find_record_start`), so one bad header costs one record, not the rest of the file.  A record whose
@@ -337,7 +341,7 @@ def parse_lst_line(line: str) -> LstEntry:
 
 
 
-def unescaped_magics_in(data: bytes | memoryview, record: Frame) -> list[int]:
+def unescaped_magics_in(data: Buffer, record: Frame) -> list[int]:
     """Aligned magic words inside ``record`` that are not its segment headers: escaping was skipped, and a
     reader that resynchronises on the magic (DALI, dmlc's byte-range splits) would cut the record there."""
     headers = set(record.headers)
@@ -345,7 +349,7 @@ def unescaped_magics_in(data: bytes | memoryview, record: Frame) -> list[int]:
             if position not in headers]
 
 
-def unescaped_magics(data: bytes | memoryview) -> list[int]:
+def unescaped_magics(data: Buffer) -> list[int]:
     """`unescaped_magics_in` over every readable record of ``data`` (damaged ranges are not searched)."""
     return [position for item in scan_frames(data) if isinstance(item, Frame)
             for position in unescaped_magics_in(data, item)]

@@ -15,9 +15,10 @@ import glob
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Iterator, Literal, TextIO, overload
+from typing import IO, Any, BinaryIO, Literal, TextIO, overload
 
 __all__ = ["TEMP_SUFFIX", "atomic_output", "fsync_dir", "temporaries_of", "is_temporary_of"]
 

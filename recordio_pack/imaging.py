@@ -12,9 +12,10 @@ import os
 import struct
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Literal
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -320,7 +321,7 @@ def _collect(capture: int, messages: DecoderMessages) -> None:
             print(line, file=sys.stderr)
 
 
-def _imdecode(data: bytes, flag: int, kind: str) -> "np.ndarray":
+def _imdecode(data: bytes, flag: int, kind: str) -> np.ndarray:
     """``cv2.imdecode``, rejecting the image when it fails or when the decoder reports damage on the way."""
     import cv2
     import numpy as np
@@ -360,7 +361,7 @@ def _cv2_message(error: Exception) -> str:
     return text.splitlines()[-1] if text else type(error).__name__
 
 
-def _decode(data: bytes, info: ImageInfo, options: ImageOptions) -> "np.ndarray":
+def _decode(data: bytes, info: ImageInfo, options: ImageOptions) -> np.ndarray:
     import cv2
     import numpy as np
 
@@ -390,7 +391,7 @@ def _decode(data: bytes, info: ImageInfo, options: ImageOptions) -> "np.ndarray"
     return image
 
 
-def _transform(image: "np.ndarray", info: ImageInfo, options: ImageOptions) -> "np.ndarray":
+def _transform(image: np.ndarray, info: ImageInfo, options: ImageOptions) -> np.ndarray:
     import cv2
 
     height, width = image.shape[:2]
@@ -420,7 +421,7 @@ def _transform(image: "np.ndarray", info: ImageInfo, options: ImageOptions) -> "
     return cv2.resize(image, target, interpolation=cv2.INTER_LINEAR)
 
 
-def _encode(image: "np.ndarray", options: ImageOptions) -> bytes:
+def _encode(image: np.ndarray, options: ImageOptions) -> bytes:
     import cv2
 
     if options.encoding == "png":

@@ -7,9 +7,10 @@ range is returned with the result.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from recordio_pack.errors import RefusedError
 from recordio_pack.format import Damage, scan_frames, unpack_payload

@@ -8,12 +8,12 @@ as ``rejects`` and what is not an image by extension as ``skipped``: every file 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from recordio_pack.errors import RecordioPackError, UsageError
-from recordio_pack.sources import Entry, FolderSource, ImageSource
+from recordio_pack.sources import EntryList, FolderSource, ImageSource
 
 __all__ = ["PackInput", "InputNotFound", "open_input", "check_dataset_name", "check_output_folder",
            "default_dataset_name"]
@@ -25,7 +25,7 @@ class InputNotFound(RecordioPackError):
 
 @dataclass
 class PackInput:
-    entries: Sequence[Entry]  # a list, or a listing.LstIndex over a .lst
+    entries: EntryList  # a list, or a listing.LstIndex over a .lst
     source: ImageSource
     classes: list[str] | None  # label -> class name, when known
     label_convention: str  # "sorted", "devkit", "tf" or "lst"

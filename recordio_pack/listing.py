@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import random
 from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.format import format_lst_line, lst_path_problem, parse_lst_line

@@ -11,9 +11,9 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from recordio_pack.errors import RefusedError
 

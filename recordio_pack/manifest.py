@@ -11,9 +11,10 @@ import binascii
 import json
 import sys
 from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from recordio_pack import __version__
 from recordio_pack.digest import Digests
@@ -36,7 +37,7 @@ class FileRecord:
     crc32: str  # hex; digest.crc32_base64 gives S3's ChecksumCRC32 form
 
     @classmethod
-    def of(cls, name: str, digests: Digests) -> "FileRecord":
+    def of(cls, name: str, digests: Digests) -> FileRecord:
         return cls(name, digests.size, digests.sha256, digests.crc32)
 
 
@@ -54,7 +55,7 @@ class ShardRecord:
     reencoded: int = 0  # records whose image was decoded and encoded again
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ShardRecord":
+    def from_dict(cls, data: dict[str, Any]) -> ShardRecord:
         return cls(data["index"], data["records"], data["rejects"], FileRecord(**data["rec"]),
                    FileRecord(**data["idx"]), data.get("record_crc32", ""), data.get("inputs", ""),
                    data.get("reencoded", 0))
@@ -143,7 +144,7 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"not a recordio-pack manifest (format {data.get('format')!r})")
         return cls(
@@ -159,7 +160,7 @@ class Manifest:
             cross_class_links=data.get("cross_class_links", 0), update=data.get("update"))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Manifest":
+    def load(cls, path: str | Path) -> Manifest:
         with open(path, encoding="utf-8") as stream:
             try:
                 return cls.from_dict(json.load(stream))

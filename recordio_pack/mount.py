@@ -13,9 +13,9 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from recordio_pack.aws.ebs_options import check_id, check_mount_target, read_only_mount_options
 from recordio_pack.errors import RecordioPackError, RefusedError

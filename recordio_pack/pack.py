@@ -19,23 +19,32 @@ import json
 import logging
 import shutil
 from array import array
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 from recordio_pack.digest import file_digests
 from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.fsutil import atomic_output
 from recordio_pack.inputs import PackInput, check_dataset_name, check_output_folder
-from recordio_pack.listing import LstIndex, write_class_map, write_lst
+from recordio_pack.listing import write_class_map, write_lst
 from recordio_pack.locking import dataset_lock
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, manifest_path
 from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
 from recordio_pack.pool import TaskFailed, WorkerDied, run_tasks
 from recordio_pack.progress import Advanced, NullProgress, Progress, Task, start_task
-from recordio_pack.shard import ImageFailed, ShardProgress, ShardResult, ShardTask, ShardWriteError, pack_shard, shard_names
-from recordio_pack.sources import Entry, ImageSource
+from recordio_pack.shard import (
+    ImageFailed,
+    ShardProgress,
+    ShardResult,
+    ShardTask,
+    ShardWriteError,
+    pack_shard,
+    shard_names,
+)
+from recordio_pack.sources import Entry, EntryList, ImageSource
 
 __all__ = ["PackResult", "NotEnoughSpace", "plan_shards", "pack_entries", "pack_input",
            "estimated_output_bytes"]
@@ -121,7 +130,7 @@ class _InputFacts:
         return f"{self.sizes[position]}:{self.mtimes[position]}"
 
 
-def _input_facts(entries: Sequence[Entry], source: ImageSource, check: ChangeCheck) -> _InputFacts:
+def _input_facts(entries: EntryList, source: ImageSource, check: ChangeCheck) -> _InputFacts:
     """Size and change mark of every input. Threads, because on network block storage (EBS) many stat calls
     in flight finish far sooner than one at a time."""
     from collections import deque
@@ -261,12 +270,12 @@ class _Journal:
 
     @classmethod
     def start(cls, path: Path, options: PackOptions, origin: str, shard_count: int, replaces: str,
-              stale: list[str], done: dict[int, ShardResult]) -> "_Journal":
+              stale: list[str], done: dict[int, ShardResult]) -> _Journal:
         return cls(path, options.output_affecting(), options.codec(), options.fingerprint(), origin, shard_count,
                    replaces, stale, done)
 
     @classmethod
-    def load(cls, path: Path) -> "_Journal":
+    def load(cls, path: Path) -> _Journal:
         """ValueError, KeyError or TypeError when the file is not a journal."""
         data = json.loads(path.read_text(encoding="utf-8"))
         done = {result.index: result for result in map(ShardResult.from_dict, data["shards"])}
@@ -299,7 +308,7 @@ def _files_intact(out_dir: Path, result: ShardResult, verify: bool) -> bool:
 
 
 def _recover_rejects(out_dir: Path, name: str, previous: _Previous, reusable: dict[int, ShardResult], plan: _Plan,
-                     entries: Sequence[Entry] | LstIndex) -> int:
+                     entries: EntryList) -> int:
     """Give shards reused from a finished dataset their reject rows back, from its NAME.rejects.tsv (the manifest
     keeps only counts): worker rejects follow the listing's, in shard and list order. Shards whose rows do not
     add up are dropped from ``reusable`` (packed again); returns how many."""
@@ -368,7 +377,7 @@ def _write_listing(path: Path, rows: Sequence[tuple[str, str]], header: str) -> 
             stream.write(f"{clean_path}\t{clean}\n".encode("utf-8", "backslashreplace"))
 
 
-def _check_unique_keys(entries: Sequence[Entry] | LstIndex) -> None:
+def _check_unique_keys(entries: EntryList) -> None:
     """Refuse duplicate `.lst` indexes (they would be duplicate `.idx` keys), holding 8 bytes per entry."""
     keys = sorted(array("q", (entry.index for entry in entries)))
     duplicate = next((key for key, following in zip(keys, keys[1:]) if key == following), None)
@@ -391,7 +400,7 @@ class _Plan:
         return [file for pair in self.names for file in pair]
 
 
-def _plan(entries: Sequence[Entry] | LstIndex, source: ImageSource, options: PackOptions, name: str,
+def _plan(entries: EntryList, source: ImageSource, options: PackOptions, name: str,
           check: ChangeCheck) -> _Plan:
     facts = _input_facts(entries, source, check)
     ranges = plan_shards(len(entries), facts.sizes, options.num_shards, options.shard_size)
@@ -425,7 +434,7 @@ def _refuse_if_foreign(out_dir: Path, name: str, previous: _Previous | None, pla
                            f"not {origin}; pass --overwrite to replace it, or choose another --name")
 
 
-def pack_entries(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_dir: str | Path, name: str,
+def pack_entries(entries: EntryList, source: ImageSource, out_dir: str | Path, name: str,
                  options: PackOptions, *, classes: Sequence[str] | None = None,
                  label_convention: str = "lst", overwrite: bool = False, write_list: bool = False,
                  progress: Progress | None = None, origin: str = "",
@@ -466,7 +475,7 @@ def pack_input(pack_in: PackInput, out_dir: str | Path, options: PackOptions, *,
                         skipped=pack_in.skipped, cross_class_links=len(pack_in.cross_class_links), **kwargs)
 
 
-def _pack_locked(entries: Sequence[Entry] | LstIndex, source: ImageSource, out_dir: Path, name: str,
+def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: str,
                  options: PackOptions, *, classes: Sequence[str] | None, label_convention: str, overwrite: bool,
                  write_list: bool, progress: Progress, origin: str,
                  rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]], cross_class_links: int,
@@ -628,7 +637,7 @@ def _fingerprint_from(manifest: Manifest, plan: _Plan, listing_state: str) -> st
 
 
 def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal: _Journal,
-            classes: Sequence[str] | None, label_convention: str, entries: Sequence[Entry] | LstIndex,
+            classes: Sequence[str] | None, label_convention: str, entries: EntryList,
             write_list: bool, listed_rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]],
             cross_class_links: int, listing_state: str, update: dict[str, Any] | None) -> PackResult:
     _remove_files(out_dir, journal.stale)

@@ -6,12 +6,12 @@ The library side of ``recordio-pack inspect`` (named ``peek`` so as not to shado
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from recordio_pack.errors import RecordioPackError
-from recordio_pack.format import Damage, scan_frames, unpack_payload
+from recordio_pack.format import Buffer, Damage, scan_frames, unpack_payload
 from recordio_pack.fsutil import atomic_output
 from recordio_pack.imaging import ImageRejected, probe
 from recordio_pack.recordio import DamagedShard, InputError, mapped, read_idx, require_file
@@ -46,7 +46,7 @@ def _keys(rec: Path) -> dict[int, int]:
         raise InputError(str(error) if str(error).startswith(str(idx)) else f"{idx}: {error}") from None
 
 
-def _records(rec: Path, data: bytes) -> Iterator[tuple[int, bytes]]:
+def _records(rec: Path, data: Buffer) -> Iterator[tuple[int, bytes]]:
     """``(offset, payload)`` of each record; DamagedShard at the first damaged byte range."""
     for item in scan_frames(data):
         if isinstance(item, Damage):
@@ -86,7 +86,7 @@ def contact_sheet(recs: Sequence[str | Path], output: str | Path, classes: Seque
     import cv2
     import numpy as np
 
-    tiles = []
+    tiles: list[np.ndarray] = []
     for rec in recs:
         for row, image in iter_rows(rec, classes, limit=count - len(tiles), with_images=True):
             picture = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_COLOR)

@@ -11,8 +11,9 @@ import multiprocessing
 import os
 import signal
 import traceback
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import wait
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 __all__ = ["TaskFailed", "WorkerDied", "run_tasks"]
 
@@ -203,7 +204,7 @@ def run_tasks(function: Callable[..., Any], tasks: Sequence[Any], workers: int,
                 process.terminate()
         for process in processes:
             process.join(10)
-            if process.is_alive():
+            if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGKILL)
                 process.join()
         for connection in connections:

@@ -6,9 +6,10 @@ import mmap
 import os
 import zlib
 from array import array
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.format import Damage, format_idx_line, frame, parse_idx_line, read_record
@@ -99,7 +100,7 @@ def iter_records(data: bytes | mmap.mmap, start: int = 0) -> Iterator[tuple[int,
 def read_idx(path: str | Path) -> list[tuple[int, int]]:
     """``(key, offset)`` pairs of an `.idx`, in file order; ValueError names the bad line."""
     pairs = []
-    with open(path, "r", encoding="ascii", newline="") as stream:
+    with open(path, encoding="ascii", newline="") as stream:
         for number, line in enumerate(stream, 1):
             if not line.strip():
                 continue

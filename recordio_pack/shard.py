@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from recordio_pack.digest import DigestingWriter
 from recordio_pack.format import MAX_PAYLOAD, IRHeader, pack_payload
@@ -21,7 +22,7 @@ from recordio_pack.imaging import ImageRejected, prepare_image, single_threaded_
 from recordio_pack.manifest import FileRecord, ShardRecord, encode_record_crc32s
 from recordio_pack.options import PackOptions
 from recordio_pack.recordio import RecordWriter
-from recordio_pack.sources import Entry, ImageSource, NotRegularFile
+from recordio_pack.sources import Entries, Entry, ImageSource, NotRegularFile
 
 __all__ = ["ShardTask", "ShardResult", "ShardProgress", "ImageFailed", "ShardWriteError", "pack_shard", "shard_names"]
 
@@ -41,7 +42,7 @@ class ShardTask:
     count: int
     name: str
     out_dir: str
-    entries: Sequence[Entry]  # a list, or a listing.LstSlice the worker reads itself
+    entries: Entries  # a list, or a listing.LstSlice the worker reads itself
     source: ImageSource
     options: PackOptions
     inputs: str = ""  # the digest of this shard's inputs, carried into its result and the manifest
@@ -75,13 +76,13 @@ class ShardResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ShardResult":
+    def from_dict(cls, data: dict[str, Any]) -> ShardResult:
         return cls(data["index"], data["records"], [(path, reason) for path, reason in data["rejects"]],
                    FileRecord(**data["rec"]), FileRecord(**data["idx"]), data.get("reencoded", 0),
                    data.get("inputs", ""), data.get("record_crc32", ""))
 
     @classmethod
-    def of_record(cls, shard: ShardRecord) -> "ShardResult":
+    def of_record(cls, shard: ShardRecord) -> ShardResult:
         """A finished shard as a manifest lists it (which keeps the count of rejects, not the rows)."""
         return cls(shard.index, shard.records, [], shard.rec, shard.idx, shard.reencoded, shard.inputs,
                    shard.record_crc32)
@@ -133,8 +134,8 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
     try:
         with open(rec_temp, "wb", buffering=0) as rec_raw, open(idx_temp, "wb", buffering=0) as idx_raw:
             rec_hashing, idx_hashing = DigestingWriter(rec_raw), DigestingWriter(idx_raw)
-            rec_stream = io.BufferedWriter(rec_hashing, WRITE_BUFFER)  # type: ignore[arg-type]
-            idx_stream = io.BufferedWriter(idx_hashing, 1 << 20)  # type: ignore[arg-type]
+            rec_stream = io.BufferedWriter(rec_hashing, WRITE_BUFFER)  # type: ignore[type-var]  # a RawIOBase
+            idx_stream = io.BufferedWriter(idx_hashing, 1 << 20)  # type: ignore[type-var]
             writer = RecordWriter(rec_stream, idx_stream)
             for entry in task.entries:
                 if should_stop and should_stop():

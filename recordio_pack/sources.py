@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Entry", "ImageSource", "FolderSource", "RangeSource", "NotRegularFile", "file_kind", "InputStat"]
+__all__ = ["Entry", "Entries", "EntryList", "ImageSource", "FolderSource", "RangeSource", "NotRegularFile", "file_kind",
+           "InputStat"]
 
 
 class NotRegularFile(ValueError):
@@ -52,6 +54,20 @@ class Entry:
     path: str  # relative path as written in the .lst (inside an archive: "n01440764/n01440764_10026.JPEG")
     offset: int = -1  # byte offset of the image inside the source's container, -1 when it is a file
     size: int = -1
+
+
+class Entries(Protocol):
+    """Entries in list order that can be counted and walked: a list, or a listing.LstSlice read on demand."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Entry]: ...
+
+
+class EntryList(Entries, Protocol):
+    """Entries that can also be cut into contiguous slices: a list, or a listing.LstIndex over a `.lst`."""
+
+    def __getitem__(self, span: slice) -> Entries: ...
 
 
 class ImageSource(Protocol):

@@ -15,13 +15,21 @@ import math
 import re
 import zlib
 from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 from recordio_pack.digest import CHUNK, Digests, RunningDigests, file_digests
 from recordio_pack.format import (
-    Damage, Frame, IRHeader, looks_like_idx, scan_frames, unescaped_magics_in, unpack_payload,
+    Buffer,
+    Damage,
+    Frame,
+    IRHeader,
+    looks_like_idx,
+    scan_frames,
+    unescaped_magics_in,
+    unpack_payload,
 )
 from recordio_pack.imaging import ImageRejected, check_decodes, sniff
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, find_manifests
@@ -383,7 +391,7 @@ class _Scan:
         return DamagedRange(damage.start, damage.end, str(damage.error), tuple(hit))
 
 
-def _feed(running: RunningDigests, data: bytes, start: int, end: int) -> None:
+def _feed(running: RunningDigests, data: Buffer, start: int, end: int) -> None:
     for chunk in range(start, end, CHUNK):
         running.update(data[chunk:min(chunk + CHUNK, end)])
 
@@ -410,7 +418,7 @@ def _scan_rec(rec: Path, check: ShardCheck, scan: _Scan, classes: Sequence[str] 
     check.digests = running.digests()
 
 
-def _check_record(where: str, record: Frame, data: bytes, classes: Sequence[str] | None, decode: bool,
+def _check_record(where: str, record: Frame, data: Buffer, classes: Sequence[str] | None, decode: bool,
                   log: ProblemLog, name: str, check: ShardCheck) -> None:
     for position in unescaped_magics_in(data, record):
         log.add("unescaped magics", name, f"{name}: unescaped magic inside a record at byte {position} (readers "

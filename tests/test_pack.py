@@ -183,6 +183,7 @@ def _journal_shards(journal: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_identical_bytes(tmp_path: Path) -> None:
     small_tree(tmp_path / "tree", classes=4, per_class=40)
     arguments = ["--resize", "96", "--reencode", "always", "--num-shards", "16", "--workers", "2", "-q"]

@@ -73,6 +73,7 @@ def test_a_second_pack_of_the_same_dataset_is_refused_naming_the_holder(tmp_path
     assert not (tmp_path / "out" / "tree.lock").exists()
 
 
+@pytest.mark.slow
 def test_two_packs_at_once_with_other_options_never_mix(tmp_path: Path) -> None:
     root = tree(tmp_path / "tree", per_class=30)
     out = tmp_path / "out"
@@ -309,6 +310,7 @@ def _journal_shards(journal: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, point", [("SIGTERM", "start"), ("SIGTERM", "mid"), ("SIGTERM-group", "mid"),
                                         ("SIGINT-group", "mid"), ("SIGKILL", "mid"), ("SIGKILL", "start")])
 def test_signals_at_several_points_then_a_rerun_gives_identical_bytes(tmp_path: Path, how: str, point: str) -> None:

@@ -16,8 +16,14 @@ from importlib import resources
 from pathlib import Path
 
 from recordio_pack import __version__
-from recordio_pack.aws.ebs_options import (VolumeSpec, check_id, check_initialization_rate, check_mount_target,
-                                           check_region, read_only_mount_options)
+from recordio_pack.aws.ebs_options import (
+    VolumeSpec,
+    check_id,
+    check_initialization_rate,
+    check_mount_target,
+    check_region,
+    read_only_mount_options,
+)
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
 from recordio_pack.fsutil import atomic_output
 

@@ -7,7 +7,8 @@ import json
 import re
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from recordio_pack.errors import UsageError
 from recordio_pack.progress import Advanced, Done, Progress, Queued, Unit
@@ -181,7 +182,7 @@ class ProgressBar(Progress):
         with self._lock:
             self._close_all()
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,8 +6,9 @@ Imported by the command modules at load time, so it imports only argparse and ``
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from recordio_pack.commands import _common
 from recordio_pack.errors import UsageError

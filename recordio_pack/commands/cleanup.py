@@ -7,7 +7,6 @@ from typing import Any
 
 from recordio_pack.commands import _common
 
-
 _non_negative = _common.ranged(float, 0.0)
 
 

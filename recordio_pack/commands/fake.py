@@ -6,7 +6,6 @@ import argparse
 
 from recordio_pack.commands._common import ProgressBar, add_output_options, emit, positive_int, ranged
 
-
 _count = ranged(int, 0)
 _fraction = ranged(float, 0.0, 1.0)
 

@@ -32,10 +32,10 @@ def _resolve(path_text: str, classes_file: str | None):  # -> (recs, classes)
 
 
 def run(args: argparse.Namespace) -> int:
-    from recordio_pack.peek import contact_sheet, iter_rows
+    from recordio_pack.peek import RecordRow, contact_sheet, iter_rows
 
     recs, classes = _resolve(args.path, args.classes)
-    rows = []
+    rows: list[tuple[str, RecordRow]] = []
     for rec in recs:
         for row, _ in iter_rows(rec, classes, limit=args.limit - len(rows)):
             rows.append((rec.name, row))

@@ -13,9 +13,10 @@ image can be regenerated alone.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -163,10 +164,10 @@ def _smooth_field(rng: np.random.Generator, width: int, height: int, channels: i
 def _texture(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """Zero-centred float32 detail with equal energy in octaves of 1..32 px, folded for crisp creases."""
     cells = (1, 2, 4, 8, 16, 32)
-    total = np.zeros((height, width), np.float32)
+    total: np.ndarray = np.zeros((height, width), np.float32)
     for cell in cells:
         rows, cols = height // cell + 2, width // cell + 2
-        grid = np.frombuffer(rng.bytes(rows * cols), np.uint8).reshape(rows, cols)
+        grid: np.ndarray = np.frombuffer(rng.bytes(rows * cols), np.uint8).reshape(rows, cols)
         if cell > 1:
             grid = cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
         total = cv2.add(total, grid[:height, :width], dtype=cv2.CV_32F)

@@ -84,7 +84,7 @@ def index_class_tar(fd: int, item: ClassTar, archive: str) -> list[ArchiveImage]
     try:
         # unbuffered: tarfile seeks over every file's data, so each header costs one 512-byte pread
         reader = ByteRange(fd, item.offset, item.size)
-        with tarfile.open(fileobj=reader, mode="r:") as inner:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=reader, mode="r:") as inner:
             for member, name in iter_files(inner, label):
                 images.append(ArchiveImage(f"{item.wnid}/{name.rsplit('/', 1)[-1]}", item.wnid,
                                            item.offset + member.offset_data, member.size))

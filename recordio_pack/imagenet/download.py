@@ -22,10 +22,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from recordio_pack import __version__
 from recordio_pack.digest import hash_file, hashers

@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from recordio_pack.errors import UsageError
 from recordio_pack.fsutil import atomic_output

@@ -16,8 +16,9 @@ import os
 import re
 import stat
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, BinaryIO, Iterator
+from typing import IO, BinaryIO
 
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.fsutil import atomic_output
