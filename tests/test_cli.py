@@ -97,3 +97,27 @@ def test_user_mistakes_are_one_line_with_the_tables_exit_status(tmp_path: Path, 
 def test_debug_shows_the_traceback(tmp_path: Path, cli_main: Run) -> None:
     result = cli_main("--debug", "pack", str(tmp_path / "missing"), str(tmp_path / "out"))
     assert result.returncode == 1 and "Traceback" in result.stderr and "no such file or folder" in result.stderr
+
+
+def test_list_pack_verify_and_index_run_without_boto3(tmp_path: Path) -> None:
+    """The packing commands never import boto3 (it stays a dependency for the AWS steps: see README)."""
+    import cv2
+    import numpy as np
+
+    (tmp_path / "tree" / "a").mkdir(parents=True)
+    ok, data = cv2.imencode(".jpg", np.full((40, 50, 3), 90, np.uint8))
+    (tmp_path / "tree" / "a" / "x.jpg").write_bytes(data.tobytes())
+    blocker = ("import sys, runpy\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('boto3', 'botocore', 's3transfer'):\n"
+               "            raise ImportError('blocked: ' + name)\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "sys.argv = ['recordio-pack'] + sys.argv[1:]\n"
+               "runpy.run_module('recordio_pack', run_name='__main__')\n")
+    out = tmp_path / "out"
+    for arguments in (["list", str(tmp_path / "tree"), str(tmp_path / "l")], ["pack", str(tmp_path / "tree"), str(out)],
+                      ["verify", str(out), "--decode"], ["index", str(out / "tree.rec"), "--combined", str(tmp_path / "a.idx")],
+                      ["inspect", str(out)]):
+        result = subprocess.run([sys.executable, "-c", blocker, *arguments], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (arguments, result.stderr)
