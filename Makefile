@@ -15,10 +15,18 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[test]'
 	touch $@
 
-# The test oracle: MXNet's last release, in its own Python 3.11 environment (it needs numpy<1.24).
-$(MXVENV)/.installed:
+# The test oracle and the benchmark's anchor: MXNet's last release, in its own Python 3.11 environment (it needs
+# numpy<1.24), with the newest OpenCV that numpy 1.23.5 accepts (4.12 needs numpy 2), as pip gives a user today.
+# One stamp per set of pins: changing a pin names a new stamp, so an existing $(MXVENV) is rebuilt from scratch.
+MXPINS := mxnet==1.9.1 numpy==1.23.5 opencv-python-headless==4.11.0.86
+empty :=
+space := $(empty) $(empty)
+MXSTAMP := $(MXVENV)/.installed-$(subst $(space),-,$(subst ==,,$(MXPINS)))
+
+$(MXSTAMP):
+	rm -rf $(MXVENV)
 	$(PYTHON) -m venv $(MXVENV)
-	$(MXVENV)/bin/pip install $(PIP_QUIET) mxnet==1.9.1 numpy==1.23.5 opencv-python-headless==4.8.1.78
+	$(MXVENV)/bin/pip install $(PIP_QUIET) $(MXPINS)
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,7 +39,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check recordio_pack aws userdata
 	$(VENV)/bin/mypy
 
-test: lint $(VENV)/.installed $(MXVENV)/.installed
+test: lint $(VENV)/.installed $(MXSTAMP)
 	RECORDIO_PACK_MXNET_PYTHON="$(CURDIR)/$(MXVENV)/bin/python" RECORDIO_PACK_REQUIRE_ORACLE=1 \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -n auto -q tests
 
@@ -39,7 +47,7 @@ test: lint $(VENV)/.installed $(MXVENV)/.installed
 test-fast: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -n auto -q -m "not oracle and not slow" tests
 
-bench: $(VENV)/.installed $(MXVENV)/.installed
+bench: $(VENV)/.installed $(MXSTAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python bench/pack_vs_im2rec.py --mxnet-python "$(CURDIR)/$(MXVENV)/bin/python"
 	$(VENV)/bin/python bench/cost_breakdown.py
 

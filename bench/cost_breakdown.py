@@ -4,8 +4,9 @@
 Three stages are timed in this process with OpenCV single-threaded, at the short side and quality of
 ``pack_vs_im2rec.py``'s 256/q95 case:
 
-- codec limit: full decode + bilinear resize + JPEG encode of in-memory bytes (what that bench's codec limit
-  times, and what "90% of the codec limit" is measured against);
+- codec limit: full decode + bilinear resize + JPEG encode of in-memory bytes (the loop that bench's codec
+  limit times; there "90% of the codec limit" is measured against --workers of these loops running at once,
+  which on a shared VM is slower per loop than one alone);
 - ours without I/O: ``prepare_image`` (header probe, DCT-scaled decode where it applies, the anti-aliasing
   low-pass, bilinear resize, encode);
 - ours, whole shard loop: ``pack_shard`` on the same images as files (read, prepare, IRHeader, RecordIO

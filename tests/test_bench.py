@@ -58,16 +58,26 @@ def test_tiny_run_prints_every_row_and_every_figure_parses(tmp_path: Path, mxnet
     rows = _rows_after_rules(completed.stdout)
     labels = [row[0] for row in rows]
     bench = _bench_module()
+    summary = json.loads((out / "results.json").read_text())
+
+    def summary_cv(side: str) -> str:
+        return summary["codec_limit"][side]["opencv"]
+
     for case in bench.CASES.values():
         assert labels.count(case.title) >= 2, f"no throughput or memory row for {case.title}"
-    expected = ["codec limit, one core, OpenCV", "codec limit, images/s per core", "codec limit x 2 workers",
-                "codec limit, one core, im2rec's OpenCV", "ours at 256 q95: images/s over codec limit",
-                "im2rec at 256 q95: images/s over codec limit", "ours at 256 q95: codec CPU ms",
-                "im2rec at 256 q95: codec CPU ms", "mean PSNR at 256, im2rec", "mean PSNR at 256, ours",
+    expected = [f"codec limit, {whose} OpenCV {version}, {figure}"
+                for whose, version in (("ours", summary_cv("ours")), ("im2rec's", summary_cv("im2rec")))
+                for figure in ("one core: ms/image", "one core: CPU ms/image", "one core x 2: images/s",
+                               "2 loops at once: ms/image per loop", "2 loops at once: CPU ms/image per loop",
+                               "2 loops at once: images/s (the codec limit)", "2 loops at once over one core x 2, %")]
+    expected += ["ours at 256 q95: images/s over the codec limit (2 loops at once, ours OpenCV), %",
+                "im2rec at 256 q95: images/s over the codec limit (2 loops at once, its OpenCV), %",
+                "ours at 256 q95: codec CPU ms (loops at once)", "im2rec at 256 q95: codec CPU ms (loops at once)",
+                "mean PSNR at 256, im2rec", "mean PSNR at 256, ours",
                 "recordio-pack --help, s", "python -c 'import mxnet'", "ours: peak RSS of one process over all runs",
-                "ours: main process peak RSS growth, pass-through, 200 -> 300 images",
-                "ours: largest process peak RSS growth, pass-through, 200 -> 300 images",
-                "ours: projected peak RSS of one process at 1281167 images, pass-through"]
+                f"ours: main process peak RSS growth, {bench.CASES['pass'].title}, 200 -> 300 images",
+                f"ours: largest process peak RSS growth, {bench.CASES['pass'].title}, 200 -> 300 images",
+                f"ours: projected peak RSS of one process at 1281167 images, {bench.CASES['pass'].title}"]
     for prefix in expected:
         assert any(label.startswith(prefix) for label in labels), f"missing row {prefix!r}"
     for row in rows:
@@ -75,15 +85,25 @@ def test_tiny_run_prints_every_row_and_every_figure_parses(tmp_path: Path, mxnet
             if cell not in ("", "yes", "no", "n/a"):
                 float(cell)  # raises on anything that is not a plain number
 
-    summary = json.loads((out / "results.json").read_text())
-    assert [row["case"] for row in summary["cases"]] == ["256", "480", "pass"]
+    assert "ours: OpenCV" in completed.stdout and "im2rec: OpenCV" in completed.stdout  # both sides' versions
+    assert "short side <= 480 (auto), ours with --validate full" in labels
+    assert "pass-through, ours with --validate full" in labels
+    throughput = {row[0]: row for row in rows if len(row) == 13}
+    assert throughput[bench.CASES["256"].title][-1] and throughput[bench.CASES["256"].title][-2]  # % of the limit
+    assert [row["case"] for row in summary["cases"]] == ["256", "480", "480-full", "pass", "pass-full"]
+    by_case = {row["case"]: row for row in summary["cases"]}
+    assert by_case["pass-full"]["im2rec_walls"] == by_case["pass"]["im2rec_walls"]  # shared, not rerun
+    for side in ("ours", "im2rec"):
+        figures = summary["codec_limit"][side]
+        assert figures["concurrent_images_s"] > 0 and figures["concurrent_ms_per_image"] > 0
+    assert summary["codec_limit"]["im2rec"]["opencv"] and summary["codec_limit"]["ours"]["opencv"]
     assert all(row["records_ok"] for row in summary["cases"]), "a tool did not pack every image"
     assert all(entry["records_ok"] for entry in summary["memory"])
     assert [entry["case"] for entry in summary["memory"]] == ["pass"]
     assert summary["memory"][0]["peak_main_mib"] > 0 and "projected_main_mib" in summary["memory"][0]
     assert summary["psnr"]["images"] == 40
     assert 25 < summary["psnr"]["im2rec_db"] < 60 and 25 < summary["psnr"]["ours_db"] < 60
-    assert summary["codec_limit"]["ms_per_image"] > 0
+    assert summary["codec_limit"]["ours"]["ms_per_image"] > 0 and summary["codec_limit"]["workers"] == 2
     assert 0 < summary["memory_target"]["peak_max_mib"] < 1024
     assert all(row["im2rec_processes"] >= 2 and row["ours_processes"] >= 2 for row in summary["cases"])
 
@@ -182,3 +202,66 @@ def test_cost_breakdown_times_every_stage_and_scores_both_outputs(tmp_path: Path
     table = subprocess.run([sys.executable, str(REPO / "bench" / "cost_breakdown.py"), "--images", str(tmp_path),
                             "--batch", "6", "--rounds", "1"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert table.returncode == 0 and "| ours, whole shard loop |" in table.stdout and "ceiling" in table.stdout
+
+
+def _jpegs(folder: Path, count: int) -> list[Path]:
+    from imagegen import jpeg
+
+    folder.mkdir()
+    files = []
+    for number in range(count):
+        files.append(folder / f"photo{number}.jpg")
+        files[-1].write_bytes(jpeg(320 + 16 * number, 240, seed=number))
+    return files
+
+
+def test_codec_limit_runs_n_loops_at_once_and_reports_their_combined_rate(tmp_path: Path) -> None:
+    bench = _bench_module()
+    files = _jpegs(tmp_path / "jpegs", 8)
+    alone = bench.codec_limit(sys.executable, files)
+    together = bench.codec_limit(sys.executable, files, processes=3)
+    for result, processes in ((alone, 1), (together, 3)):
+        assert result["processes"] == processes
+        assert result["ms_per_image"] > 0 and result["cpu_ms_per_image"] > 0 and result["images_s"] > 0
+        assert result["opencv"] and "jpeg" in result
+    # One loop's rate is its own images over its own time; three loops' rate counts all 24 images over the span
+    # from the first start to the last end.
+    assert alone["images"] == 8 and alone["images_s"] == pytest.approx(1000 / alone["ms_per_image"])
+    assert together["images"] == 24 and together["images_s"] == pytest.approx(24 / together["span_s"])
+
+
+def test_codec_limit_failure_names_the_interpreter(tmp_path: Path) -> None:
+    bench = _bench_module()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(RuntimeError, match="codec loop of"):
+        bench.codec_limit(sys.executable, [broken], processes=2)
+
+
+def test_codec_summary_compares_loops_at_once_with_one_core_times_workers() -> None:
+    bench = _bench_module()
+
+    def loop(ms: float, images_s: float, version: str) -> dict:
+        return {"ms_per_image": ms, "cpu_ms_per_image": ms, "images_s": images_s, "opencv": version,
+                "jpeg": "libjpeg-turbo"}
+
+    codec = {"ours": [loop(2.0, 500, "5.0.0"), loop(2.2, 455, "5.0.0"), loop(1.9, 526, "5.0.0")],
+             "ours_concurrent": [loop(2.5, 800, "5.0.0"), loop(2.4, 830, "5.0.0"), loop(2.6, 770, "5.0.0")],
+             "im2rec": [loop(2.1, 476, "4.11.0")] * 3, "im2rec_concurrent": [loop(2.8, 714, "4.11.0")] * 3}
+    limit = bench.codec_summary(codec, workers=2)
+    assert limit["ours"]["ms_per_image"] == 2.0 and limit["ours"]["one_core_x_workers_images_s"] == 1000
+    assert limit["ours"]["concurrent_images_s"] == 800 and limit["ours"]["concurrent_ms_per_image"] == 2.5
+    assert limit["ours"]["concurrent_over_one_core_x_workers"] == pytest.approx(0.8)
+    assert limit["im2rec"]["opencv"] == "4.11.0" and limit["im2rec"]["jpeg"] == "libjpeg-turbo"
+    assert limit["im2rec"]["concurrent_over_one_core_x_workers"] == pytest.approx(714 / (2 * 1000 / 2.1))
+
+
+def test_validate_full_rows_share_their_baselines_im2rec_runs() -> None:
+    bench = _bench_module()
+    assert bench.CASES["pass"].ours[-2:] == ("--validate", "header")  # like for like: im2rec validates nothing
+    assert bench.CASES["pass-full"].ours[-2:] == ("--validate", "full") and bench.CASES["pass-full"].baseline == "pass"
+    assert bench.CASES["480-full"].baseline == "480" and bench.CASES["480"].ours[-2:] == ("--validate", "header")
+    args = bench.parse_args(["--cases", "256,pass,pass-full"])
+    assert args.memory_cases == "256,pass"  # variants are not rerun at --memory-images by default
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--cases", "256,pass-full"])  # nothing to compare it with
