@@ -23,6 +23,7 @@ from recordio_pack.options import PackOptions
 from recordio_pack.pack import pack_entries, plan_shards
 from recordio_pack.recordio import iter_records, mapped, read_idx
 from recordio_pack.sources import Entry, FolderSource
+from waiting import journal_shards
 
 CLI = [sys.executable, "-m", "recordio_pack"]
 
@@ -175,14 +176,6 @@ def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, **kwargs)  # type: ignore[call-overload]
 
 
-def _journal_shards(journal: Path) -> int:
-    """Finished shards the journal records (0 while it is absent or being replaced)."""
-    try:
-        return len(json.loads(journal.read_text())["shards"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_identical_bytes(tmp_path: Path) -> None:
     small_tree(tmp_path / "tree", classes=4, per_class=40)
@@ -195,7 +188,7 @@ def test_sigkill_mid_run_then_resume_gives_identical_bytes(tmp_path: Path) -> No
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     journal = out / "tree.pack-state.json"
     deadline = time.monotonic() + 120
-    while not _journal_shards(journal) and process.poll() is None and time.monotonic() < deadline:
+    while not journal_shards(journal) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)  # the parent only: workers must notice and stop on their own
     process.wait()

@@ -24,6 +24,7 @@ from recordio_pack.locking import dataset_lock
 from recordio_pack.manifest import Manifest
 from recordio_pack.options import PackOptions
 from recordio_pack.pack import NotEnoughSpace, pack_input
+from waiting import journal_shards
 
 CLI = [sys.executable, "-m", "recordio_pack"]
 
@@ -303,13 +304,6 @@ def test_a_full_disk_while_writing_the_final_files_leaves_no_temporaries(
     assert "bad.JPEG" in (tmp_path / "out" / "tree.rejects.tsv").read_text()
 
 
-def _journal_shards(journal: Path) -> int:
-    try:
-        return len(json.loads(journal.read_text())["shards"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("how, point", [("SIGTERM", "start"), ("SIGTERM", "mid"), ("SIGTERM-group", "mid"),
                                         ("SIGINT-group", "mid"), ("SIGKILL", "mid"), ("SIGKILL", "start")])
@@ -324,7 +318,7 @@ def test_signals_at_several_points_then_a_rerun_gives_identical_bytes(tmp_path: 
                                    stderr=stream, start_new_session=True)
     journal = out / "tree.pack-state.json"
     deadline = time.monotonic() + 120
-    wanted = (lambda: journal.exists()) if point == "start" else (lambda: _journal_shards(journal) >= 1)
+    wanted = (lambda: journal.exists()) if point == "start" else (lambda: journal_shards(journal) >= 1)
     while not wanted() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     signal_name = how.split("-")[0]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -21,3 +23,11 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.0
             text = message() if callable(message) else message
             raise AssertionError(f"not within {timeout:g} s: {text}" if text else f"not within {timeout:g} s")
         time.sleep(interval)
+
+
+def journal_shards(journal: Path) -> int:
+    """Finished shards a pack journal (NAME.pack-state.json) records: 0 while it is absent or being replaced."""
+    try:
+        return len(json.loads(journal.read_text())["shards"])
+    except (OSError, ValueError, KeyError):
+        return 0
