@@ -19,7 +19,7 @@ from recordio_pack.format import format_lst_line, lst_path_problem, parse_lst_li
 from recordio_pack.fsutil import atomic_output
 from recordio_pack.sources import Entry, file_kind
 
-__all__ = ["DEFAULT_EXTS", "DEFAULT_SEED", "TreeListing", "ListResult", "LstIndex", "LstSlice", "scan_tree", "UnreadableFolder", "ordered_entries",
+__all__ = ["DEFAULT_EXTS", "DEFAULT_SEED", "TreeListing", "ListResult", "LstIndex", "LstSlice", "scan_tree", "UnreadableFolder", "count_by_extension", "ordered_entries",
            "split_entries", "write_lst", "read_lst", "write_class_map", "read_class_map", "make_lists"]
 
 DEFAULT_EXTS = (".jpeg", ".jpg", ".png")
@@ -51,12 +51,16 @@ class TreeListing:
         return len(self.skipped)
 
     def skipped_by_extension(self) -> dict[str, int]:
-        """How many skipped files per lower-case extension ("(none)" for names without one)."""
-        counts: dict[str, int] = {}
-        for path, _ in self.skipped:
-            extension = os.path.splitext(path)[1].lower() or "(none)"
-            counts[extension] = counts.get(extension, 0) + 1
-        return dict(sorted(counts.items()))
+        return count_by_extension(path for path, _ in self.skipped)
+
+
+def count_by_extension(paths: Iterable[str]) -> dict[str, int]:
+    """How many of ``paths`` per lower-case extension, as scan_tree tells extensions ("(none)" for none)."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        extension = os.path.splitext(path)[1].lower() or "(none)"
+        counts[extension] = counts.get(extension, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 class UnreadableFolder(RecordioPackError):

@@ -29,7 +29,7 @@ from recordio_pack.digest import file_digests
 from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.fsutil import atomic_output
 from recordio_pack.inputs import PackInput, check_dataset_name, check_output_folder
-from recordio_pack.listing import write_class_map, write_lst
+from recordio_pack.listing import count_by_extension, write_class_map, write_lst
 from recordio_pack.locking import dataset_lock
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, manifest_path
 from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
@@ -189,8 +189,8 @@ def _human(size: int) -> str:
     return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
 
-def _check_space(out_dir: Path, pending_sizes: Iterable[int], options: PackOptions) -> None:
-    needed = sum(estimated_output_bytes(size, options) for size in pending_sizes) + SPACE_MARGIN
+def _check_space(out_dir: Path, output_bytes: int) -> None:
+    needed = output_bytes + SPACE_MARGIN
     free = shutil.disk_usage(out_dir).free
     if free < needed:
         raise NotEnoughSpace(f"{out_dir}: {_human(free)} free, the shards still to pack need about "
@@ -202,7 +202,6 @@ def _check_space(out_dir: Path, pending_sizes: Iterable[int], options: PackOptio
 class _Previous:
     """What an earlier run left: a finished dataset (manifest) or an unfinished one (journal)."""
 
-    kind: Literal["manifest", "journal"]
     path: Path
     options: dict[str, Any]
     codec: str
@@ -214,6 +213,7 @@ class _Previous:
     files: list[str]  # every shard file it lists
     replaces: str = ""  # journal of an update: the fingerprint of the version it replaces
     stale: list[str] = field(default_factory=list)  # journal of an update: old shard files still to remove
+    manifest: Manifest | None = None  # a finished dataset's manifest, read once
 
 
 def _load_previous(out_dir: Path, name: str) -> _Previous | None:
@@ -223,7 +223,7 @@ def _load_previous(out_dir: Path, name: str) -> _Previous | None:
             state = _Journal.load(journal)
         except (ValueError, KeyError, TypeError) as error:
             raise RefusedError(f"{journal}: unreadable ({error}); remove it, or pass --overwrite to start over") from None
-        return _Previous("journal", journal, state.options, state.codec, state.options_fingerprint, state.origin, "",
+        return _Previous(journal, state.options, state.codec, state.options_fingerprint, state.origin, "",
                          state.shard_count, state.done, _shard_files(state.done.values()), state.replaces,
                          list(state.stale))
     manifest_file = manifest_path(out_dir, name)
@@ -232,10 +232,10 @@ def _load_previous(out_dir: Path, name: str) -> _Previous | None:
             manifest = Manifest.load(manifest_file)
         except ValueError as error:
             raise RefusedError(f"{error}; pass --overwrite to replace the dataset") from None
-        return _Previous("manifest", manifest_file, manifest.options, manifest.codec, manifest.options_fingerprint,
+        return _Previous(manifest_file, manifest.options, manifest.codec, manifest.options_fingerprint,
                          manifest.origin, manifest.fingerprint, len(manifest.shards),
                          {shard.index: ShardResult.of_record(shard) for shard in manifest.shards},
-                         _shard_files(manifest.shards))
+                         _shard_files(manifest.shards), manifest=manifest)
     return None
 
 
@@ -307,7 +307,7 @@ def _files_intact(out_dir: Path, result: ShardResult, verify: bool) -> bool:
     return True
 
 
-def _recover_rejects(out_dir: Path, name: str, previous: _Previous, reusable: dict[int, ShardResult], plan: _Plan,
+def _recover_rejects(out_dir: Path, name: str, manifest: Manifest, reusable: dict[int, ShardResult], plan: _Plan,
                      entries: EntryList) -> int:
     """Give shards reused from a finished dataset their reject rows back, from its NAME.rejects.tsv (the manifest
     keeps only counts): worker rejects follow the listing's, in shard and list order. Shards whose rows do not
@@ -318,8 +318,8 @@ def _recover_rejects(out_dir: Path, name: str, previous: _Previous, reusable: di
         lines = _tsv_rows(out_dir / f"{name}.rejects.tsv")
     except OSError:
         lines = []
-    manifest = Manifest.load(previous.path)
     rows: dict[str, deque[str]] = defaultdict(deque)
+    expected_rejects = {shard.index: shard.rejects for shard in manifest.shards}
     dropped = 0
     for line in lines[manifest.listing_rejects:]:
         path, _, reason = line.partition("\t")
@@ -327,7 +327,7 @@ def _recover_rejects(out_dir: Path, name: str, previous: _Previous, reusable: di
     for index in sorted(reusable):
         result = reusable[index]
         result.rejects = []
-        expected = next(shard.rejects for shard in manifest.shards if shard.index == index)
+        expected = expected_rejects[index]
         span = plan.ranges[index]
         for entry in entries[span.start:span.stop] if expected else ():
             if rows.get(entry.path):
@@ -399,6 +399,11 @@ class _Plan:
     def outputs(self) -> list[str]:
         return [file for pair in self.names for file in pair]
 
+    def estimated_output(self, shards: Iterable[int], options: PackOptions) -> int:
+        """About how many bytes ``shards`` will write (``estimated_output_bytes`` of each of their inputs)."""
+        return sum(estimated_output_bytes(size, options) for index in shards
+                   for size in self.facts.sizes[self.ranges[index].start:self.ranges[index].stop])
+
 
 def _plan(entries: EntryList, source: ImageSource, options: PackOptions, name: str,
           check: ChangeCheck) -> _Plan:
@@ -422,7 +427,7 @@ def _refuse_if_foreign(out_dir: Path, name: str, previous: _Previous | None, pla
             raise RefusedError(f"{out_dir} already has {shown}, which no pack run of {name} recorded; "
                                "pass --overwrite to replace, or choose another --name/output folder")
         return
-    what = "a finished dataset" if previous.kind == "manifest" else "an unfinished pack"
+    what = "a finished dataset" if previous.manifest is not None else "an unfinished pack"
     if previous.options_fingerprint != options.fingerprint():
         raise RefusedError(f"{previous.path} describes {what} packed with other options ({_differences(previous, options)}); "
                            "rerun with those options, pass --overwrite to replace it, or choose another --name")
@@ -510,14 +515,14 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
                 lambda result: _files_intact(out_dir, result, verify_finished), candidates.values())))
         reusable = {index: result for index, result in candidates.items() if intact[index]}
         damaged = len(candidates) - len(reusable)
-        if previous.kind == "manifest":
-            damaged += _recover_rejects(out_dir, name, previous, reusable, plan, entries)
+        if previous.manifest is not None:
+            damaged += _recover_rejects(out_dir, name, previous.manifest, reusable, plan, entries)
     elif previous is not None:
         changed = len(previous.done)
     listing_state = _extras_digest(rejects, skipped, classes, label_convention, write_list)
     _remove_temporaries(out_dir, plan.outputs + _dataset_files(name))  # left by a killed run (we hold the lock)
-    if previous is not None and previous.kind == "manifest" and len(reusable) == len(plan.ranges) and not stale_files:
-        up_to_date = _finished_result(out_dir, name, previous, plan, listing_state)
+    if previous is not None and previous.manifest is not None and len(reusable) == len(plan.ranges) and not stale_files:
+        up_to_date = _finished_result(out_dir, name, previous.path, previous.manifest, plan, listing_state)
         if up_to_date is not None:
             log.info("%s in %s is up to date: nothing to pack", name, out_dir)
             return up_to_date
@@ -526,8 +531,7 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
     if reusable:
         log.info("%s: reusing %d finished shard(s), packing %d", name, len(reusable), len(pending))
     if space_check:
-        _check_space(out_dir, (size for index in pending for size in plan.facts.sizes[plan.ranges[index].start:
-                                                                                       plan.ranges[index].stop]), options)
+        _check_space(out_dir, plan.estimated_output(pending, options))
     replaces = (previous.fingerprint or previous.replaces) if previous is not None else ""
     journal = _Journal.start(out_dir / f"{name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges), replaces,
                              stale_files, dict(reusable))
@@ -583,8 +587,7 @@ def _write_failure(failure: ShardWriteError, out_dir: Path, tasks: list[ShardTas
     if failure.errno != errno.ENOSPC:
         return RecordioPackError(f"writing {failure.path} failed: {failure.strerror}")
     left = [task.index for task in tasks if task.index not in journal.done]
-    needed = sum(estimated_output_bytes(size, options) for index in left
-                 for size in plan.facts.sizes[plan.ranges[index].start:plan.ranges[index].stop])
+    needed = plan.estimated_output(left, options)
     return NotEnoughSpace(f"{failure.path}: no space left on device; the {len(left)} shard(s) not yet packed need "
                           f"about {_human(needed)} more ({_human(shutil.disk_usage(out_dir).free)} free now); free "
                           "space and rerun the same command to resume")
@@ -601,16 +604,17 @@ def _extras_digest(rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[s
     return digest.hexdigest()
 
 
-def _fingerprint(options: PackOptions, digests: Sequence[str], listing_state: str) -> str:
-    """Identifies the dataset version: how it was packed, from which inputs, and what the listing found."""
-    material = {"options": options.fingerprint(), "shards": list(digests), "listing": listing_state}
+def _fingerprint(options_fingerprint: str, digests: Sequence[str], listing_state: str) -> str:
+    """Identifies the dataset version: how it was packed (PackOptions.fingerprint), from which inputs (the
+    shards' input digests), and what the listing found."""
+    material = {"options": options_fingerprint, "shards": list(digests), "listing": listing_state}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def _finished_result(out_dir: Path, name: str, previous: _Previous, plan: _Plan, listing_state: str) -> PackResult | None:
+def _finished_result(out_dir: Path, name: str, manifest_file: Path, manifest: Manifest, plan: _Plan,
+                     listing_state: str) -> PackResult | None:
     """The result of a finished dataset that is current in every part, else None (then it is updated)."""
-    manifest = Manifest.load(previous.path)
-    if manifest.fingerprint != _fingerprint_from(manifest, plan, listing_state):
+    if manifest.fingerprint != _fingerprint(manifest.options_fingerprint, plan.digests, listing_state):
         return None
     for record in manifest.files:  # rejects, skipped, class map, list: small, so checked by content
         path = out_dir / record.name
@@ -621,7 +625,7 @@ def _finished_result(out_dir: Path, name: str, previous: _Previous, plan: _Plan,
     samples = [(path, reason) for path, _, reason in (line.partition("\t") for line in lines)]
     skipped_file = out_dir / f"{name}.skipped.tsv"
     return PackResult(
-        name=name, out_dir=str(out_dir), manifest=str(previous.path), shards=len(manifest.shards),
+        name=name, out_dir=str(out_dir), manifest=str(manifest_file), shards=len(manifest.shards),
         shards_resumed=len(manifest.shards), images=sum(len(span) for span in plan.ranges), records=manifest.records,
         rejects=manifest.rejects, reencoded=sum(shard.reencoded for shard in manifest.shards),
         bytes_out=sum(shard.rec.bytes + shard.idx.bytes for shard in manifest.shards),
@@ -630,10 +634,6 @@ def _finished_result(out_dir: Path, name: str, previous: _Previous, plan: _Plan,
         skipped_by_extension=manifest.skipped_by_extension, cross_class_links=manifest.cross_class_links,
         up_to_date=True, reject_samples=samples[:10])
 
-
-def _fingerprint_from(manifest: Manifest, plan: _Plan, listing_state: str) -> str:
-    material = {"options": manifest.options_fingerprint, "shards": list(plan.digests), "listing": listing_state}
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal: _Journal,
@@ -659,19 +659,17 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
     if write_list:
         write_lst(out_dir / f"{name}.lst", entries)
         extra_files.append(out_dir / f"{name}.lst")
-    by_extension: dict[str, int] = {}
-    for path, _ in skipped:
-        extension = Path(path).suffix.lower() or "(none)"
-        by_extension[extension] = by_extension.get(extension, 0) + 1
     digests = [result.inputs for result in results]
     manifest = Manifest(
-        name=name, fingerprint=_fingerprint(options, digests, listing_state), options=options.output_affecting(),
+        name=name, fingerprint=_fingerprint(options.fingerprint(), digests, listing_state),
+        options=options.output_affecting(),
         key_convention=options.key, classes=list(classes) if classes is not None else None,
         label_convention=label_convention,
         shards=[result.record() for result in results],
         files=[FileRecord.of(path.name, file_digests(path)) for path in extra_files],
         origin=origin, options_fingerprint=options.fingerprint(), codec=options.codec(),
-        listing_rejects=len(listed_rejects), skipped=len(skipped), skipped_by_extension=dict(sorted(by_extension.items())),
+        listing_rejects=len(listed_rejects), skipped=len(skipped),
+        skipped_by_extension=count_by_extension(path for path, _ in skipped),
         cross_class_links=cross_class_links, update=update)
     manifest_file = manifest_path(out_dir, name)
     manifest.save(manifest_file)
