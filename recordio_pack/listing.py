@@ -90,11 +90,7 @@ def _walk_files(directory: Path, seen: set[tuple[int, int]]) -> Iterable[os.DirE
         return
     seen.add(identity)
     for child in _scandir_sorted(directory):
-        try:
-            is_dir = child.is_dir(follow_symlinks=True)
-        except OSError:
-            is_dir = False
-        if is_dir:
+        if _is_dir(child):
             yield from _walk_files(Path(child.path), seen)
         else:
             yield child
