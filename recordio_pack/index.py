@@ -1,5 +1,9 @@
 """Rebuilding `.idx` files from `.rec` files, and one combined index over many shards (DALI-style).
 
+``write_dataset_index`` writes a packed dataset's ``NAME.all.idx`` from its shards' own `.idx` files (no shard is
+read again): one index over every shard in shard order, keys 0..N-1, offsets cumulative across the files, which
+is what DALI's ``fn.readers.mxnet`` takes (it accepts one index file for all the `.rec` paths it is given).
+
 A `.rec` with damaged bytes is refused (DamagedShard names the file and the byte), unless ``salvage`` is set:
 then the intact records are indexed (the scan resynchronises past each damaged range) and every skipped
 range is returned with the result.
@@ -14,11 +18,18 @@ from typing import Literal
 
 from recordio_pack.errors import RefusedError
 from recordio_pack.format import Damage, scan_frames, unpack_payload
-from recordio_pack.recordio import DamagedShard, InputError, mapped, require_file, write_idx_atomic
+from recordio_pack.recordio import DamagedShard, InputError, mapped, read_idx, require_file, write_idx_atomic
 
-__all__ = ["IndexResult", "SkippedRange", "DuplicateIds", "scan_offsets", "rebuild_index", "combined_index"]
+__all__ = ["IndexResult", "SkippedRange", "DuplicateIds", "DATASET_INDEX_SUFFIX", "dataset_index_name", "scan_offsets",
+           "rebuild_index", "combined_index", "cumulative_pairs", "write_dataset_index"]
 
 Key = Literal["position", "id"]
+DATASET_INDEX_SUFFIX = ".all.idx"
+
+
+def dataset_index_name(name: str) -> str:
+    """``NAME.all.idx``: the file name of a dataset's combined index over all its shards."""
+    return f"{name}{DATASET_INDEX_SUFFIX}"
 
 
 class DuplicateIds(InputError):
@@ -99,14 +110,49 @@ def combined_index(recs: Sequence[str | Path], output: str | Path, overwrite: bo
     paths = [require_file(rec) for rec in recs]
     target = Path(output)
     _refuse_existing(target, overwrite)
-    pairs: list[tuple[int, int]] = []
     skipped: list[SkippedRange] = []
-    base = 0
+    per_file: list[tuple[list[int], int]] = []
     for rec in paths:
         offsets, damage = scan_offsets(rec, salvage=salvage)
-        first = len(pairs)
-        pairs.extend((first + number, base + offset) for number, (_, offset) in enumerate(offsets))
+        per_file.append(([offset for _, offset in offsets], rec.stat().st_size))
         skipped.extend(damage)
-        base += rec.stat().st_size
+    pairs = cumulative_pairs(per_file)
     write_idx_atomic(target, pairs)
     return IndexResult(str(target), len(pairs), len(paths), tuple(skipped))
+
+
+def cumulative_pairs(files: Sequence[tuple[Sequence[int], int]]) -> list[tuple[int, int]]:
+    """``(key, offset)`` of one index over several `.rec` files taken in order: ``files`` holds, per file, its
+    record offsets (in file order) and its size; keys are 0..N-1, each offset is counted from the start of the
+    first file (the sizes of the files before it added)."""
+    pairs: list[tuple[int, int]] = []
+    base = 0
+    for offsets, size in files:
+        first = len(pairs)
+        pairs.extend((first + number, base + offset) for number, offset in enumerate(sorted(offsets)))
+        base += size
+    return pairs
+
+
+def write_dataset_index(out_dir: str | Path, name: str, shard_files: Sequence[tuple[str, str]]) -> Path:
+    """Write ``OUT_DIR/NAME.all.idx`` (atomically) over the shards ``shard_files`` — ``(rec, idx)`` file names
+    inside ``out_dir``, in shard order — from their `.idx` files and `.rec` sizes, and return its path.  A
+    dataset of one shard gets one too (the same offsets as ``NAME.idx``, keys 0..N-1), so the DALI recipe is the
+    same for every dataset.  InputError names a shard whose `.idx` is missing, unreadable or points past the
+    end of its `.rec`."""
+    out_dir = Path(out_dir)
+    per_file: list[tuple[list[int], int]] = []
+    for rec_name, idx_name in shard_files:
+        rec, idx = require_file(out_dir / rec_name), require_file(out_dir / idx_name)
+        try:
+            offsets = [offset for _, offset in read_idx(idx)]
+        except (ValueError, UnicodeDecodeError) as error:
+            raise InputError(f"{idx}: {error}") from None
+        size = rec.stat().st_size
+        beyond = [offset for offset in offsets if offset >= size]
+        if beyond:
+            raise InputError(f"{idx}: offset {beyond[0]} lies past the end of {rec.name} ({size} bytes)")
+        per_file.append((offsets, size))
+    target = out_dir / dataset_index_name(name)
+    write_idx_atomic(target, cumulative_pairs(per_file))
+    return target
