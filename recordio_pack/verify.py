@@ -32,6 +32,7 @@ from recordio_pack.format import (
     unpack_payload,
 )
 from recordio_pack.imaging import ImageRejected, check_decodes, sniff
+from recordio_pack.index import dataset_index_name
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, find_manifests
 from recordio_pack.progress import NullProgress, Progress, Task, start_task
 from recordio_pack.recordio import InputError, mapped, read_idx, require_file
@@ -524,9 +525,14 @@ def _verify_manifest(target: Target, decode: bool, classes: Sequence[str] | None
     manifest = target.manifest
     assert manifest is not None
     folder = target.path.parent
-    for shard in manifest.shards:
-        report.add(_check_listed_shard(folder, shard, classes or manifest.classes, decode, records,
-                                       target.path.name))
+    checks = [_check_listed_shard(folder, shard, classes or manifest.classes, decode, records, target.path.name)
+              for shard in manifest.shards]
+    for check in checks:
+        report.add(check)
+    combined = folder / dataset_index_name(manifest.name)
+    if any(record.name == combined.name for record in manifest.files) and combined.exists() and \
+            all(Path(check.rec).exists() for check in checks):
+        _check_combined(combined, checks, report)
     for record in manifest.files:
         file = folder / record.name
         problem = f"{record.name}: missing (listed in {target.path.name})" if not file.exists() else \
@@ -550,9 +556,7 @@ def _verify_combined_index(target: Target, decode: bool, classes: Sequence[str] 
                            records: Task | None) -> None:
     """Check each shard the index covers, then the index: offsets counted across the shards in order."""
     listed = {shard.rec.name: shard for shard in target.manifest.shards} if target.manifest else {}
-    starts: set[int] = set()
-    damage: list[DamagedRange] = []
-    base = 0
+    checks: list[ShardCheck] = []
     for rec in target.recs:
         shard = listed.get(rec.name)
         if not rec.exists():
@@ -562,14 +566,25 @@ def _verify_combined_index(target: Target, decode: bool, classes: Sequence[str] 
         check = check_shard(rec, idx if shard or idx.exists() else None, classes or target.classes, decode,
                             records, shard)
         report.add(check)
+        checks.append(check)
+    _check_combined(target.path, checks, report)
+
+
+def _check_combined(index: Path, checks: Sequence[ShardCheck], report: VerifyReport) -> None:
+    """``index`` against the shards ``checks`` were made of, in order: every line at a record start, offsets
+    counted across the shards (each shard's size added to the ones after it), every record indexed once."""
+    starts: set[int] = set()
+    damage: list[DamagedRange] = []
+    base = 0
+    for check in checks:
         starts.update(base + start for start in check.starts)
         damage.extend(DamagedRange(base + item.start, base + item.end, item.error, ()) for item in check.damage)
         base += check.bytes
     problems: list[str] = []
     log = ProblemLog(problems)
-    pairs = _read_index(target.path, target.path, log)
+    pairs = _read_index(index, index, log)
     if pairs is not None:
-        _check_index(target.path.name, pairs, starts, damage, log)
+        _check_index(index.name, pairs, starts, damage, log)
     log.close()
     report.problems.extend(problems)
     report.problem_count += log.count
