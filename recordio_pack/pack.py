@@ -1,7 +1,7 @@
 """Packing a list of images into RecordIO shards: plan, reuse what is current, run workers, write the manifest.
 
-The list is cut into contiguous shards (``plan_shards``); each shard is packed by one worker
-(``recordio_pack.shard.pack_shard``).  Every shard has an *inputs digest*: its list lines with each input's
+The list is cut into contiguous shards (``plan_shards``); each shard is packed by one worker, or, for the last
+shards, in chunks by all of them (``recordio_pack.shard.split_shards``).  Every shard has an *inputs digest*: its list lines with each input's
 size and modification time (or content hash).  A shard is packed again only when its digest changed, or its
 files are missing or fail their checksum, so a rerun after a killed run resumes, and a rerun after some
 images changed repacks only their shards (an incremental update).
@@ -36,13 +36,16 @@ from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
 from recordio_pack.pool import TaskFailed, WorkerDied, run_tasks
 from recordio_pack.progress import Advanced, NullProgress, Progress, Task, start_task
 from recordio_pack.shard import (
+    ChunkResult,
+    ChunkTask,
     ImageFailed,
     ShardProgress,
     ShardResult,
     ShardTask,
     ShardWriteError,
-    pack_shard,
+    pack_work,
     shard_names,
+    split_shards,
 )
 from recordio_pack.sources import Entry, EntryList, ImageSource
 
@@ -556,20 +559,32 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
 
 def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: Task, out_dir: Path,
          plan: _Plan) -> None:
-    def on_event(event: ShardProgress) -> None:  # images packed by a worker, with the bytes read and written
+    def advance(event: ShardProgress) -> None:  # images packed, with the bytes read and written
         task.progress.on_progress(Advanced(task.name, event.images, bytes_in=event.bytes_in, bytes_out=event.bytes_out))
 
-    def on_done(result: ShardResult) -> None:
+    items, assemblies = split_shards(tasks, options.worker_count)
+
+    def on_done(result: ShardResult | ChunkResult) -> None:
+        if isinstance(result, ChunkResult):  # a chunk of a shard this process writes
+            advance(result.progress())
+            finished = assemblies[result.shard].add(result)
+            if finished is None:
+                return
+            result = finished
         journal.record(result)
+
+    def item_name(item: ShardTask | ChunkTask) -> str:
+        if isinstance(item, ChunkTask):
+            return f"shard {item.rec} (images {item.first}-{item.first + len(item.entries) - 1})"
+        return f"shard {item.names[0]}"
 
     decodes = options.image.reencode != "never" or options.image.validate == "full"
     preload = ["recordio_pack.shard"] + (["recordio_pack.codec_preload"] if decodes else [])
     try:
-        run_tasks(pack_shard, tasks, options.worker_count, on_event, on_done,
-                  task_name=lambda task: f"shard {task.names[0]}", preload=preload)
+        run_tasks(pack_work, items, options.worker_count, advance, on_done, task_name=item_name, preload=preload)
     except ImageFailed as failure:  # --on-error fail, single worker
         raise RecordioPackError(f"bad image (--on-error fail): {failure}") from None
-    except ShardWriteError as failure:  # single worker
+    except ShardWriteError as failure:  # single worker, or a shard this process writes
         raise _write_failure(failure, out_dir, tasks, journal, options, plan) from None
     except TaskFailed as failure:
         if isinstance(failure.error, ShardWriteError):
@@ -579,6 +594,8 @@ def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: 
     except WorkerDied as death:
         raise RecordioPackError(f"{death}; rerun the same command to resume") from None
     finally:
+        for assembly in assemblies.values():
+            assembly.abort()
         _remove_temporaries(out_dir, plan.outputs)  # of shards whose workers were stopped
 
 

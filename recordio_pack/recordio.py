@@ -64,10 +64,15 @@ class RecordWriter:
     def write(self, key: int, payload: bytes) -> int:
         """Write one record; return the offset of its first magic."""
         framed = frame(payload)
+        return self.write_framed(key, framed, zlib.crc32(framed))
+
+    def write_framed(self, key: int, framed: bytes, crc32: int) -> int:
+        """Write a record framed (and checksummed: ``crc32`` is zlib's of ``framed``) elsewhere, in a worker
+        that had the bytes in memory; return its offset."""
         offset = self.offset
         self._rec.write(framed)
         self._idx.write(format_idx_line(key, offset).encode("ascii"))
-        self.record_crc32s.append(zlib.crc32(framed))
+        self.record_crc32s.append(crc32)
         self.offset += len(framed)
         self.count += 1
         return offset
