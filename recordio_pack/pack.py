@@ -28,6 +28,7 @@ from typing import Any, Literal
 from recordio_pack.digest import file_digests
 from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.fsutil import atomic_output
+from recordio_pack.index import write_dataset_index
 from recordio_pack.inputs import PackInput, check_dataset_name, check_output_folder
 from recordio_pack.listing import count_by_extension, write_class_map, write_lst
 from recordio_pack.locking import dataset_lock
@@ -361,8 +362,8 @@ def _remove_files(out_dir: Path, names: Iterable[str]) -> None:
 
 def _dataset_files(name: str) -> list[str]:
     """The dataset's files beside its shards, each written through fsutil.atomic_output."""
-    return [f"{name}{suffix}" for suffix in (".rejects.tsv", ".skipped.tsv", ".synsets.txt", ".lst", MANIFEST_SUFFIX,
-                                             JOURNAL_SUFFIX)]
+    return [f"{name}{suffix}" for suffix in (".rejects.tsv", ".skipped.tsv", ".synsets.txt", ".lst", ".all.idx",
+                                             MANIFEST_SUFFIX, JOURNAL_SUFFIX)]
 
 
 def _remove_temporaries(out_dir: Path, outputs: Iterable[str]) -> None:
@@ -676,6 +677,7 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
     if write_list:
         write_lst(out_dir / f"{name}.lst", entries)
         extra_files.append(out_dir / f"{name}.lst")
+    extra_files.append(write_dataset_index(out_dir, name, [(result.rec.name, result.idx.name) for result in results]))
     digests = [result.inputs for result in results]
     manifest = Manifest(
         name=name, fingerprint=_fingerprint(options.fingerprint(), digests, listing_state),

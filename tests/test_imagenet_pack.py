@@ -50,7 +50,7 @@ def test_pack_from_archive_equals_pack_from_prepared_tree(fake: FakeArchives, pr
     assert from_archive.records == from_tree.records == len(entries)
     assert from_archive.rejects == from_tree.rejects == 0
     archive_files, tree_files = _outputs(tmp_path / "archive"), _outputs(tmp_path / "tree")
-    assert len(archive_files) == 5 and archive_files == tree_files
+    assert len(archive_files) == 6 and archive_files == tree_files  # 2 shards, rejects, manifest, all.idx
 
     # every record, the CMYK JPEG and the PNG named .JPEG included, holds an ordinary 3-channel JPEG
     labels = []

@@ -381,7 +381,7 @@ def test_an_update_killed_after_the_shard_count_changed_leaves_no_old_shard(tmp_
     now = {path.name for path in (tmp_path / "out").glob("*.rec")}
     manifest = Manifest.load(tmp_path / "out" / "tree.manifest.json")
     assert now == {shard.rec.name for shard in manifest.shards} and not (old - now) & {p.name for p in (tmp_path / "out").iterdir()}
-    assert len(list((tmp_path / "out").glob("*.idx"))) == len(now)
+    assert len(list((tmp_path / "out").glob("tree-*.idx"))) == len(now)
 
 
 def test_an_interrupted_overwrite_leaves_no_shard_of_the_old_version(tmp_path: Path,
