@@ -294,7 +294,9 @@ def find_im2rec(mxnet_python: str, given: str | None) -> Path:
 
 
 def _idx_records(directory: Path) -> int:
-    return sum(sum(1 for line in path.open() if line.strip()) for path in directory.glob("*.idx"))
+    """Records in the shards' `.idx` files (not in our NAME.all.idx, which indexes the same records again)."""
+    return sum(sum(1 for line in path.open() if line.strip()) for path in directory.glob("*.idx")
+               if not path.name.endswith(".all.idx"))
 
 
 def run_im2rec(case: Case, lst: Path, corpus: Path, work: Path, mxnet_python: str, im2rec: Path,

@@ -107,3 +107,28 @@ def test_refuses_to_overwrite_then_cli_overwrites(tmp_path: Path, capsys: pytest
     result = json.loads(capsys.readouterr().out)
     assert len(result["classes"]) == 3 and result["train_images"] == 18
     assert len(read_devkit(tmp_path / "ILSVRC2012_devkit_t12.tar.gz").synsets) == 3
+
+
+def test_photos_become_the_images_in_order_and_cycled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from imagegen import jpeg
+    from recordio_pack import cli
+
+    photos = tmp_path / "photos" / "deeper"
+    photos.mkdir(parents=True)
+    originals = [jpeg(60 + number, 40, seed=number) for number in range(3)]
+    for number, data in enumerate(originals):
+        (photos / f"p{number}.jpg").write_bytes(data)
+    (photos / "notes.txt").write_text("not a photo")
+    code = cli.main(["imagenet", "fake-archives", str(tmp_path / "out"), "--classes", "2", "--train-per-class", "2",
+                     "--val-per-class", "1", "--photos", str(tmp_path / "photos"), "-q"])
+    assert code == 0
+    train = [data for _, inner in sorted(_members(tmp_path / "out" / "ILSVRC2012_img_train.tar"))
+             for _, data in _members("", inner)]
+    val = [data for _, data in _members(tmp_path / "out" / "ILSVRC2012_img_val.tar")]
+    assert sorted(train + val) == sorted(originals * 2)  # 6 images from 3 photos: each twice, nothing generated
+    assert code == 0 and cli.main(["pack", str(tmp_path / "out" / "ILSVRC2012_img_train.tar"), str(tmp_path / "rec"),
+                                   "-q"]) == 0
+    capsys.readouterr()
+    assert cli.main(["imagenet", "fake-archives", str(tmp_path / "none"), "--photos", str(tmp_path / "missing")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "no such folder" in error

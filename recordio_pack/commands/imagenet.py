@@ -99,6 +99,9 @@ def _register_fake(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--max-side", type=int, default=0,
                         help="cap on the longer image side in px (0: realistic sizes, median 500x375)")
+    parser.add_argument("--photos", metavar="DIR",
+                        help="take each image's bytes from the JPEGs in DIR (sorted, cycled) instead of generating "
+                             "them: archives of real photos for benchmarks")
     parser.add_argument("--overwrite", action="store_true", help="replace existing archives")
     add_output_options(parser)
     parser.set_defaults(run=run_fake)
@@ -191,7 +194,7 @@ def run_fake(args: argparse.Namespace) -> int:
 
     result = make_fake_archives(args.out, classes=args.classes, train_per_class=args.train_per_class,
                                 val_per_class=args.val_per_class, seed=args.seed, max_side=args.max_side,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite, photos=args.photos)
     emit(args, result.as_dict(),
          f"{result.train_tar}: {result.train_images} images in {len(result.classes)} class tars\n"
          f"{result.val_tar}: {result.val_images} images\n{result.devkit}\n"

@@ -10,8 +10,10 @@ Writes into OUT:
   array: leaf classes with ILSVRC2012_ID 1..N in an order that differs from sorted WNID order, plus ancestor
   entries with children) and ``data/ILSVRC2012_validation_ground_truth.txt``.
 
-Pixels come from ``recordio_pack.fakes.images``' photo-like generator.  The same arguments give byte-identical
-archives (fixed tar header fields, gzip mtime 0, a fixed MAT-file header text).
+Pixels come from ``recordio_pack.fakes.images``' photo-like generator, or, with ``photos``, each image is the bytes
+of a real JPEG from that folder (taken in sorted order, over again when there are fewer than images; no awkward
+members then): archives of real photos for benchmarks.  The same arguments give byte-identical archives (fixed
+tar header fields, gzip mtime 0, a fixed MAT-file header text).
 """
 
 from __future__ import annotations
@@ -159,15 +161,37 @@ def _write(path: Path, data: bytes) -> None:
         stream.write(data)
 
 
+def _photo_files(folder: str | Path) -> list[Path]:
+    """The JPEGs under ``folder`` (any depth), sorted; UsageError when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder (--photos takes a folder of JPEG files)")
+    files = sorted(path for path in folder.rglob("*") if path.suffix.lower() in (".jpeg", ".jpg") and path.is_file())
+    if not files:
+        raise UsageError(f"{folder}: no .JPEG/.jpg files in it")
+    return files
+
+
 def make_fake_archives(out: str | Path, *, classes: int = 5, train_per_class: int = 6, val_per_class: int = 3,
-                       seed: int = 0, max_side: int = 0, overwrite: bool = False) -> FakeArchives:
+                       seed: int = 0, max_side: int = 0, overwrite: bool = False,
+                       photos: str | Path | None = None) -> FakeArchives:
     """Write the three fake archives into ``out``; refuse (RefusedError) to replace them unless ``overwrite``.
 
     ``classes`` >= 2 (default 5), ``train_per_class`` >= 2 and ``val_per_class`` >= 1 images per class;
-    ``max_side``: cap on the longer side in px (0: the generator's realistic sizes, median 500x375).
+    ``max_side``: cap on the longer side in px (0: the generator's realistic sizes, median 500x375);
+    ``photos``: a folder of real JPEGs whose bytes become the images, train then val, in sorted order and
+    cycled (``max_side`` and the awkward members do not apply then).
     """
     if classes < 2 or train_per_class < 2 or val_per_class < 1:
         raise UsageError("need at least 2 classes, 2 train images per class and 1 val image per class")
+    real = _photo_files(photos) if photos is not None else []
+    taken = [0]
+
+    def next_photo() -> bytes:
+        data = real[taken[0] % len(real)].read_bytes()
+        taken[0] += 1
+        return data
+
     out = Path(out)
     paths = {name: out / name for name in (TRAIN_NAME, VAL_NAME, DEVKIT_NAME)}
     existing = [str(path) for path in paths.values() if path.exists()]
@@ -188,6 +212,9 @@ def make_fake_archives(out: str | Path, *, classes: int = 5, train_per_class: in
         numbers = sorted(int(n) for n in rng.choice(40_000, size=train_per_class, replace=False))
         files = []
         for image_index, number in enumerate(numbers):
+            if real:
+                files.append((f"{wnid}_{number}.JPEG", next_photo()))
+                continue
             pixels = _photo(seed, 0, class_index, image_index, max_side)
             kind = next((kind for kind, index in awkward_class.items()
                          if index == class_index and image_index == 1), None)
@@ -205,7 +232,8 @@ def make_fake_archives(out: str | Path, *, classes: int = 5, train_per_class: in
     val_files = []
     for number, ilsvrc_id in enumerate(ground_truth, 1):
         name = f"ILSVRC2012_val_{number:08d}.JPEG"
-        val_files.append((name, encode_image(_photo(seed, 1, ilsvrc_id, number, max_side), 90)))
+        data = next_photo() if real else encode_image(_photo(seed, 1, ilsvrc_id, number, max_side), 90)
+        val_files.append((name, data))
         result.val_labels[name] = devkit_order[ilsvrc_id - 1]
     _write(paths[VAL_NAME], _tar_bytes([val_files[index] for index in _shuffled(rng, len(val_files))]))
     result.val_images = len(val_files)
