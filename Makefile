@@ -29,6 +29,19 @@ $(MXSTAMP):
 	$(MXVENV)/bin/pip install $(PIP_QUIET) $(MXPINS)
 	touch $@
 
+# The readers training runs feed from our shards, for the suite's tests and the read benchmark: PyTorch (the CPU
+# build; other versions pull CUDA builds of several GB) and NVIDIA DALI (fn.readers.mxnet in a CPU-only pipeline),
+# with the oracle's OpenCV, in their own Python 3.11 environment; recordio_pack is imported from the checkout.
+TRAINVENV := .venv-train
+TRAINPINS := torch==2.13.0 nvidia-dali-cuda120==2.4.0 numpy==2.4.6 opencv-python-headless==4.11.0.86
+TRAINSTAMP := $(TRAINVENV)/.installed-$(subst $(space),-,$(subst ==,,$(TRAINPINS)))
+
+$(TRAINSTAMP):
+	rm -rf $(TRAINVENV)
+	$(PYTHON) -m venv $(TRAINVENV)
+	$(TRAINVENV)/bin/pip install $(PIP_QUIET) $(TRAINPINS)
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -39,8 +52,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check recordio_pack aws userdata
 	$(VENV)/bin/mypy
 
-test: lint $(VENV)/.installed $(MXSTAMP)
+test: lint $(VENV)/.installed $(MXSTAMP) $(TRAINSTAMP)
 	RECORDIO_PACK_MXNET_PYTHON="$(CURDIR)/$(MXVENV)/bin/python" RECORDIO_PACK_REQUIRE_ORACLE=1 \
+	RECORDIO_PACK_TRAIN_PYTHON="$(CURDIR)/$(TRAINVENV)/bin/python" \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -n auto -q tests
 
 # The edit-run loop: no oracle environment, no test marked slow (the demo, the fault matrices, the boot script).
@@ -52,4 +66,4 @@ bench: $(VENV)/.installed $(MXSTAMP)
 	$(VENV)/bin/python bench/cost_breakdown.py
 
 clean:
-	rm -rf $(VENV) $(MXVENV) $(DEMO_DIR) bench/out .pytest_cache *.egg-info
+	rm -rf $(VENV) $(MXVENV) $(TRAINVENV) $(DEMO_DIR) bench/out .pytest_cache *.egg-info

@@ -72,3 +72,40 @@ def pack_tree(root: Path, out: Path, name: str = "data", num_shards: int = 3, **
             payloads.extend(payload for _, payload in iter_records(data))
     labels = [unpack_payload(payload)[0].label for payload in payloads]
     return Packed(out, name, manifest, recs, payloads, labels)
+
+
+# ---------------------------------------------------------------- the training environment (.venv-train)
+
+TRAIN_ENV = "RECORDIO_PACK_TRAIN_PYTHON"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def find_train_python() -> str:
+    """The interpreter of the training environment (torch and NVIDIA DALI, built by `make test` as .venv-train).
+    `make test` sets RECORDIO_PACK_TRAIN_PYTHON and RECORDIO_PACK_REQUIRE_ORACLE=1, so a missing one fails
+    there, as the mxnet oracle does; elsewhere these tests skip."""
+    import os
+
+    import pytest
+
+    candidate = os.environ.get(TRAIN_ENV) or str(REPO / ".venv-train" / "bin" / "python")
+    if not Path(candidate).exists():
+        if os.environ.get("RECORDIO_PACK_REQUIRE_ORACLE"):
+            pytest.fail(f"training environment interpreter (torch, DALI) not found at {candidate}")
+        pytest.skip("training virtualenv not built (run make test)")
+    return candidate
+
+
+def run_train(python: str, script: str, *args: str, cwd: Path | None = None, timeout: float = 600) -> str:
+    """Run ``script`` (Python source) with the training interpreter, recordio_pack importable from this checkout;
+    return its stdout, fail with its stderr."""
+    import os
+    import subprocess
+    import textwrap
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    completed = subprocess.run([python, "-c", textwrap.dedent(script), *args], capture_output=True, text=True,
+                               cwd=cwd, env=env, timeout=timeout)
+    if completed.returncode != 0:
+        raise AssertionError(f"training env script failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
+    return completed.stdout
