@@ -265,3 +265,44 @@ def test_validate_full_rows_share_their_baselines_im2rec_runs() -> None:
     assert args.memory_cases == "256,pass"  # variants are not rerun at --memory-images by default
     with pytest.raises(SystemExit):
         bench.parse_args(["--cases", "256,pass-full"])  # nothing to compare it with
+
+
+ARCHIVES_SCRIPT = REPO / "bench" / "archives_vs_extract.py"
+
+
+@pytest.mark.oracle
+@pytest.mark.slow
+def test_archives_bench_runs_both_sides_to_the_same_records(tmp_path: Path, mxnet_python: str) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ARCHIVES_SCRIPT), "--classes", "3", "--train-per-class", "4", "--val-per-class", "2",
+         "--out", str(tmp_path), "--mxnet-python", mxnet_python, "--workers", "2"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO / "bench")})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads((tmp_path / "archives-results.json").read_text())
+    for mode in ("256", "pass"):
+        row = summary["modes"][mode]
+        assert row["ours_records"] == row["theirs_records"] == 18  # 12 train + 6 val, every one on both sides
+        assert row["theirs_peak_disk_mib"] > row["theirs_output_mib"]  # the extracted tree was on the disk too
+        assert row["speedup"] > 0 and f"| {mode} |" in completed.stdout
+
+
+def test_valprep_moves_each_val_image_into_its_class_folder(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        _bench_module()
+        spec = importlib.util.spec_from_file_location("archives_vs_extract", ARCHIVES_SCRIPT)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["archives_vs_extract"] = module  # before running it, as dataclasses need
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    labels = {"ILSVRC2012_val_00000001.JPEG": "n02", "ILSVRC2012_val_00000002.JPEG": "n01",
+              "ILSVRC2012_val_00000003.JPEG": "n02"}
+    for name in labels:
+        (tmp_path / name).write_bytes(name.encode())
+    (tmp_path / "valprep.sh").write_text(module.valprep_script(labels))
+    subprocess.run(["bash", str(tmp_path / "valprep.sh"), str(tmp_path)], check=True)
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.glob("n*/*")) == [
+        f"{wnid}/{name}" for name, wnid in sorted(labels.items(), key=lambda item: (item[1], item[0]))]
+    assert module.allocated_bytes(tmp_path / "n02") > 0 and module.allocated_bytes(tmp_path / "gone") == 0
