@@ -3,9 +3,11 @@
 What moves is decided by content only: each file's size, CRC32 and SHA-256 from our manifest against the
 bucket's copy of the manifest and what S3 reports for the object (HeadObject with checksum mode); never
 modification times. Every object is written with S3's full-object CRC32 (S3 rejects bytes that do not match
-it) and our SHA-256 as metadata, and checked again with HeadObject after the upload. A manifest is written
-only after every data object of the run is in place and verified, so a manifest in the bucket means a
-complete backup.
+it) and our SHA-256 as metadata. Each file to send is read once (``aws/upload.py``): its size, CRC32 and
+SHA-256 are computed on the bytes as they are read to be sent and compared with the manifest before the
+object is completed; files already in the bucket with the manifest's content are not read at all. A manifest
+is written only after every data object of the run is in place and verified, so a manifest in the bucket
+means a complete backup.
 
 Versions: a prefix holds one version of each dataset. When the bucket's manifest of the same name lists other
 files or other contents, the run refuses (``OtherVersionError``) unless ``overwrite``: then the new data goes
@@ -35,25 +37,22 @@ from recordio_pack.aws.s3 import (
     LocalFileError,
     ObjectInfo,
     Placement,
-    ProgressSubscriber,
     RateLimiter,
     S3Location,
     TransferOptions,
     dataset_files,
     delete_objects,
     hash_file,
-    hash_files,
     head_object,
     head_objects,
     list_objects,
     local_errors,
+    part_size_for,
     s3_client,
-    transfer_config,
-    transfer_manager,
 )
 from recordio_pack.aws.s3_options import SSE_MODES, STORAGE_CLASSES
 from recordio_pack.aws.session import AwsTarget, aws_errors
-from recordio_pack.digest import crc32_base64
+from recordio_pack.aws.upload import ContentDiffers, Outgoing, upload_files
 from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, find_manifests
 from recordio_pack.progress import NullProgress, Progress, Task, start_task
@@ -69,8 +68,9 @@ log = logging.getLogger(__name__)
 class BackupOptions:
     """``storage_class`` (default STANDARD), server-side encryption ``sse`` (default AES256; ``aws:kms`` with
     an optional ``kms_key_id``), ``dry_run`` (plan only: nothing read beyond sizes, nothing sent or aborted),
-    ``verify_local`` (default True: re-read every local file and refuse if it no longer matches its manifest
-    before anything is sent; False checks sizes only and leaves content to S3's CRC32 check), ``overwrite``
+    ``verify_local`` (default True: the SHA-256 of every byte sent, computed as it is read, must be the
+    manifest's, or that file's object is not completed and the run fails; False skips the SHA-256 and leaves
+    content to the CRC32, which is computed as the bytes are read and checked by S3 on arrival), ``overwrite``
     (default False: refuse when the bucket holds another version of the dataset; True: replace it, deleting
     the old version's objects once the new manifest is up). A dry run reads the local manifests (not the
     data files), the bucket's listing, manifests and object checksums; it sends, aborts and deletes nothing."""
@@ -223,22 +223,10 @@ def _check_sizes(directory: Path, files: dict[str, FileRecord]) -> None:
         raise RecordioPackError(_mismatch_message(directory, problems))
 
 
-def _mismatch_message(directory: Path, problems: list[str]) -> str:
+def _mismatch_message(directory: Path, problems: list[str], done: str = "nothing was uploaded") -> str:
     shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-    return (f"{directory}: the manifest no longer matches the data ({shown}); nothing was uploaded. "
+    return (f"{directory}: the manifest no longer matches the data ({shown}); {done}. "
             f"Re-verify the dataset (recordio-pack verify {directory}) and re-pack what is damaged")
-
-
-def _verify_local(directory: Path, files: dict[str, FileRecord], workers: int, progress: Progress) -> None:
-    paths = {directory / name: record for name, record in files.items()}
-    task = start_task(progress, "verifying", "bytes", sum(record.bytes for record in paths.values()))
-    with local_errors(f"reading {directory}"):
-        found = hash_files(paths, task, workers)
-    problems = [f"{record.name} {'sha256' if found[path].sha256 != record.sha256 else 'CRC32'} differs"
-                for path, record in paths.items()
-                if (found[path].sha256, found[path].crc32) != (record.sha256, record.crc32)]
-    if problems:
-        raise RecordioPackError(_mismatch_message(directory, problems))
 
 
 def _bucket_manifests(client: Any, location: S3Location, listing: dict[str, Listed]) -> dict[str, bytes]:
@@ -380,8 +368,8 @@ def _match_unfinished(uploads: list[multipart.Unfinished], location: S3Location,
 
 
 def _extra_args(record: FileRecord, options: BackupOptions, manifest: bool) -> dict[str, Any]:
+    """What PutObject and CreateMultipartUpload both get besides the checksums ``upload`` adds."""
     args: dict[str, Any] = {
-        "ChecksumAlgorithm": "CRC32", "ChecksumCRC32": crc32_base64(record.crc32),
         "Metadata": {SHA256_METADATA: record.sha256},
         "StorageClass": options.storage_class, "ServerSideEncryption": options.sse,
     }
@@ -400,13 +388,14 @@ def _verify_uploaded(client: Any, location: S3Location, plan: FilePlan, wanted: 
 
 
 class _Uploader:
-    """The sending half of a run: continued multipart uploads, then fresh ones through s3transfer."""
+    """The sending half of a run: continued multipart uploads, then fresh ones (``aws/upload.py``)."""
 
     def __init__(self, client: Any, location: S3Location, options: BackupOptions, task: Task,
                  result: BackupResult) -> None:
         """``task``: "uploading", in bytes; its notes tell of continued and aborted uploads."""
         self.client, self.location, self.options, self.task, self.result = (
             client, location, options, task, result)
+        self.limiter = RateLimiter(options.transfer.max_bandwidth)  # one cap over continued and fresh uploads
 
     def continue_or_fallback(self, plan: FilePlan) -> bool:
         """Finish ``plan``'s unfinished upload; False (upload aborted) when it has to be sent afresh."""
@@ -415,7 +404,7 @@ class _Uploader:
             done = multipart.continue_upload(
                 self.client, self.location, plan.upload, plan.path, plan.record,
                 concurrency=self.options.transfer.concurrency,
-                limiter=RateLimiter(self.options.transfer.max_bandwidth), task=self.task)
+                limiter=self.limiter, task=self.task)
         except multipart.CannotContinue as why:
             self.task.progress.on_note(f"{plan.name}: cannot continue its unfinished upload ({why}); aborted it, "
                                        "sending the file again")
@@ -437,24 +426,22 @@ class _Uploader:
                                    f"already in the bucket, {done.sent_parts} sent)")
         return True
 
-    def send(self, manager: Any, plans: list[FilePlan]) -> None:
-        """Upload ``plans`` through s3transfer and check each object afterwards."""
-        futures = []
-        for plan in plans:
-            key = self.location.key(plan.name)
-            futures.append((plan, key, manager.upload(
-                str(plan.path), self.location.bucket, key,
-                extra_args=_extra_args(plan.record, self.options, plan.manifest),
-                subscribers=[ProgressSubscriber(self.task)])))
-        for plan, key, future in futures:
-            with aws_errors(f"uploading {plan.name} to s3://{self.location.bucket}/{key}"):
-                future.result()
-            problem = _verify_uploaded(self.client, self.location, plan, self.options.placement)
-            if problem is not None:
-                raise RecordioPackError(
-                    f"s3://{self.location.bucket}/{key} does not match the manifest after upload ({problem}); "
-                    f"{plan.name} may have changed while it was sent. Re-verify the dataset and run backup again")
-            self.result.sent_bytes += plan.record.bytes
+    def send(self, plans: list[FilePlan], part_size: int) -> None:
+        """Upload ``plans``, each file read once and checked against the manifest as it is sent
+        (``aws/upload.py``); a file whose bytes differ from the manifest is not completed and fails the run."""
+        transfer = self.options.transfer
+        items = [Outgoing(plan.record, plan.path, self.location.key(plan.name),
+                                 _extra_args(plan.record, self.options, plan.manifest))
+                 for plan in plans if plan.path is not None]
+        try:
+            self.result.sent_bytes += upload_files(
+                self.client, self.location.bucket, items, part_size=part_size, concurrency=transfer.concurrency,
+                limiter=self.limiter, task=self.task, check_sha256=self.options.verify_local,
+                readers=min(4, transfer.concurrency), single_put_limit=transfer.multipart_threshold)
+        except ContentDiffers as error:
+            raise RecordioPackError(_mismatch_message(
+                Path(self.result.source), [str(error)],
+                f"{error.name} was not completed in the bucket, and no manifest was uploaded")) from None
 
 
 def backup(directory: str | Path, location: S3Location, options: BackupOptions, target: AwsTarget,
@@ -494,10 +481,8 @@ def backup(directory: str | Path, location: S3Location, options: BackupOptions, 
 
 def _send(client: Any, location: S3Location, directory: Path, options: BackupOptions, progress: Progress,
           result: BackupResult, files: dict[str, FileRecord], stale: list[multipart.Unfinished]) -> None:
-    """The writing half of a run: verify local data, abort stale uploads, send data, then manifests, then
-    delete ``result.deleted``."""
-    if options.verify_local:
-        _verify_local(directory, files, min(4, options.transfer.concurrency), progress)
+    """The writing half of a run: abort stale uploads, send data (checked as it is read), then manifests,
+    then delete ``result.deleted``."""
     for upload in stale:
         multipart.abort(client, location.bucket, upload)
         progress.on_note(f"aborted an unfinished multipart upload of s3://{location.bucket}/{upload.key}")
@@ -508,10 +493,9 @@ def _send(client: Any, location: S3Location, directory: Path, options: BackupOpt
     upload_started = time.monotonic()
     fresh = [plan for plan in data if plan.action == UPLOAD]
     fresh += [plan for plan in data if plan.action == CONTINUE and not uploader.continue_or_fallback(plan)]
-    config = transfer_config(options.transfer, max((plan.record.bytes for plan in fresh), default=0))
-    with transfer_manager(client, config) as manager:
-        uploader.send(manager, fresh)
-        uploader.send(manager, manifest_plans)  # last: only once every data object is in place and verified
+    part_size = part_size_for(max((plan.record.bytes for plan in fresh), default=0), options.transfer.part_size)
+    uploader.send(fresh, part_size)
+    uploader.send(manifest_plans, part_size)  # last: only once every data object is in place and verified
     result.upload_seconds = time.monotonic() - upload_started
     if result.deleted:  # only now that the new manifests are up: the bucket never lacks a complete version
         delete_objects(client, location, result.deleted)

@@ -8,6 +8,11 @@ others with ``Range`` GETs conditioned on the ETag (``If-Match``: an object repl
 request instead of mixing two versions in one file), and checks the whole file against the manifest exactly
 as a fresh download is checked. A resumed file that fails the check is fetched again from zero, once.
 
+Verified as written, with no second pass: each part's bytes are fed to the file's SHA-256 and CRC32 as it
+arrives, in file order (``_InOrder``: a part that comes before the ones ahead of it waits in memory, up to
+``HOLD_PARTS`` parts a file; beyond that, and for parts kept from an interrupted run, its bytes are read back
+from the partial file when its turn comes), so the check at the end compares digests already computed.
+
 Only this module's names count as its temporaries: ``NAME.partial`` and ``NAME.partial.json`` of a file it
 restores (``partial_paths``), and any ``*.partial.json`` that is a state file of ours.
 """
@@ -27,8 +32,9 @@ from typing import Any
 
 from botocore import exceptions as bx
 
-from recordio_pack.aws.s3 import RateLimiter, S3Location, hash_file, iter_chunks, part_size_for
+from recordio_pack.aws.s3 import RateLimiter, S3Location, iter_chunks, part_size_for
 from recordio_pack.aws.session import aws_errors
+from recordio_pack.digest import RunningDigests
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.fsutil import fsync_dir
 from recordio_pack.manifest import FileRecord
@@ -41,6 +47,7 @@ PARTIAL_SUFFIX = ".partial"
 STATE_SUFFIX = ".partial.json"
 STATE_FORMAT = "recordio-pack.partial-download/1"
 READ_CHUNK = 1 << 20
+HOLD_PARTS = 4  # parts of one file that may wait in memory for the parts before them
 log = logging.getLogger(__name__)
 _ATTEMPTS = 3  # per part, for a response body that breaks off mid-way (requests themselves retry in botocore)
 _BROKEN_BODY = (bx.IncompleteReadError, bx.ReadTimeoutError, bx.ResponseStreamingError, bx.ConnectionClosedError)
@@ -117,8 +124,43 @@ def remove_stray_partials(directory: Path, keep: Iterable[str]) -> list[str]:
     return removed
 
 
+class _InOrder:
+    """Size, SHA-256 and CRC32 of a file whose parts arrive in any order, fed in file order (module docstring).
+    ``add`` is called from many threads, once per part, after the part's bytes are in the partial file."""
+
+    def __init__(self, data: Path, layout: dict[int, tuple[int, int]], hold: int) -> None:
+        self.data, self.layout, self.hold = data, layout, hold
+        self.running = RunningDigests()
+        self._next = 1
+        self._waiting: dict[int, list[bytes] | None] = {}  # None: read it back from the partial file
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def add(self, number: int, chunks: list[bytes] | None) -> None:
+        with self._lock:
+            size = sum(map(len, chunks)) if chunks is not None else 0
+            if number != self._next and self._held + size > self.hold:
+                chunks, size = None, 0
+            self._waiting[number] = chunks
+            self._held += size
+            while self._next in self._waiting:
+                ready = self._waiting.pop(self._next)
+                if ready is None:
+                    ready = [self._read_back(*self.layout[self._next])]
+                else:
+                    self._held -= sum(map(len, ready))
+                for chunk in ready:
+                    self.running.update(chunk)
+                self._next += 1
+
+    def _read_back(self, offset: int, length: int) -> bytes:
+        with open(self.data, "rb") as stream:
+            stream.seek(offset)
+            return stream.read(length)
+
+
 class _Job:
-    """One file on its way: the partial file, its state, and which parts are on disk."""
+    """One file on its way: the partial file, its state, which parts are on disk, and their digests so far."""
 
     def __init__(self, location: S3Location, path: Path, wanted: Wanted, part_size: int) -> None:
         self.path, self.record = path, wanted.record
@@ -134,6 +176,9 @@ class _Job:
         self.done: set[int] = set()
         if resumable and found is not None:
             self.done = found[1] & set(self.layout)
+            self.digests = _InOrder(self.data, self.layout, HOLD_PARTS * self.header.part_size)
+            for number in sorted(self.done):  # kept from an interrupted run: checked like the rest
+                self.digests.add(number, None)
         else:
             self.start_afresh()
         self.resumed_bytes = sum(self.layout[number][1] for number in self.done)
@@ -142,6 +187,7 @@ class _Job:
         remove_partial(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done = set()
+        self.digests = _InOrder(self.data, self.layout, HOLD_PARTS * self.header.part_size)
         self.resumed_bytes = 0
         with open(self.state, "w", encoding="utf-8") as stream:  # the state first: it makes the data ours
             stream.write(self.header.line())
@@ -164,10 +210,11 @@ class _Job:
             stream.write(f"{number}\n")
 
     def finish(self) -> bool:
-        """Check the whole file against the manifest; rename it into place (True) or remove it (False)."""
+        """Check the whole file against the manifest, by the digests computed as its parts were written; rename
+        it into place (True) or remove it (False)."""
         with open(self.data, "rb+") as stream:
             os.fsync(stream.fileno())
-        got = hash_file(self.data)
+        got = self.digests.running.digests()
         if (got.size, got.sha256, got.crc32) != (self.record.bytes, self.record.sha256, self.record.crc32):
             remove_partial(self.path)
             return False
@@ -190,7 +237,9 @@ class _Fetcher:
         offset, length = job.layout[number]
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return job, number, self._get(job, offset, length)
+                chunks = self._get(job, offset, length)
+                job.digests.add(number, chunks)
+                return job, number, length
             except _BROKEN_BODY as error:
                 if attempt == _ATTEMPTS:
                     raise
@@ -198,7 +247,8 @@ class _Fetcher:
                          job.record.name, number, error, attempt + 1, _ATTEMPTS)
         raise AssertionError("unreachable")
 
-    def _get(self, job: _Job, offset: int, length: int) -> int:
+    def _get(self, job: _Job, offset: int, length: int) -> list[bytes]:
+        """Fetch and write ``length`` bytes at ``offset``; returns them, as received."""
         where = f"s3://{self.location.bucket}/{job.header.key}"
         with aws_errors(f"downloading {where} (bytes {offset}-{offset + length - 1})"):
             try:
@@ -210,7 +260,7 @@ class _Fetcher:
                     raise ObjectChanged(f"{where} was replaced while it was being restored (a backup writing to "
                                         "this prefix?); restore again once it has finished") from None
                 raise
-        written = 0
+        written, chunks = 0, []
         fd = os.open(job.data, os.O_WRONLY)
         try:
             body = response["Body"]
@@ -220,6 +270,7 @@ class _Fetcher:
                 self.limiter.throttle(len(chunk))
                 _pwrite_all(fd, chunk, offset + written, job.data)
                 written += len(chunk)
+                chunks.append(chunk)
                 self.task.advance(len(chunk))
         except _BROKEN_BODY:
             self.task.advance(-written)
@@ -228,7 +279,7 @@ class _Fetcher:
             os.close(fd)
         if written != length:
             raise RecordioPackError(f"{where}: got {written} of {length} bytes at offset {offset}")
-        return written
+        return chunks
 
 
 def _pwrite_all(fd: int, data: bytes, position: int, path: Path) -> None:
@@ -259,48 +310,65 @@ def download_files(client: Any, location: S3Location, directory: Path, wanted: l
             result.resumed_files.append(job.record.name)
             task.advance(job.resumed_bytes)
     pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+    run = _Run(pool, fetcher, result)
     try:
         pending: set[Future] = set()
         for job in jobs:
-            pending |= _start(pool, fetcher, job, result)
+            pending |= run.start(job)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             failed = [future for future in finished if future.exception() is not None]
             for future in finished - set(failed):  # record every part that made it before raising a failure
-                job, number, received = future.result()
-                result.received_bytes += received
-                job.record_done(number)
-                if job.complete and not failed:
-                    pending |= _finish(pool, fetcher, job, result)
+                pending |= run.done(future, stopping=bool(failed))
             if failed:
                 failed[0].result()
     finally:
         fetcher.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        run.finishing_pool.shutdown(wait=True, cancel_futures=True)
     for parent in sorted({job.path.parent for job in jobs}):
         fsync_dir(parent)
     return result
 
 
-def _start(pool: ThreadPoolExecutor, fetcher: _Fetcher, job: _Job, result: DownloadResult) -> set[Future]:
-    """Submit ``job``'s missing parts; a job with none left (empty file, or every part already on disk) is
-    finished at once."""
-    missing = job.missing()
-    if not missing:
-        return _finish(pool, fetcher, job, result)
-    return {pool.submit(fetcher.part, job, number) for number in missing}
+class _Run:
+    """The futures of one ``download_files`` call: parts being fetched (``pool``), and files being checked and
+    renamed (threads of their own: a file is renamed as soon as it is complete, not behind the parts queued
+    after it, and one file's fsync does not hold up the others)."""
 
+    def __init__(self, pool: ThreadPoolExecutor, fetcher: _Fetcher, result: DownloadResult) -> None:
+        self.pool, self.fetcher, self.result = pool, fetcher, result
+        self.finishing_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-finish")
+        self.finishing: dict[Future, _Job] = {}
 
-def _finish(pool: ThreadPoolExecutor, fetcher: _Fetcher, job: _Job, result: DownloadResult) -> set[Future]:
-    """Verify and rename ``job``; a resumed file that does not verify starts again from zero (its parts are
-    returned to wait on), a fresh one is a problem."""
-    if job.finish():
+    def start(self, job: _Job) -> set[Future]:
+        """Submit ``job``'s missing parts; a job with none left (empty file, or every part already on disk) is
+        finished at once."""
+        missing = job.missing()
+        if not missing:
+            return self.finish(job)
+        return {self.pool.submit(self.fetcher.part, job, number) for number in missing}
+
+    def finish(self, job: _Job) -> set[Future]:
+        future = self.finishing_pool.submit(job.finish)
+        self.finishing[future] = job
+        return {future}
+
+    def done(self, future: Future, stopping: bool) -> set[Future]:
+        """Handle a future that succeeded; returns the futures it leads to (none when ``stopping``)."""
+        job = self.finishing.pop(future, None)
+        if job is None:
+            job, number, received = future.result()
+            self.result.received_bytes += received
+            job.record_done(number)
+            return self.finish(job) if job.complete and not stopping else set()
+        if future.result():
+            return set()
+        if job.resumed_bytes:  # a resumed file that does not verify starts again from zero; a fresh one is a problem
+            self.fetcher.task.progress.on_note(f"{job.record.name}: the resumed download did not match the "
+                                               "manifest; fetching it again")
+            self.fetcher.task.advance(-job.record.bytes)
+            job.start_afresh()
+            return set() if stopping else self.start(job)
+        self.result.problems.append(job.record.name)
         return set()
-    if job.resumed_bytes:
-        fetcher.task.progress.on_note(f"{job.record.name}: the resumed download did not match the manifest; "
-                                      "fetching it again")
-        fetcher.task.advance(-job.record.bytes)
-        job.start_afresh()
-        return _start(pool, fetcher, job, result)
-    result.problems.append(job.record.name)
-    return set()

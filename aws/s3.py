@@ -1,5 +1,5 @@
 """S3 pieces shared by backup and restore: ``s3://`` locations, transfer settings, listings, object
-checksums, local hashing and the s3transfer subscriber that forwards byte progress.
+checksums and local hashing.
 
 Checksums: every object we write carries S3's full-object CRC32 (``ChecksumCRC32``, base64 of the
 manifest's big-endian hex value) and our SHA-256 as user metadata ``sha256``; a bucket object is "ours and
@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s3transfer.subscribers import BaseSubscriber
-
 from recordio_pack.aws.session import AwsError, AwsTarget, aws_errors
 from recordio_pack.digest import Digests, crc32_base64, file_digests
 from recordio_pack.errors import RecordioPackError, describe_os_error
@@ -28,16 +26,18 @@ from recordio_pack.manifest import FileRecord, Manifest
 from recordio_pack.progress import Task
 
 __all__ = [
-    "MiB", "MIN_PART_SIZE", "DEFAULT_PART_SIZE", "MAX_PART_SIZE", "MAX_PARTS", "SHA256_METADATA",
-    "S3Location", "parse_s3_uri", "check_relative_name", "part_size_for", "TransferOptions",
-    "transfer_config", "transfer_manager", "s3_client", "Listed", "list_objects", "ObjectInfo", "head_object",
+    "MiB", "MIN_PART_SIZE", "DEFAULT_PART_SIZE", "DEFAULT_MULTIPART_THRESHOLD", "MAX_SINGLE_PUT", "MAX_PART_SIZE",
+    "MAX_PARTS", "SHA256_METADATA", "S3Location", "parse_s3_uri", "check_relative_name", "part_size_for",
+    "TransferOptions", "s3_client", "Listed", "list_objects", "ObjectInfo", "head_object",
     "head_objects", "delete_objects", "Placement", "LocalFileError", "local_errors",
-    "ProgressSubscriber", "RateLimiter", "hash_file", "hash_files", "dataset_files", "DatasetMismatch", "iter_chunks",
+    "RateLimiter", "hash_file", "hash_files", "dataset_files", "DatasetMismatch", "iter_chunks",
 ]
 
 MiB = 1 << 20
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 DEFAULT_PART_SIZE = 8 * MiB
+DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
+MAX_SINGLE_PUT = 5 << 30  # S3's limit for one PutObject
 MAX_PART_SIZE = 5 << 30
 MAX_PARTS = 10_000
 SHA256_METADATA = "sha256"  # x-amz-meta-sha256: the manifest's hex SHA-256 of the object
@@ -108,45 +108,27 @@ def part_size_for(file_size: int, minimum: int = DEFAULT_PART_SIZE) -> int:
 
 @dataclass(frozen=True)
 class TransferOptions:
-    """How data moves. ``part_size``: minimum multipart part size and multipart threshold in bytes (default
-    8 MiB, grown per run so the largest file stays under 10,000 parts); ``concurrency``: parallel requests
-    (default 10); ``max_bandwidth``: bytes per second over all threads, None for unlimited."""
+    """How data moves. ``part_size``: minimum multipart part size in bytes, and the size of ranged GETs
+    (default 8 MiB, grown per run so the largest file stays under 10,000 parts); ``multipart_threshold``: files
+    up to this many bytes are uploaded in one PutObject, bigger ones in parts (default 64 MiB; below
+    ``part_size`` it counts as ``part_size``); ``concurrency``: parallel requests (default 10);
+    ``max_bandwidth``: bytes per second over all threads, None for unlimited."""
 
     part_size: int = DEFAULT_PART_SIZE
     concurrency: int = 10
     max_bandwidth: int | None = None
+    multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
 
     def __post_init__(self) -> None:
         if self.part_size < MIN_PART_SIZE or self.part_size > MAX_PART_SIZE:
             raise ValueError(f"part size must be between 5 MiB and 5 GiB, not {self.part_size} bytes")
+        if self.multipart_threshold < MIN_PART_SIZE or self.multipart_threshold > MAX_SINGLE_PUT:
+            raise ValueError(f"multipart threshold must be between 5 MiB and 5 GiB, not {self.multipart_threshold} "
+                             "bytes")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {self.concurrency}")
         if self.max_bandwidth is not None and self.max_bandwidth <= 0:
             raise ValueError(f"max bandwidth must be positive, not {self.max_bandwidth}")
-
-
-def transfer_config(options: TransferOptions, largest_file: int) -> Any:
-    """A boto3 TransferConfig for one run: part size fitted to the largest file, threshold equal to it, and
-    the classic (s3transfer) client forced: with awscrt installed, boto3 would otherwise pick the CRT client
-    on some instance types and ignore these settings."""
-    from boto3.s3.transfer import TransferConfig
-
-    part = part_size_for(largest_file, options.part_size)
-    return TransferConfig(multipart_threshold=part, multipart_chunksize=part,
-                          max_concurrency=options.concurrency, max_bandwidth=options.max_bandwidth,
-                          use_threads=True, preferred_transfer_client="classic")
-
-
-def transfer_manager(client: Any, config: Any) -> Any:
-    """The classic s3transfer TransferManager for ``config`` (a context manager; leaving it on an error cancels
-    what is in flight, and s3transfer aborts the multipart uploads it started)."""
-    from boto3.s3.transfer import create_transfer_manager
-    from s3transfer.manager import TransferManager
-
-    manager = create_transfer_manager(client, config)
-    if not isinstance(manager, TransferManager):  # guards the classic choice against a future boto3 default
-        raise RuntimeError(f"expected the classic S3 transfer manager, got {type(manager).__name__}")
-    return manager
 
 
 def s3_client(target: AwsTarget, options: TransferOptions) -> Any:
@@ -283,25 +265,9 @@ def local_errors(doing: str) -> Iterator[None]:
         raise LocalFileError(f"{doing}: {describe_os_error(error)}") from error
 
 
-class ProgressSubscriber(BaseSubscriber):
-    """s3transfer subscriber forwarding byte progress to a task (``recordio_pack.progress.Task``, in bytes);
-    with ``size``, it tells s3transfer the transfer size up front (so a download skips its own HeadObject)."""
-
-    def __init__(self, task: Task, size: int | None = None) -> None:
-        self._task = task
-        self._size = size
-
-    def on_queued(self, future: Any, **kwargs: Any) -> None:
-        if self._size is not None:
-            future.meta.provide_transfer_size(self._size)
-
-    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
-        self._task.advance(bytes_transferred)
-
-
 class RateLimiter:
     """Spreads ``throttle(n)`` calls from many threads so they average at most ``rate`` bytes per second
-    (None: no limit). Used where s3transfer's own limiter does not reach (continued multipart uploads)."""
+    (None: no limit): every upload and download request takes its bytes through one."""
 
     def __init__(self, rate: int | None) -> None:
         self.rate = rate

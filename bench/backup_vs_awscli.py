@@ -1,11 +1,17 @@
-"""Benchmark: ``recordio-pack backup`` against ``aws s3 cp --recursive`` of the same files to the same local
-S3 endpoint (a moto server this script starts on 127.0.0.1).
+"""Benchmark: ``recordio-pack backup`` and ``restore`` against ``aws s3 cp --recursive`` of the same files to
+and from the same local S3 endpoint (a moto server this script starts on 127.0.0.1).
 
-Both tools upload the same folder (a few big ``.rec`` shards, their ``.idx`` and some small files, plus the
-manifest) to fresh prefixes of an emptied bucket; runs alternate which tool goes first, and the median of
-``--runs`` wall times is reported as MB/s for each, with the ratio. Our backup does its full work: it
-re-reads and checksums every local file against the manifest, sends full-object CRC32 checksums and
-verifies each object with HeadObject afterwards. Times include each tool's start-up.
+Backup: every tool uploads the same folder (a few big ``.rec`` shards, their ``.idx`` and some small files,
+plus the manifest) to a fresh prefix of an emptied bucket. Restore: the folder is backed up once (untimed),
+then every tool downloads that prefix into a fresh folder, and the result is compared with the source. Runs
+rotate which tool goes first; the median of ``--runs`` wall times is reported as MB/s, with the ratio to the
+AWS CLI. Ours does its full work: full-object CRC32 on every object, SHA-256 of every byte sent or received
+checked against the manifest, the manifest last, restored files fsynced and renamed only once verified.
+Times include each tool's start-up.
+
+``--before DIR`` adds an earlier version of recordio-pack, installed into DIR (``pip install --no-deps
+--target DIR ...``), as a third tool in the same runs, so a change is measured before and after on the
+same machine at the same time.
 
     .venv/bin/python bench/backup_vs_awscli.py                # 4 x 64 MiB + 16 x 256 KiB, 3 runs
     .venv/bin/python bench/backup_vs_awscli.py --big-size 256MiB --runs 5 --json
@@ -16,6 +22,8 @@ Nothing leaves 127.0.0.1; the credentials are fake.
 from __future__ import annotations
 
 import argparse
+import filecmp
+import importlib.metadata
 import json
 import os
 import random
@@ -116,6 +124,63 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     return seconds
 
 
+OURS, BEFORE, AWS = "recordio-pack", "recordio-pack (before)", "aws s3 cp"
+# how each tool moves bytes, for RESULTS
+CLIENTS = {OURS: "recordio-pack's own uploader and ranged-GET downloader on botocore (no s3transfer, no CRT)",
+           BEFORE: "the earlier recordio-pack given with --before",
+           AWS: "AWS CLI v1 (awscli on PyPI): the classic s3transfer client, no CRT"}
+
+
+def before_command(site: str) -> list[str]:
+    """Run the recordio-pack installed in ``site``, not the editable install of this checkout."""
+    program = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in "
+               "(getattr(f, '__module__', '') or type(f).__module__)]; "
+               f"sys.path.insert(0, {site!r}); sys.argv[0] = 'recordio-pack'; "
+               "from recordio_pack.cli import main; sys.exit(main())")
+    return [sys.executable, "-c", program]
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in ("recordio-pack", "boto3", "botocore", "s3transfer", "awscli", "moto", "awscrt"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def same_folder(source: Path, copy: Path) -> bool:
+    names = sorted(path.name for path in source.iterdir())
+    return (sorted(path.name for path in copy.iterdir()) == names
+            and all(filecmp.cmp(source / name, copy / name, shallow=False) for name in names))
+
+
+def timed_runs(args: argparse.Namespace, commands: dict[str, Any], prepare: Any, check: Any,
+               env: dict[str, str]) -> dict[str, list[float]]:
+    """``--runs`` rounds of every command, the first one rotating; ``prepare(name, run)`` before each and
+    ``check(name, run)`` after (untimed)."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
+    for run_index in range(args.runs):
+        shift = run_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            command = prepare(name, run_index)
+            times[name].append(timed(commands[name](*command), env))
+            check(name, run_index)
+    return times
+
+
+def summary(times: dict[str, list[float]], total: int) -> dict[str, Any]:
+    tools = {}
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        tools[name] = {"seconds": [round(s, 3) for s in seconds], "median_seconds": round(median, 3),
+                       "mb_per_s": round(total / median / 1e6, 2)}
+    ratios = {name: round(tools[name]["mb_per_s"] / tools[AWS]["mb_per_s"], 3) for name in tools if name != AWS}
+    return {"tools": tools, "ratio_to_aws_cli": ratios}
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     data = workdir / "dataset"
     total = make_dataset(data, args.big_files, parse_size(args.big_size), args.small_files, parse_size(args.small_size))
@@ -131,35 +196,51 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         os.environ.pop(name, None)
     env = dict(os.environ)
     moto, url = start_moto(env)
-    commands = {
-        "recordio-pack": lambda prefix: [tool("recordio-pack"), "backup", str(data), f"s3://{BUCKET}/{prefix}",
-                                         "--endpoint-url", url, "--concurrency", str(args.concurrency), "-q",
-                                         *args.backup_arg],
-        "aws s3 cp": lambda prefix: [tool("aws"), "s3", "cp", "--recursive", "--only-show-errors", "--no-progress",
-                                     str(data), f"s3://{BUCKET}/{prefix}", "--endpoint-url", url],
-    }
-    times: dict[str, list[float]] = {name: [] for name in commands}
+    ours = {OURS: [tool("recordio-pack")]} | ({BEFORE: before_command(args.before)} if args.before else {})
+    ours_flags = ["--endpoint-url", url, "--concurrency", str(args.concurrency), "-q"]
+    aws = [tool("aws"), "s3", "cp", "--recursive", "--only-show-errors", "--no-progress", "--endpoint-url", url]
+    backups = {name: (lambda prefix, base=base: [*base, "backup", str(data), f"s3://{BUCKET}/{prefix}", *ours_flags,
+                                                 *args.backup_arg]) for name, base in ours.items()}
+    backups[AWS] = lambda prefix: [*aws, str(data), f"s3://{BUCKET}/{prefix}"]
+    restores = {name: (lambda into, base=base: [*base, "restore", f"s3://{BUCKET}/source", str(into), *ours_flags])
+                for name, base in ours.items()}
+    restores[AWS] = lambda into: [*aws, f"s3://{BUCKET}/source", str(into)]
+
+    def prefix_of(name: str, run_index: int) -> str:
+        return f"{name.split()[0]}-{'before-' if name == BEFORE else ''}{run_index}"
+
+    def fresh_bucket(name: str, run_index: int) -> tuple[str]:
+        empty_bucket(url)
+        return (prefix_of(name, run_index),)
+
+    def uploaded_all(name: str, run_index: int) -> None:
+        if count_objects(url, prefix_of(name, run_index)) != files:
+            raise SystemExit(f"{name} uploaded {count_objects(url, prefix_of(name, run_index))} objects, "
+                             f"expected {files}")
+
+    copy = workdir / "restored"
+
+    def fresh_folder(name: str, run_index: int) -> tuple[Path]:
+        shutil.rmtree(copy, ignore_errors=True)
+        return (copy,)
+
+    def restored_all(name: str, run_index: int) -> None:
+        if not same_folder(data, copy):
+            raise SystemExit(f"{name} restored a folder that differs from the source")
+
     try:
-        for run_index in range(args.runs):
-            order = list(commands) if run_index % 2 == 0 else list(reversed(commands))
-            for name in order:
-                prefix = f"{name.split()[0]}-{run_index}"
-                empty_bucket(url)
-                times[name].append(timed(commands[name](prefix), env))
-                if count_objects(url, prefix) != files:
-                    raise SystemExit(f"{name} uploaded {count_objects(url, prefix)} objects, expected {files}")
+        backup_times = timed_runs(args, backups, fresh_bucket, uploaded_all, env)
+        empty_bucket(url)
+        timed(backups[OURS]("source"), env)  # untimed: what every tool restores
+        restore_times = timed_runs(args, restores, fresh_folder, restored_all, env)
     finally:
         moto.terminate()
         moto.wait(10)
-    result: dict[str, Any] = {"bytes": total, "files": files, "runs": args.runs, "concurrency": args.concurrency,
-                              "backup_args": args.backup_arg, "endpoint": "moto server on 127.0.0.1", "tools": {}}
-    for name, seconds in times.items():
-        median = statistics.median(seconds)
-        result["tools"][name] = {"seconds": [round(s, 3) for s in seconds], "median_seconds": round(median, 3),
-                                 "mb_per_s": round(total / median / 1e6, 2)}
-    ours, theirs = result["tools"]["recordio-pack"]["mb_per_s"], result["tools"]["aws s3 cp"]["mb_per_s"]
-    result["ratio"] = round(ours / theirs, 3)
-    return result
+        shutil.rmtree(copy, ignore_errors=True)
+    return {"bytes": total, "files": files, "runs": args.runs, "concurrency": args.concurrency,
+            "backup_args": args.backup_arg, "endpoint": "moto server on 127.0.0.1", "versions": versions(),
+            "clients": {name: CLIENTS[name] for name in backup_times},
+            "backup": summary(backup_times, total), "restore": summary(restore_times, total)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backup-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for recordio-pack backup (repeatable), "
                              "e.g. --backup-arg=--no-verify-local")
+    parser.add_argument("--before", metavar="DIR",
+                        help="also run the recordio-pack installed in DIR (pip install --no-deps --target DIR), "
+                             "an earlier version to compare with")
     parser.add_argument("--workdir", help="where the dataset is written (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
@@ -187,10 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{result['files']} files, {result['bytes'] / 1e6:.1f} MB, {result['runs']} runs, "
               f"concurrency {result['concurrency']}, {result['endpoint']}"
               + (f", backup {' '.join(args.backup_arg)}" if args.backup_arg else ""))
-        for name, numbers in result["tools"].items():
-            print(f"  {name:14} median {numbers['median_seconds']:7.2f} s  {numbers['mb_per_s']:8.1f} MB/s  "
-                  f"(runs: {', '.join(f'{s:.2f}' for s in numbers['seconds'])} s)")
-        print(f"  ratio recordio-pack / aws s3 cp: {result['ratio']:.2f}x")
+        for phase in ("backup", "restore"):
+            print(f" {phase}:")
+            for name, numbers in result[phase]["tools"].items():
+                print(f"  {name:23} median {numbers['median_seconds']:7.2f} s  {numbers['mb_per_s']:8.1f} MB/s  "
+                      f"(runs: {', '.join(f'{s:.2f}' for s in numbers['seconds'])} s)")
+            for name, ratio in result[phase]["ratio_to_aws_cli"].items():
+                print(f"  ratio {name} / aws s3 cp: {ratio:.2f}x")
+        print(" versions: " + ", ".join(f"{name} {version}" for name, version in result["versions"].items()))
     return 0
 
 

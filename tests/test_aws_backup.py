@@ -22,7 +22,7 @@ from recordio_pack.aws import multipart
 from recordio_pack.aws.backup import SKIP, UPLOAD, BackupOptions, backup, decide
 from recordio_pack.aws.s3 import (
     MAX_PARTS, MiB, ObjectInfo, Placement, RateLimiter, S3Location, TransferOptions, check_relative_name,
-    parse_s3_uri, part_size_for, transfer_config, transfer_manager,
+    parse_s3_uri, part_size_for,
 )
 from recordio_pack.aws.session import AwsError, AwsTarget
 from recordio_pack.digest import crc32_base64, file_digests
@@ -38,7 +38,8 @@ BIG = "ds-00000-of-00002.rec"
 
 
 def options(**changes: Any) -> BackupOptions:
-    transfer = TransferOptions(part_size=PART, concurrency=changes.pop("concurrency", 4))
+    transfer = TransferOptions(part_size=PART, concurrency=changes.pop("concurrency", 4),
+                               multipart_threshold=changes.pop("multipart_threshold", PART))
     return BackupOptions(transfer=transfer, **changes)
 
 
@@ -103,21 +104,12 @@ def test_s3_uris_and_names() -> None:
             check_relative_name(bad)
 
 
-def test_transfer_config_forces_the_classic_client_and_applies_the_options() -> None:
-    from s3transfer.manager import TransferManager
-
-    config = transfer_config(TransferOptions(part_size=8 * MiB, concurrency=3, max_bandwidth=100 * 10**6),
-                             largest_file=150 * 10**9)
-    assert config.preferred_transfer_client == "classic"
-    assert config.multipart_chunksize == config.multipart_threshold == 15 * MiB
-    assert config.max_concurrency == 3 and config.max_bandwidth == 100 * 10**6
-    with pytest.raises(ValueError):
-        TransferOptions(part_size=MiB)
-    with pytest.raises(ValueError):
-        TransferOptions(concurrency=0)
-    client = boto3.client("s3", region_name="us-east-1")
-    with transfer_manager(client, config) as manager:
-        assert type(manager) is TransferManager
+def test_transfer_options_are_checked_when_made() -> None:
+    assert TransferOptions().multipart_threshold == 64 * MiB
+    for bad in ({"part_size": MiB}, {"concurrency": 0}, {"multipart_threshold": MiB},
+                {"multipart_threshold": (5 << 30) + 1}, {"max_bandwidth": 0}):
+        with pytest.raises(ValueError):
+            TransferOptions(**bad)
 
 
 def test_decide_by_content_only() -> None:
@@ -285,27 +277,37 @@ def test_leftover_upload_of_other_content_is_aborted_and_sent_afresh(tmp_path: P
     assert stale_id  # aborted, as the empty listing shows
 
 
-def test_corrupted_local_file_after_upload_is_refused(tmp_path: Path, s3: Any) -> None:
+@pytest.mark.parametrize("name", [BIG, "ds.lst"])  # a multipart upload, and one PutObject
+def test_a_damaged_file_to_send_is_found_as_it_is_read_and_never_completed(tmp_path: Path, s3: Any,
+                                                                            name: str) -> None:
     client, target, calls = s3
     write_dataset(tmp_path / "ds")
     backup(tmp_path / "ds", WHERE, options(), target)
-    damage(tmp_path / "ds" / "ds-00001-of-00002.rec")
+    damage(tmp_path / "ds" / name)
     calls.clear()
-    with pytest.raises(RecordioPackError, match=r"ds-00001-of-00002.rec sha256 differs.*recordio-pack verify"):
+    again = backup(tmp_path / "ds", WHERE, options(), target)  # in the bucket already: not read, not sent
+    assert calls.sent_keys() == set() and {plan.reason for plan in again.plans} == {"unchanged"}
+    client.delete_object(Bucket=BUCKET, Key=key(name))  # now it has to be sent
+    with pytest.raises(RecordioPackError, match=rf"{name} sha256 differs\); {name} was not completed in the "
+                                                r"bucket, and no manifest was uploaded.*recordio-pack verify"):
         backup(tmp_path / "ds", WHERE, options(), target)
-    assert calls.sent_keys() == set()
+    assert key(name) not in keys(client)
+    assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []  # aborted, none left
+    if name == "ds.lst":
+        assert (calls.ops()["PutObject"], calls.sent_keys()) == (0, set())  # checked before anything was sent
     (tmp_path / "ds" / "ds.lst").write_bytes(b"short")
     with pytest.raises(RecordioPackError, match="ds.lst has 5 bytes"):  # sizes are checked even without hashing
         backup(tmp_path / "ds", WHERE, options(verify_local=False, dry_run=True), target)
 
 
-def test_changed_bytes_are_caught_after_upload_when_local_verification_is_off(tmp_path: Path, s3: Any) -> None:
+def test_changed_bytes_are_caught_as_they_are_read_when_local_verification_is_off(tmp_path: Path, s3: Any) -> None:
     client, target, _ = s3
     write_dataset(tmp_path / "ds")
     damage(tmp_path / "ds" / BIG)  # before the first backup: the manifest promises other bytes
-    with pytest.raises(RecordioPackError, match=f"{BIG} may have changed"):
+    with pytest.raises(RecordioPackError, match=f"{BIG} CRC32 differs"):  # the CRC32 is still computed as read
         backup(tmp_path / "ds", WHERE, options(verify_local=False), target)
-    assert key("ds.manifest.json") not in keys(client)
+    assert key("ds.manifest.json") not in keys(client) and key(BIG) not in keys(client)
+    assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
 def test_no_manifest_is_a_clear_error(tmp_path: Path, s3: Any) -> None:
@@ -451,7 +453,7 @@ def test_decide_applies_the_asked_placement() -> None:
 
 def test_local_read_errors_are_one_line_naming_the_file(tmp_path: Path, s3: Any,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from recordio_pack import digest as digest_module
+    from recordio_pack.aws import upload as upload_module
 
     _, target, _ = s3
     with pytest.raises(RecordioPackError, match="no such folder") as caught:
@@ -464,11 +466,11 @@ def test_local_read_errors_are_one_line_naming_the_file(tmp_path: Path, s3: Any,
             raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
         return open(path, *args, **kwargs)
 
-    monkeypatch.setattr(digest_module, "open", failing_disk, raising=False)  # the read that verifies local data
+    monkeypatch.setattr(upload_module, "open", failing_disk, raising=False)  # the one read of each file sent
     with pytest.raises(RecordioPackError, match=r"ds/ds.lst: Input/output error") as caught:
         backup(tmp_path / "ds", WHERE, options(), target)
     assert "\n" not in str(caught.value)
-    monkeypatch.delattr(digest_module, "open")
+    monkeypatch.delattr(upload_module, "open")
     (tmp_path / "ds" / "ds.lst").chmod(0)
     try:
         if os.access(tmp_path / "ds" / "ds.lst", os.R_OK):
@@ -477,3 +479,29 @@ def test_local_read_errors_are_one_line_naming_the_file(tmp_path: Path, s3: Any,
             backup(tmp_path / "ds", WHERE, options(), target)
     finally:
         (tmp_path / "ds" / "ds.lst").chmod(0o644)
+
+
+def test_each_file_sent_is_read_once_and_files_in_the_bucket_not_at_all(tmp_path: Path, s3: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from recordio_pack import digest as digest_module
+    from recordio_pack.aws import upload as upload_module
+
+    client, target, _ = s3
+    write_dataset(tmp_path / "ds")
+    opened: list[str] = []
+
+    def counting(module: Any) -> Any:
+        def open_and_count(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if "r" in mode and not str(path).endswith(".manifest.json"):
+                opened.append(Path(path).name)
+            return open(path, mode, *args, **kwargs)
+        return open_and_count
+
+    monkeypatch.setattr(upload_module, "open", counting(upload_module), raising=False)
+    monkeypatch.setattr(digest_module, "open", counting(digest_module), raising=False)
+    backup(tmp_path / "ds", WHERE, options(), target)
+    assert sorted(opened) == sorted(SIZES)  # one open per data file, by the uploader; no separate hashing pass
+    opened.clear()
+    client.delete_object(Bucket=BUCKET, Key=key("ds.lst"))
+    backup(tmp_path / "ds", WHERE, options(), target)
+    assert opened == ["ds.lst"]  # the others are in the bucket with the manifest's checksums: not read

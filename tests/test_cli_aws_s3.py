@@ -162,7 +162,8 @@ SIGNALS = [pytest.param(signal.SIGKILL, id="kill-9"), pytest.param(signal.SIGTER
 FIRST, SECOND = "ds-00000-of-00002.rec", "ds-00001-of-00002.rec"  # 3 parts of 5 MiB each (the last one tiny)
 FAULT_SIZES = {FIRST: 2 * PART + 17, "ds-00000-of-00002.idx": 64, SECOND: 2 * PART + 5, "ds-00001-of-00002.idx": 32,
                "ds.lst": 300}
-THROTTLED = ["-q", "--concurrency", "1", "--max-bandwidth", "4MiB/s", "--part-size", "5MiB"]
+THROTTLED = ["-q", "--concurrency", "1", "--max-bandwidth", "4MiB/s", "--part-size", "5MiB",
+             "--multipart-threshold", "5MiB"]
 # where each run is stopped: inside the first big file, or with the first one done and the second one begun
 POINTS = {"mid-file": (None, FIRST), "between-files": (FIRST, SECOND)}
 

@@ -36,8 +36,11 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-bandwidth", type=parse_bandwidth, metavar="RATE",
                        help="cap on bytes per second over all requests, e.g. 100MB/s or 1GiB/s (default: none)")
     group.add_argument("--part-size", type=_common.parse_size, default="8MiB", metavar="SIZE",
-                       help="smallest multipart part, and the size above which files go in parts (default 8MiB, "
-                            "at least 5MiB); grown automatically so the largest file needs at most 10,000 parts")
+                       help="smallest multipart part and ranged GET (default 8MiB, at least 5MiB); grown "
+                            "automatically so the largest file needs at most 10,000 parts")
+    group.add_argument("--multipart-threshold", type=_common.parse_size, default="64MiB", metavar="SIZE",
+                       help="backup: files up to this size go up in one request, bigger ones in parts "
+                            "(default 64MiB, 5MiB-5GiB)")
 
 
 def transfer_options(args: argparse.Namespace) -> Any:
@@ -45,7 +48,7 @@ def transfer_options(args: argparse.Namespace) -> Any:
 
     try:
         return TransferOptions(part_size=args.part_size, concurrency=args.concurrency,
-                               max_bandwidth=args.max_bandwidth)
+                               max_bandwidth=args.max_bandwidth, multipart_threshold=args.multipart_threshold)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
