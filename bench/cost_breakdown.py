@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Where the time of one re-encoded image goes: the codec limit against our pipeline, one core, same images.
 
-Three stages are timed in this process with OpenCV single-threaded, at the short side and quality of
+These stages are timed in this process with OpenCV single-threaded, at the short side and quality of
 ``pack_vs_im2rec.py``'s 256/q95 case:
 
+- decode alone: full ``imdecode`` of in-memory bytes, the floor for any tool that decodes every pixel;
+- decode + resize: the same and the bilinear resize, no encode (so encode = codec limit - this);
 - codec limit: full decode + bilinear resize + JPEG encode of in-memory bytes (the loop that bench's codec
   limit times; there "90% of the codec limit" is measured against --workers of these loops running at once,
   which on a shared VM is slower per loop than one alone);
 - ours without I/O: ``prepare_image`` (header probe, DCT-scaled decode where it applies, the anti-aliasing
   low-pass, bilinear resize, encode);
+- ours, per image in a worker: ``shard.prepare_entry`` (read the file, ``prepare_image``, IRHeader, RecordIO
+  framing, the record's CRC32): all that a worker does for an image that shares its shard with other workers;
 - ours, whole shard loop: ``pack_shard`` on the same images as files (read, prepare, IRHeader, RecordIO
   framing, SHA-256 + CRC32 of the output, buffered writes, fsync, rename). Each batch is one shard: per-shard
   costs (open, fsync, rename) weigh about 20x more than in a real job's 256 MiB shards.
@@ -57,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from recordio_pack.imaging import ImageOptions, prepare_image
     from recordio_pack.options import PackOptions
-    from recordio_pack.shard import ShardTask, pack_shard
+    from recordio_pack.shard import ShardTask, pack_shard, prepare_entry
     from recordio_pack.sources import Entry, FolderSource
 
     cv2.setNumThreads(1)
@@ -90,9 +94,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         pack_shard(ShardTask(batch.start // args.batch, len(batches), "data", str(out), entries, source,
                              pack_options))
 
+    def decode(blob: bytes) -> Any:
+        return cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+
+    def decode_resize(blob: bytes) -> Any:
+        image = decode(blob)
+        height, width = image.shape[:2]
+        target = (size, height * size // width) if width <= height else (width * size // height, size)
+        return cv2.resize(image, target, interpolation=cv2.INTER_LINEAR)
+
+    entries = [Entry(number, (0.0,), path.name) for number, path in enumerate(files)]
     stages: dict[str, Callable[[range], Any]] = {
+        "decode alone": lambda batch: [decode(blobs[number]) for number in batch],
+        "decode + resize": lambda batch: [decode_resize(blobs[number]) for number in batch],
         "codec limit": lambda batch: [codec_limit(blobs[number]) for number in batch],
         "ours without I/O": lambda batch: [ours(blobs[number]) for number in batch],
+        "ours, per image in a worker": lambda batch: [prepare_entry(entries[number], source, pack_options)
+                                                      for number in batch],
         "ours, whole shard loop": shard_loop,
     }
     fastest = {name: [math.inf] * len(batches) for name in stages}

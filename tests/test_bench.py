@@ -195,7 +195,9 @@ def test_cost_breakdown_times_every_stage_and_scores_both_outputs(tmp_path: Path
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout)
     assert result["images"] == 12
-    assert set(result["ms_per_image"]) == {"codec limit", "ours without I/O", "ours, whole shard loop"}
+    assert set(result["ms_per_image"]) == {"decode alone", "decode + resize", "codec limit", "ours without I/O",
+                                           "ours, per image in a worker", "ours, whole shard loop"}
+    assert result["ms_per_image"]["decode alone"] < result["ms_per_image"]["codec limit"]
     assert all(value > 0 for value in result["ms_per_image"].values())
     assert 25 < result["psnr_db"]["codec limit"] < 60 and 25 < result["psnr_db"]["ours"] < 60
     assert result["ceiling_percent"] > 0

@@ -467,3 +467,29 @@ def test_one_damaged_header_costs_at_most_its_own_record(records: list[bytes], d
 ])
 def test_looks_like_idx(head: bytes, expected: bool) -> None:
     assert looks_like_idx(head) is expected
+
+
+def test_long_payloads_scanned_as_words_find_the_same_magics_as_find() -> None:
+    """Payloads from VECTOR_SCAN_MIN bytes are scanned as aligned uint32 words: the same offsets as a byte-wise
+    scan, at every start and stop, aligned or not, and for magics at unaligned offsets (not escaped)."""
+    import random
+
+    from recordio_pack import format as fmt
+
+    rng = random.Random(7)
+    for trial in range(200):
+        size = rng.choice([fmt.VECTOR_SCAN_MIN, fmt.VECTOR_SCAN_MIN + 3, (4 << 20) + 9]) if trial % 20 == 0 \
+            else rng.randrange(fmt.VECTOR_SCAN_MIN, 120_000)
+        data = bytearray(rng.randbytes(size))
+        for _ in range(rng.randrange(0, 12)):
+            position = rng.randrange(0, size - 4)
+            data[position:position + 4] = fmt.MAGIC_BYTES
+        payload = bytes(data)
+        start, stop = rng.randrange(0, 40), rng.choice([None, size - rng.randrange(0, 9)])
+        limit = size if stop is None else stop
+        expected = [offset for offset in range(fmt.padded(start), limit - 3, 4)
+                    if payload[offset:offset + 4] == fmt.MAGIC_BYTES]
+        assert list(fmt._aligned_magics(payload, start, stop)) == expected, trial
+        if stop is None and start == 0:
+            framed = fmt.frame(payload)
+            assert fmt.read_record(framed, 0) == (payload, len(framed))
