@@ -3,11 +3,13 @@
 
 The corpus is the one ``pack_vs_im2rec.py`` builds (``--images`` real photos, hard links of
 ``../shared/ref/imagenet-samples``), packed once by ``recordio-pack pack --resize 256`` into ``--shards`` shards
-(+ ``NAME.all.idx``).  All shards are read once before the timed runs, so every reader reads from the page cache.
+(with the ``NAME.all.idx`` pack writes).  All shards are read once before the timed runs, so every reader reads
+from the page cache.
 
 1. Payload reads, no decode: records/s and MB/s (MB of record payloads, 10**6 bytes, the same bytes for every
    reader), in order ("sequential") and in a random order of all keys ("random"), each reader in its own
-   interpreter, after one untimed pass over every record (the second epoch onwards, pages already mapped) (mxnet 1.9.1 in ``--mxnet-python``; DALI in ``--train-python``; ours in this one).  Ours also reads
+   interpreter (mxnet 1.9.1 in ``--mxnet-python``; DALI in ``--train-python``; ours in this one), after one
+   untimed pass over every record (as from the second epoch on: pages mapped, caches warm).  Ours also reads
    each shard front to back without its index (`iter_payloads`).  DALI's reader has no random access: its
    "random" row is ``random_shuffle=True`` (a shuffle buffer of ``initial_fill`` records over a sequential read).
 2. A torch DataLoader (``--loader-workers`` workers, batches of 64, shuffled): decode to RGB + random-resized-crop
@@ -38,7 +40,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recordio_pack.index import write_dataset_index  # noqa: E402
 from recordio_pack.manifest import Manifest  # noqa: E402
 from recordio_pack.reader import IndexedRecordIO  # noqa: E402
 
@@ -217,9 +218,6 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path]:
     subprocess.run([*bench.recordio_pack_command(), "pack", str(corpus), str(rec_dir), "--name", "data", "--resize",
                     str(args.resize), "--num-shards", str(args.shards), "--overwrite", "-q"], check=True,
                    stdout=subprocess.DEVNULL)
-    manifest = Manifest.load(rec_dir / "data.manifest.json")
-    if not (rec_dir / "data.all.idx").exists():  # until pack writes it
-        write_dataset_index(rec_dir, "data", [(shard.rec.name, shard.idx.name) for shard in manifest.shards])
     reader = IndexedRecordIO(rec_dir / "data.manifest.json")
     for key in reader.keys():  # the same image bytes as files, one folder per class
         header, image = reader.unpack(key)

@@ -15,7 +15,6 @@ import pytest
 import recordio_pack.mxnet_compat as recordio
 from recordio_pack.format import IRHeader as RecordHeader
 from recordio_pack.format import frame, pack_payload, unpack_payload
-from recordio_pack.index import write_dataset_index
 from recordio_pack.reader import DamagedRecord, IndexedRecordIO, MissingKey, iter_payloads
 from recordio_pack.recordio import InputError, NoSuchFile, read_idx
 from training_data import Packed, image_tree, pack_tree
@@ -27,23 +26,22 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> Packed:
     return pack_tree(image_tree(root / "images"), root / "out")
 
 
-def with_dataset_index(packed: Packed, tmp_path: Path) -> Path:
-    """A copy of the dataset whose manifest lists NAME.all.idx, as pack will write it."""
-    from recordio_pack.digest import file_digests
-    from recordio_pack.manifest import FileRecord, Manifest
+def without_dataset_index(packed: Packed, tmp_path: Path) -> Path:
+    """A copy of the dataset as packed before NAME.all.idx existed: not listed, not there."""
+    from recordio_pack.manifest import Manifest
 
-    out = tmp_path / "copy"
+    out = tmp_path / "older"
     shutil.copytree(packed.out, out)
-    path = write_dataset_index(out, packed.name, [(s.rec.name, s.idx.name) for s in packed.manifest.shards])
     manifest = Manifest.load(out / "data.manifest.json")
-    manifest.files.append(FileRecord.of(path.name, file_digests(path)))
+    manifest.files = [record for record in manifest.files if record.name != "data.all.idx"]
     manifest.save(out / "data.manifest.json")
+    (out / "data.all.idx").unlink()
     return out
 
 
 def test_every_way_of_opening_a_dataset_reads_every_record_in_shard_order(packed: Packed, tmp_path: Path) -> None:
-    copy = with_dataset_index(packed, tmp_path)
-    for path in (packed.out, packed.manifest_path, copy, copy / "data.all.idx", copy / "data.manifest.json"):
+    older = without_dataset_index(packed, tmp_path)  # then the shards' own indexes are combined
+    for path in (packed.out, packed.manifest_path, packed.out / "data.all.idx", older, older / "data.manifest.json"):
         reader = IndexedRecordIO(path)
         assert len(reader) == len(packed.payloads)
         assert reader.keys() == list(range(len(packed.payloads)))

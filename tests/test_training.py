@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from recordio_pack.format import unpack_payload
-from recordio_pack.index import write_dataset_index
 from training_data import Packed, find_train_python, image_tree, pack_tree, run_train
 
 pytestmark = pytest.mark.slow
@@ -25,9 +24,7 @@ def train_python() -> str:
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory: pytest.TempPathFactory) -> Packed:
     root = tmp_path_factory.mktemp("training")
-    packed = pack_tree(image_tree(root / "images", classes=4, per_class=9), root / "out", num_shards=3)
-    write_dataset_index(packed.out, packed.name, [(s.rec.name, s.idx.name) for s in packed.manifest.shards])
-    return packed
+    return pack_tree(image_tree(root / "images", classes=4, per_class=9), root / "out", num_shards=3)
 
 
 def digest(data: bytes) -> str:
@@ -73,6 +70,7 @@ def run_dali(train_python: str, packed: Packed, num_shards: int) -> list[dict]:
 
 
 def test_dali_reads_every_record_once_with_our_labels_and_bytes(train_python: str, packed: Packed) -> None:
+    """Through the NAME.all.idx that pack wrote."""
     (part,) = run_dali(train_python, packed, 1)
     expected = expected_records(packed)
     assert part["size"] == len(expected)
@@ -205,7 +203,6 @@ def test_the_readme_training_examples_run_as_written(train_python: str, tmp_path
     assert len(blocks) == 3 and "fn.readers.mxnet" in blocks[0] and "RecordIOIterableDataset" in blocks[1]
     packed = pack_tree(image_tree(tmp_path / "images", classes=4, per_class=20), tmp_path / "rec", name="train",
                        num_shards=2)
-    write_dataset_index(packed.out, "train", [(s.rec.name, s.idx.name) for s in packed.manifest.shards])
     dali, torch_out, compat = (run_train(train_python, block, cwd=tmp_path) for block in blocks)
     assert dali.strip() == "[64, 3, 224, 224] [64, 1]"
     lines = torch_out.strip().splitlines()
