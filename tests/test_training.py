@@ -210,3 +210,44 @@ def test_the_readme_training_examples_run_as_written(train_python: str, tmp_path
     assert lines[1:] == ["epoch 0: 80 of 80 images", "epoch 1: 80 of 80 images"]
     header_label, shape = compat.strip().split(" ", 1)
     assert float(header_label) == packed.labels[0] and shape.startswith("(") and shape.endswith(", 3)")
+
+
+DIST_SCRIPT = r"""
+import hashlib, json, os, sys
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader
+
+
+def run(rank, world, path, out):
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only
+    dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=world)
+    from recordio_pack.torch import RecordIOIterableDataset
+
+    dataset = RecordIOIterableDataset(path, decode=False, seed=3)  # rank and world size from torch.distributed
+    dataset.set_epoch(1)
+    rows = [[hashlib.sha256(image).hexdigest(), label]
+            for image, label in DataLoader(dataset, batch_size=None, num_workers=2)]
+    with open(f"{out}/{rank}.json", "w") as stream:
+        json.dump({"rank": dataset.rank, "world": dataset.world_size, "len": len(dataset), "records": rows}, stream)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    path, out = sys.argv[1], sys.argv[2]
+    mp.spawn(run, args=(2, path, out), nprocs=2)
+    print(json.dumps([json.load(open(f"{out}/{rank}.json")) for rank in range(2)]))
+"""
+
+
+def test_iterable_dataset_takes_its_part_from_torch_distributed(train_python: str, packed: Packed,
+                                                                  tmp_path: Path) -> None:
+    """Two gloo ranks (file:// rendezvous, loopback), each with a two-worker DataLoader: every record once."""
+    script = tmp_path / "dist_script.py"
+    script.write_text(DIST_SCRIPT)
+    ranks = json.loads(run_train(train_python, script, str(packed.out), str(tmp_path)))
+    assert [(rank["rank"], rank["world"]) for rank in ranks] == [(0, 2), (1, 2)]
+    expected = expected_records(packed)
+    assert [len(rank["records"]) for rank in ranks] == [rank["len"] for rank in ranks] == [18, 18]
+    seen = [pair for rank in ranks for pair in as_pairs(rank["records"])]
+    assert Counter(seen) == Counter(expected) and len(seen) == len(expected)

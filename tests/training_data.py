@@ -96,16 +96,16 @@ def find_train_python() -> str:
     return candidate
 
 
-def run_train(python: str, script: str, *args: str, cwd: Path | None = None, timeout: float = 600) -> str:
-    """Run ``script`` (Python source) with the training interpreter, recordio_pack importable from this checkout;
-    return its stdout, fail with its stderr."""
+def run_train(python: str, script: str | Path, *args: str, cwd: Path | None = None, timeout: float = 600) -> str:
+    """Run ``script`` (Python source, or a file: what torch.multiprocessing's spawn needs) with the training
+    interpreter, recordio_pack importable from this checkout; return its stdout, fail with its stderr."""
     import os
     import subprocess
     import textwrap
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
-    completed = subprocess.run([python, "-c", textwrap.dedent(script), *args], capture_output=True, text=True,
-                               cwd=cwd, env=env, timeout=timeout)
+    command = [python, str(script)] if isinstance(script, Path) else [python, "-c", textwrap.dedent(script)]
+    completed = subprocess.run([*command, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
     if completed.returncode != 0:
         raise AssertionError(f"training env script failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
     return completed.stdout
