@@ -90,7 +90,8 @@ def test_tiny_run_prints_every_row_and_every_figure_parses(tmp_path: Path, mxnet
     assert "pass-through, ours with --validate full" in labels
     throughput = {row[0]: row for row in rows if len(row) == 13}
     assert throughput[bench.CASES["256"].title][-1] and throughput[bench.CASES["256"].title][-2]  # % of the limit
-    assert [row["case"] for row in summary["cases"]] == ["256", "480", "480-full", "pass", "pass-full"]
+    assert [row["case"] for row in summary["cases"]] == ["256", "256-1shard", "480", "480-full", "pass", "pass-full"]
+    assert any(label.startswith("ours at 256 q95, one shard, 2 workers: CPU s / wall s") for label in labels)
     by_case = {row["case"]: row for row in summary["cases"]}
     assert by_case["pass-full"]["im2rec_walls"] == by_case["pass"]["im2rec_walls"]  # shared, not rerun
     for side in ("ours", "im2rec"):
