@@ -5,7 +5,7 @@ MXVENV := .venv-mxnet
 PIP_QUIET := --quiet --disable-pip-version-check
 DEMO_DIR ?= demo
 
-.PHONY: all install demo lint test test-fast bench clean
+.PHONY: all install demo lint test test-fast bench bench-read clean
 
 all: install
 
@@ -64,6 +64,11 @@ test-fast: $(VENV)/.installed
 bench: $(VENV)/.installed $(MXSTAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python bench/pack_vs_im2rec.py --mxnet-python "$(CURDIR)/$(MXVENV)/bin/python"
 	$(VENV)/bin/python bench/cost_breakdown.py
+
+# Reading the shards for training (issue 13): mxnet's MXIndexedRecordIO, DALI's CPU reader and ours, and a DataLoader.
+bench-read: $(VENV)/.installed $(MXSTAMP) $(TRAINSTAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python bench/read_speed.py \
+		--mxnet-python "$(CURDIR)/$(MXVENV)/bin/python" --train-python "$(CURDIR)/$(TRAINVENV)/bin/python"
 
 clean:
 	rm -rf $(VENV) $(MXVENV) $(TRAINVENV) $(DEMO_DIR) bench/out .pytest_cache *.egg-info
