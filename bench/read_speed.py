@@ -137,7 +137,8 @@ import json, math, sys, time
 from pathlib import Path
 import cv2, numpy as np, torch
 from torch.utils.data import DataLoader, Dataset
-from recordio_pack.torch import RecordIODataset, decode_rgb
+from recordio_pack.reader import decode_rgb
+from recordio_pack.torch import RecordIODataset
 
 mode, path, workers, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 

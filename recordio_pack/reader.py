@@ -16,13 +16,16 @@ from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recordio_pack.format import Buffer, FramingError, IRHeader, read_record, unpack_payload
 from recordio_pack.index import cumulative_pairs, dataset_index_name
 from recordio_pack.recordio import InputError, mapped, read_idx, require_file
 
-__all__ = ["DamagedRecord", "MissingKey", "MappedFile", "IndexedRecordIO", "iter_payloads"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["DamagedRecord", "MissingKey", "MappedFile", "IndexedRecordIO", "iter_payloads", "decode_rgb"]
 
 
 class DamagedRecord(InputError):
@@ -244,3 +247,15 @@ def _pairs_of_shards(recs: list[Path], idxs: list[Path]) -> list[tuple[int, int]
     files = [([offset for _, offset in _read_pairs(require_file(idx))], rec.stat().st_size)
              for rec, idx in zip(recs, idxs)]
     return cumulative_pairs(files)
+
+
+def decode_rgb(image: bytes) -> np.ndarray:
+    """An encoded image (a record's image bytes) as an HWC uint8 RGB array, decoded by OpenCV; gray images get
+    three equal channels.  ValueError when it does not decode."""
+    import cv2
+    import numpy as np
+
+    decoded = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ValueError("the record's image could not be decoded")
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)

@@ -22,22 +22,12 @@ import torch.distributed
 import torch.utils.data
 
 from recordio_pack.format import IRHeader, unpack_payload
-from recordio_pack.reader import IndexedRecordIO, iter_payloads
+from recordio_pack.reader import IndexedRecordIO, decode_rgb, iter_payloads
 
 __all__ = ["RecordIODataset", "RecordIOIterableDataset", "decode_rgb", "epoch_parts"]
 
 Sample = tuple[Any, Any]
 Segment = tuple[int, int, int]  # shard, first record (position in the shard), record count
-
-
-def decode_rgb(image: bytes) -> np.ndarray:
-    """An encoded image as an HWC uint8 RGB array (gray images get three equal channels)."""
-    import cv2
-
-    decoded = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if decoded is None:
-        raise ValueError("the record's image could not be decoded")
-    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def _label(header: IRHeader) -> Any:

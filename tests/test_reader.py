@@ -216,3 +216,18 @@ def test_labels_above_2_to_the_24_warn_that_float32_rounds_them() -> None:
     with pytest.warns(recordio.LabelPrecisionWarning, match="label 16777217 is stored in float32 as 16777216"):
         packed = recordio.pack((2, [16777217.0, 3.0], 0, 0), b"")
     assert recordio.unpack(packed)[0].label.tolist() == [16777216.0, 3.0]
+
+
+def test_decode_rgb_gives_hwc_uint8_rgb_also_for_gray_images() -> None:
+    import cv2
+
+    from recordio_pack.reader import decode_rgb
+
+    red = np.zeros((16, 24, 3), np.uint8)
+    red[:, :, 2] = 255  # OpenCV holds BGR
+    image = decode_rgb(cv2.imencode(".png", red)[1].tobytes())
+    assert image.shape == (16, 24, 3) and image.dtype == np.uint8 and image[0, 0].tolist() == [255, 0, 0]
+    gray = decode_rgb(cv2.imencode(".png", np.full((5, 7), 90, np.uint8))[1].tobytes())
+    assert gray.shape == (5, 7, 3) and gray[0, 0].tolist() == [90, 90, 90]
+    with pytest.raises(ValueError, match="could not be decoded"):
+        decode_rgb(b"not an image")
