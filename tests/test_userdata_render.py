@@ -28,7 +28,12 @@ VARIANTS = {
                                   delete_on_termination=False, region="ap-southeast-2"),
     "io2": UserDataOptions("snap-01234567", volume_type="io2", iops=64000, prewarm=True),
     "st1-keep": UserDataOptions(SNAP, volume_type="st1", delete_on_termination=False),
+    "s3": UserDataOptions(source="s3://my-bucket/datasets/imagenet"),
+    "s3-everything": UserDataOptions(source="s3://my-bucket/a b/c+d", mount_point="/mnt/local-nvme",
+                                     filesystem_label="imagenet", region="eu-west-1"),
 }
+EBS_VARIANTS = {name: options for name, options in VARIANTS.items() if options.snapshot_id}
+TEMPLATES = ("common.sh.tmpl", "boot.sh.tmpl", "boot-s3.sh.tmpl")
 
 
 def shellcheck() -> str:
@@ -75,15 +80,21 @@ def test_settings_carry_the_options_as_bash_sees_them() -> None:
 
 
 def test_no_format_no_imdsv1_no_secrets_in_any_variant() -> None:
-    template = resources.files("recordio_pack.userdata").joinpath("boot.sh.tmpl").read_text()
-    for text in [template] + [render(options, fmt) for options in VARIANTS.values()
-                              for fmt in ("shell", "cloud-config")]:
-        assert "mkfs" not in text.lower()
+    folder = resources.files("recordio_pack.userdata")
+    templates = {name: folder.joinpath(name).read_text() for name in TEMPLATES}
+    for text in [templates["common.sh.tmpl"]] + [render(options, fmt) for options in VARIANTS.values()
+                                                 for fmt in ("shell", "cloud-config")]:
+        if "boot-s3" not in text and "instance-store" not in text:  # the EBS script never formats
+            assert "mkfs" not in text.lower()
         assert "AWS_SECRET_ACCESS_KEY" not in text and "AWS_ACCESS_KEY_ID" not in text
         # one curl call, in the request function that always sends an IMDSv2 token (or asks for one)
         assert len(re.findall(r"^\s*curl ", text, flags=re.M)) == 1
     # Comments are stripped when rendering; that is only safe without heredocs or multi-line strings.
-    assert not re.search(r"(?<!<)<<(?!<)", template)
+    for template in templates.values():
+        assert not re.search(r"(?<!<)<<(?!<)", template)
+    # the S3 script formats only what it found as instance store, through one command, after check_ours
+    body = templates["boot-s3.sh.tmpl"]
+    assert len(re.findall(r'"\$MKFS" ', body)) == 1 and body.index("check_ours \"$TARGET\" fs") < body.index('"$MKFS" ')
 
 
 def test_cloud_config_holds_the_same_script_and_runs_it() -> None:
@@ -249,3 +260,47 @@ def test_cli_output_into_a_missing_folder_is_one_line(tmp_path: Path, capsys: py
     assert main(["userdata", "--snapshot-id", SNAP, "-o", str(tmp_path / "no" / "boot.sh")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"the folder {tmp_path / 'no'} does not exist" in err
+
+
+# --- the S3 source (instance-store NVMe) ---
+
+def test_s3_settings_and_what_the_script_is_made_of() -> None:
+    script = render_script(VARIANTS["s3-everything"])
+    values = settings_of(script)
+    assert values["SOURCE_URI"] == "s3://my-bucket/a b/c+d" and values["MOUNT_POINT"] == "/mnt/local-nvme"
+    assert (values["FS_LABEL"], values["FS_TYPE"], values["RAID_NAME"], values["REGION"]) == (
+        "imagenet", "ext4", "recordio-pack", "eu-west-1")
+    assert "SNAPSHOT_ID" not in values and "create-volume" not in script and "find_disks" in script
+    assert settings_of(render_script(VARIANTS["s3"]))["FS_LABEL"] == "rp-dataset"
+    assert "find_disks" not in render_script(VARIANTS["defaults"])  # the EBS script has no S3 body
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "either a snapshot id"),
+    ({"snapshot_id": SNAP, "source": "s3://my-bucket/x"}, "either a snapshot id"),
+    ({"source": "my-bucket/x"}, "not an S3 URI"),
+    ({"source": "s3://My_Bucket/x"}, "not a valid bucket name"),
+    ({"source": "s3://my-bucket/../x"}, "must not contain"),
+    ({"source": "s3://my-bucket/it's"}, "printable ASCII without quotes"),
+    ({"source": "s3://my-bucket/x\ny"}, "printable ASCII without quotes"),
+    ({"source": "s3://my-bucket/x", "prewarm": True}, "--prewarm shape an EBS volume"),
+    ({"source": "s3://my-bucket/x", "iops": 4000, "volume_type": "io2"}, "--volume-type, --iops shape an EBS"),
+    ({"source": "s3://my-bucket/x", "mount_point": "/etc"}, "inside /etc"),
+])
+def test_bad_s3_options_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        UserDataOptions(**kwargs)
+
+
+def test_cli_renders_the_s3_script_and_needs_one_source(capsys: pytest.CaptureFixture[str]) -> None:
+    from recordio_pack.cli import main
+
+    assert run_cli(["--source", "s3://my-bucket/datasets/imagenet", "--mount-point", "/scratch"]) == 0
+    assert capsys.readouterr().out == render(UserDataOptions(source="s3://my-bucket/datasets/imagenet",
+                                                             mount_point="/scratch"))
+    with pytest.raises(SystemExit) as stopped:  # argparse's own check: its usage line and exit 2
+        main(["userdata", "--source", "s3://my-bucket/x", "--snapshot-id", SNAP])
+    assert stopped.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert main(["userdata", "--source", "s3://my-bucket/x", "--prewarm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--prewarm shape an EBS volume" in err

@@ -1,6 +1,8 @@
-"""Render the boot script (``boot.sh.tmpl``) into EC2 user-data: plain bash, or cloud-config around it.
+"""Render the boot script into EC2 user-data: plain bash, or cloud-config around it.
 
-The template is a complete, commented bash script except for one marker line, replaced by a block of shell
+The script is ``common.sh.tmpl`` (settings, logging, instance metadata) followed by the body for the data
+source: ``boot.sh.tmpl`` (a volume from an EBS snapshot) or ``boot-s3.sh.tmpl`` (S3 onto instance-store NVMe).
+Together they are a complete, commented bash script except for one marker line, replaced by a block of shell
 variable assignments built here from validated options (every value is shell-quoted as well). Comment lines are
 dropped when rendering (the template holds no heredocs or multi-line strings, so that is safe) to leave room
 under EC2's user-data limit of 16 KB (16384 bytes, counted before base64), which the rendered text must fit.
@@ -24,6 +26,7 @@ from recordio_pack.aws.ebs_options import (
     check_region,
     read_only_mount_options,
 )
+from recordio_pack.aws.s3 import parse_s3_uri
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
 from recordio_pack.fsutil import atomic_output
 
@@ -38,6 +41,9 @@ _MARKER = "@@SETTINGS@@"
 _MOUNT_POINT = re.compile(r"^(/[A-Za-z0-9._+-]+)+$")  # no spaces or quotes: it goes into fstab and awk
 _DEVICE = re.compile(r"^/dev/(sd|xvd)[b-z][a-z]?$")
 _LABEL = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
+S3_FILESYSTEM = "ext4"  # what the S3 script makes on the instance store
+S3_LABEL = "rp-dataset"  # its label unless one is given: how the script knows its own filesystem again
+RAID_NAME = "recordio-pack"  # the md array's name, likewise
 
 
 class OutputExists(RefusedError):
@@ -57,9 +63,12 @@ class UserDataOptions:
     """What the boot script does. Sizes: ``size_gib`` in GiB (None: the snapshot's size); ``iops`` in I/O
     operations per second; ``throughput`` in MiB/s (gp3 only); ``prewarm_rate`` in MiB/s, 100-300, given to
     create-volume as the volume initialization rate (implies ``prewarm``). ``region`` None: the instance's own,
-    read from instance metadata at boot."""
+    read from instance metadata at boot. Exactly one of ``snapshot_id`` (an EBS volume from the snapshot) and
+    ``source`` (``s3://bucket/prefix``, restored onto the instance-store NVMe disks; the volume options do not
+    apply, ``filesystem_label`` names the filesystem the script makes, default ``rp-dataset``)."""
 
-    snapshot_id: str
+    snapshot_id: str | None = None
+    source: str | None = None
     mount_point: str = "/data"
     volume_type: str = "gp3"
     iops: int | None = None
@@ -73,7 +82,12 @@ class UserDataOptions:
     region: str | None = None
 
     def __post_init__(self) -> None:
-        check_id("snapshot", self.snapshot_id)
+        if (self.snapshot_id is None) == (self.source is None):
+            raise UsageError("give either a snapshot id (an EBS volume) or an s3:// source (instance-store NVMe)")
+        if self.snapshot_id is not None:
+            check_id("snapshot", self.snapshot_id)
+        else:
+            self._check_source()
         if not _MOUNT_POINT.fullmatch(self.mount_point) or "/." in self.mount_point:
             raise UsageError(f"mount point must be an absolute path of letters, digits and ._+- "
                              f"(no trailing slash, no . or .. parts): {self.mount_point!r}")
@@ -87,13 +101,47 @@ class UserDataOptions:
         if self.region is not None:
             check_region(self.region)
 
+    def _check_source(self) -> None:
+        assert self.source is not None
+        try:
+            parse_s3_uri(self.source)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if not re.fullmatch(r"s3://[ -~]+", self.source) or "'" in self.source:
+            raise UsageError(f"the S3 source must be printable ASCII without quotes: {self.source!r}")
+        ebs_only = {"--volume-type": self.volume_type != "gp3", "--iops": self.iops is not None,
+                    "--throughput": self.throughput is not None, "--size": self.size_gib is not None,
+                    "--device": self.device != "/dev/sdf", "--prewarm": self.prewarm,
+                    "--prewarm-rate": self.prewarm_rate is not None,
+                    "--no-delete-on-termination": not self.delete_on_termination}
+        given = [flag for flag, set_ in ebs_only.items() if set_]
+        if given:
+            raise UsageError(f"{', '.join(given)} shape an EBS volume; with an S3 source the dataset goes onto "
+                             "the instance store")
+
+    @property
+    def description(self) -> str:
+        """What the script does, in a few words (for its header)."""
+        if self.source is not None:
+            return f"{self.source} onto instance-store NVMe at {self.mount_point}"
+        return f"{self.snapshot_id} read-only at {self.mount_point}"
+
+    @property
+    def body(self) -> str:
+        """The template that follows ``common.sh.tmpl``."""
+        return "boot-s3.sh.tmpl" if self.source is not None else "boot.sh.tmpl"
+
     def settings(self) -> dict[str, str]:
         """The shell variables the template reads, as strings (empty: not set)."""
         def text(value: object) -> str:
             return "" if value is None else str(value)
 
+        if self.source is not None:
+            return {"SOURCE_URI": self.source.rstrip("/"), "MOUNT_POINT": self.mount_point,
+                    "REGION": text(self.region), "TOOL_VERSION": __version__, "FS_TYPE": S3_FILESYSTEM,
+                    "FS_LABEL": self.filesystem_label or S3_LABEL, "RAID_NAME": RAID_NAME}
         return {
-            "SNAPSHOT_ID": self.snapshot_id,
+            "SNAPSHOT_ID": text(self.snapshot_id),
             "MOUNT_POINT": self.mount_point,
             "VOLUME_TYPE": self.volume_type,
             "VOLUME_IOPS": text(self.iops),
@@ -112,8 +160,9 @@ class UserDataOptions:
         }
 
 
-def _template() -> str:
-    return resources.files("recordio_pack.userdata").joinpath("boot.sh.tmpl").read_text(encoding="utf-8")
+def _template(body: str) -> str:
+    folder = resources.files("recordio_pack.userdata")
+    return "".join(folder.joinpath(name).read_text(encoding="utf-8") for name in ("common.sh.tmpl", body))
 
 
 def _strip_comments(script: str) -> str:
@@ -123,11 +172,12 @@ def _strip_comments(script: str) -> str:
 
 def render_script(options: UserDataOptions) -> str:
     """The bash boot script for ``options`` (not size-checked; ``render`` checks)."""
-    template = _template()
+    template = _template(options.body)
     if template.count(_MARKER) != 1:
         raise RecordioPackError("the boot script template is damaged (settings marker missing)")
-    header = (f"# recordio-pack {__version__} boot script: {options.snapshot_id} read-only at {options.mount_point}.\n"
-              "# Rendered from recordio_pack/userdata/boot.sh.tmpl (the commented source); safe to re-run.\n")
+    header = (f"# recordio-pack {__version__} boot script: {options.description}.\n"
+              f"# Rendered from recordio_pack/userdata/common.sh.tmpl + {options.body} (the commented source); "
+              "safe to re-run.\n")
     block = "\n".join(f"{name}={shlex.quote(value) if value else ''}"
                       for name, value in options.settings().items())
     shebang, rest = _strip_comments(template).split("\n", 1)
@@ -140,7 +190,7 @@ def _cloud_config(script: str, options: UserDataOptions) -> str:
     body = "".join(f"    {line}\n" if line else "\n" for line in script.splitlines())
     return (
         "#cloud-config\n"
-        f"# recordio-pack: mount {options.snapshot_id} read-only at {options.mount_point}\n"
+        f"# recordio-pack: {options.description}\n"
         "write_files:\n"
         f"- path: {SCRIPT_PATH}\n"
         "  owner: root:root\n"
