@@ -11,9 +11,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recordio_pack.errors import RecordioPackError, UsageError
 from recordio_pack.sources import EntryList, FolderSource, ImageSource
+
+if TYPE_CHECKING:
+    from recordio_pack.aws.session import AwsTarget
 
 __all__ = ["PackInput", "InputNotFound", "open_input", "check_dataset_name", "check_output_folder",
            "default_dataset_name"]
@@ -65,10 +69,13 @@ def default_dataset_name(path: Path) -> str:
 
 def open_input(input_path: str | Path, *, root: str | None = None, classes_file: str | None = None,
                exts: Sequence[str] = (".jpeg", ".jpg", ".png"), shuffle: bool = True, seed: int = 100,
-               labels: str = "sorted", devkit: str | None = None) -> PackInput:
-    """The entries and source to pack from a folder, a ``.lst`` (with ``root``) or an ILSVRC2012 ``.tar``."""
+               labels: str = "sorted", devkit: str | None = None, aws: AwsTarget | None = None) -> PackInput:
+    """The entries and source to pack from a folder, a ``.lst`` (with ``root``) or an ILSVRC2012 ``.tar``; a
+    folder or a ``root`` may be an S3 prefix (``s3://bucket/prefix``, reached with ``aws``'s settings)."""
     from recordio_pack.listing import LstIndex, ordered_entries, read_class_map, scan_tree
 
+    if str(input_path).startswith("s3://"):
+        return _open_s3_folder(str(input_path), exts, shuffle, seed, aws)
     path = Path(input_path)
     if not path.exists():
         raise InputNotFound(f"{path}: no such file or folder")
@@ -80,7 +87,7 @@ def open_input(input_path: str | Path, *, root: str | None = None, classes_file:
     if path.suffix == ".lst":
         if not root:
             raise UsageError("--root is required with a .lst input (the folder its paths are relative to)")
-        if not Path(root).is_dir():
+        if not root.startswith("s3://") and not Path(root).is_dir():
             raise InputNotFound(f"{root}: no such folder (--root)")
         try:
             entries = LstIndex(path)
@@ -93,8 +100,15 @@ def open_input(input_path: str | Path, *, root: str | None = None, classes_file:
             classes = read_class_map(class_file) if class_file.exists() else None
         except ValueError as error:
             raise UsageError(str(error)) from None
-        return PackInput(entries, FolderSource(root), classes, "lst", default_dataset_name(path),
-                         f"lst:{path.resolve()}:{Path(root).resolve()}", False)
+        if root.startswith("s3://"):
+            from recordio_pack.aws.s3_input import parse_root
+            from recordio_pack.aws.session import AwsTarget
+
+            source: ImageSource = parse_root(root, aws or AwsTarget())
+            origin = f"lst:{path.resolve()}:{source.describe()}"
+        else:
+            source, origin = FolderSource(root), f"lst:{path.resolve()}:{Path(root).resolve()}"
+        return PackInput(entries, source, classes, "lst", default_dataset_name(path), origin, False)
     if path.suffix == ".tar":
         import tarfile
 
@@ -108,6 +122,18 @@ def open_input(input_path: str | Path, *, root: str | None = None, classes_file:
         return PackInput(ordered_entries(archive_entries, shuffle, seed), source, classes, convention,
                          default_dataset_name(path), f"tar:{path.resolve()}", True)
     raise UsageError(f"{path}: not a folder, .lst or .tar")
+
+
+def _open_s3_folder(uri: str, exts: Sequence[str], shuffle: bool, seed: int, aws: AwsTarget | None) -> PackInput:
+    from recordio_pack.aws.s3_input import list_s3_tree, parse_root
+    from recordio_pack.aws.session import AwsTarget
+    from recordio_pack.listing import ordered_entries
+
+    source = parse_root(uri, aws or AwsTarget())
+    listing = list_s3_tree(source, exts)
+    name = source.prefix.rstrip("/").rsplit("/", 1)[-1] or source.bucket
+    return PackInput(ordered_entries(listing.entries, shuffle, seed), source, listing.classes, "sorted", name,
+                     f"s3:{source.describe()}", True, listing.rejects, listing.skipped)
 
 
 def check_output_folder(out_dir: str | Path) -> Path:

@@ -54,6 +54,7 @@ class Entry:
     path: str  # relative path as written in the .lst (inside an archive: "n01440764/n01440764_10026.JPEG")
     offset: int = -1  # byte offset of the image inside the source's container, -1 when it is a file
     size: int = -1
+    mtime_ns: int = -1  # when a listing already told it (S3's LastModified), so no request asks again
 
 
 class Entries(Protocol):

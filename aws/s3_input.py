@@ -1,0 +1,171 @@
+"""Images in S3 as ``pack`` input: a class-folder prefix (``s3://bucket/train``) listed like a local tree, and
+an ``ImageSource`` that reads each image with a GET.
+
+The listing streams ListObjectsV2 pages and keeps one ``Entry`` per image (its size and LastModified in it, so
+planning sends no request per image); keys are ordered by path components, as ``listing.scan_tree`` walks a
+folder, so an S3 prefix and a local copy of the same tree give the same list. Keys that end in ``/`` (the
+console's empty "folder" markers) are not files and are not counted.
+
+``S3Source`` is a small picklable value (bucket, prefix, connection settings): each process makes its own client
+on first use. Retries are botocore's standard mode (throttling and dropped connections back off and retry); a
+missing object is a reject like a missing file, any other failure after the retries stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from recordio_pack.aws.s3 import parse_s3_uri
+from recordio_pack.aws.session import AwsTarget, aws_errors
+from recordio_pack.errors import UsageError
+from recordio_pack.format import lst_path_problem
+from recordio_pack.listing import DEFAULT_EXTS, TreeListing
+from recordio_pack.sources import Entry, InputStat
+
+__all__ = ["S3Source", "list_s3_tree", "parse_root"]
+
+READ_AHEAD = 16  # GETs in flight per worker: a GET's latency (tens of ms) hidden behind the codec's few ms
+
+_clients: dict[tuple[Any, int], Any] = {}  # (source settings, pid) -> client: one per process
+_clients_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class S3Source:
+    """Images as objects ``s3://bucket/prefix<entry.path>``."""
+
+    bucket: str
+    prefix: str  # "" or ending in "/"
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+
+    def client(self) -> Any:
+        key = ((self.profile, self.region, self.endpoint_url), os.getpid())
+        with _clients_lock:
+            if key not in _clients:
+                target = AwsTarget(self.profile, self.region, self.endpoint_url)
+                _clients[key] = target.client("s3", max_pool_connections=READ_AHEAD + 4)
+            return _clients[key]
+
+    def key(self, entry: Entry) -> str:
+        return self.prefix + entry.path
+
+    def read(self, entry: Entry) -> bytes:
+        """The object's bytes. A missing object is FileNotFoundError, a forbidden one PermissionError (rejects,
+        as for files); any other failure raises AwsError once botocore's retries are spent."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client().get_object(Bucket=self.bucket, Key=self.key(entry))["Body"].read()
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(f"{self.describe()}{entry.path}: no such object") from None
+            if code in ("AccessDenied", "403"):
+                raise PermissionError(f"{self.describe()}{entry.path}: access denied") from None
+            with aws_errors(f"reading s3://{self.bucket}/{self.key(entry)}"):
+                raise
+
+    def stat(self, entry: Entry) -> InputStat:
+        """Size and LastModified: from the listing when it gave them, else one HeadObject."""
+        if entry.size >= 0 and entry.mtime_ns >= 0:
+            return InputStat(entry.size, entry.mtime_ns)
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client().head_object(Bucket=self.bucket, Key=self.key(entry))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"{self.describe()}{entry.path}: no such object") from None
+            with aws_errors(f"looking up s3://{self.bucket}/{self.key(entry)}"):
+                raise
+        return InputStat(head["ContentLength"], _nanoseconds(head["LastModified"]))
+
+    def size(self, entry: Entry) -> int:
+        return self.stat(entry).size
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def read_all(self, entries: Iterable[Entry], ahead: int = READ_AHEAD) -> Iterator[tuple[Entry, bytes | OSError]]:
+        """Each entry with its bytes (or the OSError that rejects it), in order, with ``ahead`` GETs in flight."""
+        def fetch(entry: Entry) -> bytes | OSError:
+            try:
+                return self.read(entry)
+            except OSError as error:
+                return error
+
+        with ThreadPoolExecutor(ahead, thread_name_prefix="s3-read") as pool:
+            queued: deque[tuple[Entry, Future[bytes | OSError]]] = deque()
+            remaining = iter(entries)
+            while True:
+                while len(queued) < ahead and (entry := next(remaining, None)) is not None:
+                    queued.append((entry, pool.submit(fetch, entry)))
+                if not queued:
+                    return
+                entry, future = queued.popleft()
+                yield entry, future.result()
+
+
+def _nanoseconds(moment: Any) -> int:
+    return int(moment.timestamp() * 1_000_000) * 1000
+
+
+def parse_root(uri: str, target: AwsTarget) -> S3Source:
+    """The source for ``s3://bucket/prefix`` (a folder of images); UsageError for a malformed URI."""
+    try:
+        location = parse_s3_uri(uri)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return S3Source(location.bucket, location.list_prefix, target.profile, target.region, target.endpoint_url)
+
+
+def list_s3_tree(source: S3Source, exts: Iterable[str] = DEFAULT_EXTS) -> TreeListing:
+    """Every object under the source's prefix, as ``listing.scan_tree`` sees a folder: images in class "folders"
+    (the first key part below the prefix; labels in sorted order) are entries, images beside them are rejects,
+    other extensions are skipped."""
+    wanted = {ext.lower() if ext.startswith(".") else f".{ext.lower()}" for ext in exts}
+    listing = TreeListing(classes=[], entries=[])
+    found: list[tuple[tuple[str, ...], int, int]] = []  # (path parts, size, mtime_ns)
+    paginator = source.client().get_paginator("list_objects_v2")
+    with aws_errors(f"listing {source.describe()}"):
+        for page in paginator.paginate(Bucket=source.bucket, Prefix=source.prefix):
+            for item in page.get("Contents", ()):
+                relative = item["Key"][len(source.prefix):]
+                if not relative or relative.endswith("/"):
+                    continue  # a "folder" marker, not a file
+                found.append((tuple(relative.split("/")), item["Size"], _nanoseconds(item["LastModified"])))
+    if not found:
+        raise UsageError(f"{source.describe()}: no objects under this prefix")
+    found.sort(key=lambda item: (len(item[0]) > 1, item[0]))  # files beside the classes first, then the order a
+    # sorted walk of the class folders gives (by path parts), as scan_tree reports them
+    classes = sorted({parts[0] for parts, _, _ in found if len(parts) > 1})
+    label_of = {name: (float(label),) for label, name in enumerate(classes)}
+    listing.classes = classes
+    for parts, size, mtime_ns in found:
+        relative = "/".join(parts)
+        extension = posixpath.splitext(parts[-1])[1].lower()
+        if len(parts) == 1:
+            if extension in wanted:
+                listing.rejects.append((relative, "outside any class folder (images go in ROOT/CLASS/)"))
+            else:
+                listing.skipped.append((relative, "outside any class folder, not an image extension"))
+            continue
+        if extension not in wanted:
+            listing.skipped.append((relative, f"extension {extension or '(none)'} is not in --exts"))
+            continue
+        problem = lst_path_problem(relative)
+        if problem:
+            listing.rejects.append((relative, problem))
+            continue
+        # in class order already (classes sort by their first part), as scan_tree numbers them
+        listing.entries.append(Entry(len(listing.entries), label_of[parts[0]], relative, -1, size, mtime_ns))
+    return listing
