@@ -1,4 +1,5 @@
-"""Rebuilding `.idx` files from `.rec` files, and one combined index over many shards (DALI-style).
+"""Rebuilding a shard's index from its records (RecordIO's `.idx`, DALI's TFRecord index: the shard's
+``RecordFormat`` writes the lines), and one combined index over many RecordIO shards (DALI-style).
 
 ``write_dataset_index`` writes a packed dataset's ``NAME.all.idx`` from its shards' own `.idx` files (no shard is
 read again): one index over every shard in shard order, keys 0..N-1, offsets cumulative across the files, which
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 from recordio_pack.errors import RefusedError
-from recordio_pack.format import Damage, scan_frames, unpack_payload
+from recordio_pack.format import Damage
+from recordio_pack.formats import RecordFormat, detect, make_format
+from recordio_pack.fsutil import atomic_output
 from recordio_pack.recordio import DamagedShard, InputError, mapped, read_idx, require_file, write_idx_atomic
 
 __all__ = ["IndexResult", "SkippedRange", "DuplicateIds", "DATASET_INDEX_SUFFIX", "dataset_index_name", "scan_offsets",
@@ -57,13 +60,41 @@ class IndexResult:
         return asdict(self)
 
 
-def _key_of(rec: Path, key: Key, position: int, offset: int, payload: bytes) -> int:
+def _key_of(rec: Path, fmt: RecordFormat, key: Key, position: int, offset: int, payload: bytes) -> int:
     if key == "position":
         return position
     try:
-        return unpack_payload(payload)[0].id
+        record_id = fmt.decode(payload).id
     except ValueError as error:
         raise InputError(f"{rec}: record at byte {offset}: {error}") from None
+    if record_id is None:
+        raise InputError(f"{rec}: {fmt.title} records have no id to key by (use position keys)")
+    return record_id
+
+
+def shard_format(rec: Path) -> RecordFormat:
+    """A shard file's format, by its first bytes (RecordIO, whose scan then names the damage, otherwise)."""
+    with open(rec, "rb") as stream:
+        return detect(stream.read(64)) or make_format()
+
+
+def _scan(rec: Path, fmt: RecordFormat, key: Key, salvage: bool) -> tuple[list[tuple[int, int, int]], list[Damage]]:
+    lines: list[tuple[int, int, int]] = []
+    damage: list[Damage] = []
+    with mapped(rec) as data:
+        for item in fmt.scan(data):
+            if isinstance(item, Damage):
+                damage.append(item)
+            elif salvage or not damage:
+                lines.append((_key_of(rec, fmt, key, len(lines), item.start, item.payload), item.start,
+                              item.end - item.start))
+    if damage and not salvage:
+        raise DamagedShard(rec, damage)
+    return lines, damage
+
+
+def _skipped(rec: Path, damage: list[Damage]) -> list[SkippedRange]:
+    return [SkippedRange(str(rec), item.start, item.end, item.describe()) for item in damage]
 
 
 def scan_offsets(rec: str | Path, key: Key = "position",
@@ -71,17 +102,8 @@ def scan_offsets(rec: str | Path, key: Key = "position",
     """``(key, offset)`` for every readable record of ``rec`` (key: its position among them, or the IRHeader
     id), and the damaged ranges skipped.  Damage raises DamagedShard unless ``salvage``."""
     rec = require_file(rec)
-    pairs: list[tuple[int, int]] = []
-    damage: list[Damage] = []
-    with mapped(rec) as data:
-        for item in scan_frames(data):
-            if isinstance(item, Damage):
-                damage.append(item)
-            elif salvage or not damage:
-                pairs.append((_key_of(rec, key, len(pairs), item.start, item.payload), item.start))
-    if damage and not salvage:
-        raise DamagedShard(rec, damage)
-    return pairs, [SkippedRange(str(rec), item.start, item.end, item.describe()) for item in damage]
+    lines, damage = _scan(rec, shard_format(rec), key, salvage)
+    return [(line_key, offset) for line_key, offset, _ in lines], _skipped(rec, damage)
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:
@@ -91,16 +113,20 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 
 def rebuild_index(rec: str | Path, output: str | Path | None = None, key: Key = "position",
                   overwrite: bool = False, salvage: bool = False) -> IndexResult:
-    """Write ``output`` (default: the `.idx` beside ``rec``) from the records actually in ``rec``."""
+    """Write ``output`` (default: the index beside ``rec``: its `.idx`, or a TFRecord's DALI index) from the
+    records actually in ``rec``."""
     rec = require_file(rec)
-    target = Path(output) if output else rec.with_suffix(".idx")
+    fmt = shard_format(rec)
+    target = Path(output) if output else fmt.index_beside(rec)
     _refuse_existing(target, overwrite)
-    pairs, skipped = scan_offsets(rec, key, salvage)
-    keys = [pair[0] for pair in pairs]
+    lines, damage = _scan(rec, fmt, key, salvage)
+    keys = [line[0] for line in lines]
     if len(set(keys)) != len(keys):
         raise DuplicateIds(f"{rec}: record ids are not unique, so they cannot be index keys")
-    write_idx_atomic(target, pairs)
-    return IndexResult(str(target), len(pairs), 1, tuple(skipped))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as stream:
+        stream.write(b"".join(fmt.index_line(*line) for line in lines))
+    return IndexResult(str(target), len(lines), 1, tuple(_skipped(rec, damage)))
 
 
 def combined_index(recs: Sequence[str | Path], output: str | Path, overwrite: bool = False,
@@ -108,6 +134,10 @@ def combined_index(recs: Sequence[str | Path], output: str | Path, overwrite: bo
     """One index over ``recs`` taken in the given order: keys 0..N-1, offsets cumulative across the files, as
     DALI's readers.mxnet accepts with several `.rec` paths and one index."""
     paths = [require_file(rec) for rec in recs]
+    for rec in paths:
+        if shard_format(rec).name != "recordio":
+            raise InputError(f"{rec}: a combined index is for RecordIO shards (DALI's readers.mxnet); DALI's "
+                             "readers.tfrecord takes one index per TFRecord file, which `index REC` writes")
     target = Path(output)
     _refuse_existing(target, overwrite)
     skipped: list[SkippedRange] = []

@@ -11,7 +11,7 @@ import binascii
 import json
 import sys
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from recordio_pack import __version__
 from recordio_pack.digest import Digests
 from recordio_pack.fsutil import atomic_output
 
-__all__ = ["MANIFEST_FORMAT", "MANIFEST_SUFFIX", "FileRecord", "ShardRecord", "encode_record_crc32s",
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_SUFFIX", "FileRecord", "HasShardFiles", "ShardRecord", "encode_record_crc32s",
            "decode_record_crc32s", "Manifest", "manifest_path", "find_manifests"]
 
 MANIFEST_FORMAT = "recordio-pack.manifest/1"
@@ -41,24 +41,63 @@ class FileRecord:
         return cls(name, digests.size, digests.sha256, digests.crc32)
 
 
-@dataclass(frozen=True)
-class ShardRecord:
+class HasShardFiles:
+    """``rec`` and ``idx`` of a shard whose ``files`` hold the data file first, then its index."""
+
+    files: Sequence[FileRecord]
+
+    @property
+    def rec(self) -> FileRecord:
+        """The data file (a `.rec`, a TFRecord shard)."""
+        return self.files[0]
+
+    @property
+    def idx(self) -> FileRecord:
+        """The data file's index (`.idx`, DALI's TFRecord index)."""
+        return self.files[1]
+
+
+@dataclass(frozen=True, init=False)
+class ShardRecord(HasShardFiles):
+    """One shard as the manifest lists it: ``files``, its data file first, then its index (any format's; the
+    JSON holds them as ``files``, and manifests of older versions, with ``rec`` and ``idx``, still load).
+
+    ``ShardRecord(index, records, rejects, rec, idx, ...)`` (the two files of a RecordIO shard) or
+    ``ShardRecord(index, records, rejects, files=(...), ...)``.
+    """
+
     index: int
     records: int
     rejects: int
-    rec: FileRecord
-    idx: FileRecord
-    # zlib CRC32 of each record's framed bytes (magic through padding), in write order, as base64 of
-    # little-endian uint32 words (`encode_record_crc32s`); "" in manifests written before it existed
+    files: tuple[FileRecord, ...]
+    # zlib CRC32 of each record's framed bytes (RecordIO: magic through padding; TFRecord: header through footer),
+    # in write order, as base64 of little-endian uint32 words (`encode_record_crc32s`); "" in manifests written
+    # before it existed
     record_crc32: str = ""
     inputs: str = ""  # SHA-256 over the shard's list lines and each input's size and mtime (or content hash)
     reencoded: int = 0  # records whose image was decoded and encoded again
 
+    def __init__(self, index: int, records: int, rejects: int, rec: FileRecord | None = None,
+                 idx: FileRecord | None = None, record_crc32: str = "", inputs: str = "", reencoded: int = 0, *,
+                 files: Sequence[FileRecord] = ()) -> None:
+        listed = tuple(files) or tuple(record for record in (rec, idx) if record is not None)
+        if len(listed) < 2:
+            raise ValueError(f"shard {index}: a shard has a data file and its index, got {len(listed)} file(s)")
+        for name, value in (("index", index), ("records", records), ("rejects", rejects), ("files", listed),
+                            ("record_crc32", record_crc32), ("inputs", inputs), ("reencoded", reencoded)):
+            object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "records": self.records, "rejects": self.rejects,
+                "files": [asdict(record) for record in self.files], "record_crc32": self.record_crc32,
+                "inputs": self.inputs, "reencoded": self.reencoded}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShardRecord:
-        return cls(data["index"], data["records"], data["rejects"], FileRecord(**data["rec"]),
-                   FileRecord(**data["idx"]), data.get("record_crc32", ""), data.get("inputs", ""),
-                   data.get("reencoded", 0))
+        files = data["files"] if "files" in data else [data["rec"], data["idx"]]
+        return cls(data["index"], data["records"], data["rejects"], record_crc32=data.get("record_crc32", ""),
+                   inputs=data.get("inputs", ""), reencoded=data.get("reencoded", 0),
+                   files=[FileRecord(**record) for record in files])
 
     def record_crc32s(self) -> array | None:
         """The per-record CRC32s, or None when the manifest has none; ValueError when they are malformed or
@@ -129,12 +168,12 @@ class Manifest:
     def data_files(self) -> Iterator[FileRecord]:
         """Every file the manifest vouches for (shards first), not counting the manifest itself."""
         for shard in self.shards:
-            yield shard.rec
-            yield shard.idx
+            yield from shard.files
         yield from self.files
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["shards"] = [shard.to_dict() for shard in self.shards]
         data["records"] = self.records
         data["rejects"] = self.rejects
         data["inputs_accounted"] = self.records + self.rejects + self.skipped  # = files under a packed folder

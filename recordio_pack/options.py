@@ -8,10 +8,14 @@ import json
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from recordio_pack.imaging import ImageOptions
+
+if TYPE_CHECKING:
+    from recordio_pack.formats import RecordFormat
 
 __all__ = ["PackOptions", "default_workers", "opencv_version", "DEFAULT_SHARD_SIZE"]
 
@@ -21,6 +25,7 @@ log = logging.getLogger(__name__)
 OPENCV_DISTRIBUTIONS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless",
                         "opencv-contrib-python")
 _IMAGE_FIELDS = tuple(spec.name for spec in fields(ImageOptions))
+_FORMAT_FIELDS = ("format", "preset", "label_base")  # left out of RecordIO's options: fingerprints stay as they were
 
 
 def opencv_version() -> str:
@@ -74,6 +79,10 @@ class PackOptions:
     num_shards / shard_size: how the list is cut into shards (shard_size counts input bytes);
       neither given: ``DEFAULT_SHARD_SIZE``.  on_error: "skip" (reject and go on) or "fail".
     workers: processes packing shards in parallel (does not change the output).
+    format: "recordio" (default) or "tfrecord" (``recordio_pack.formats``).  preset: the TFRecord layout, "tpu"
+      (default with tfrecord), "aip" or "tfds".  label_base: the stored label of class 0 (TFRecord: 1 for tpu and
+      aip, 0 for tfds, unless given).  The three are written to the manifest only for TFRecord, so the fingerprint
+      of a RecordIO pack is what it always was.
     """
 
     image: ImageOptions
@@ -83,6 +92,9 @@ class PackOptions:
     shard_size: int | None = None
     on_error: Literal["skip", "fail"] = "skip"
     workers: int = 0  # 0: default_workers()
+    format: str = "recordio"
+    preset: str = ""
+    label_base: int | None = None
 
     def __init__(self, image: ImageOptions | None = None, **settings: Any) -> None:
         flat = {name: settings.pop(name) for name in _IMAGE_FIELDS if name in settings}
@@ -92,6 +104,12 @@ class PackOptions:
                 object.__setattr__(self, spec.name, settings.pop(spec.name, spec.default))
         if settings:
             raise TypeError(f"PackOptions got unexpected keyword arguments: {', '.join(sorted(settings))}")
+        if self.format == "tfrecord":  # the preset and its label base, resolved once, so the manifest says them
+            from recordio_pack.formats.tfrecord import LABEL_BASE
+
+            object.__setattr__(self, "preset", self.preset or "tpu")
+            if self.label_base is None:
+                object.__setattr__(self, "label_base", LABEL_BASE.get(self.preset, 1))
         self._check()
 
     def _check(self) -> None:
@@ -110,8 +128,27 @@ class PackOptions:
             problems.append(f"workers must be >= 0, got {self.workers}")
         if self.image.reencode == "never" and (self.image.resize or self.image.center_crop):
             problems.append("reencode=never (pass-through) cannot resize or crop")
+        problems += self._format_problems()
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _format_problems(self) -> list[str]:
+        from recordio_pack.formats import UnknownFormat, make_format
+
+        try:
+            make_format(self.format, self.preset, self.label_base)
+        except UnknownFormat as error:
+            return [str(error)]
+        if self.format == "tfrecord" and self.preset in ("tpu", "tfds") and self.image.encoding != "jpg":
+            return [f"preset {self.preset} stores JPEGs (image/format 'JPEG'): encoding must be jpg"]
+        return []
+
+    def record_format(self, classes: Sequence[str] | None = None) -> RecordFormat:
+        """The record format these options write (``classes``: the class map, for layouts that store names)."""
+        from recordio_pack.formats import make_format
+
+        return make_format(self.format, self.preset, self.label_base, classes, pack_label=self.pack_label,
+                           quality=self.image.quality)
 
     @property
     def worker_count(self) -> int:
@@ -122,7 +159,7 @@ class PackOptions:
         size that applies is written even when it is the default."""
         data = asdict(self.image)
         data.update((spec.name, getattr(self, spec.name)) for spec in fields(self)
-                    if spec.name not in ("image", "workers"))
+                    if spec.name not in ("image", "workers") + (_FORMAT_FIELDS if self.format == "recordio" else ()))
         if data["num_shards"] is None and data["shard_size"] is None:
             data["shard_size"] = DEFAULT_SHARD_SIZE
         return data

@@ -1,4 +1,5 @@
-"""Packing a list of images into RecordIO shards: plan, reuse what is current, run workers, write the manifest.
+"""Packing a list of images into shards (RecordIO, TFRecord: ``recordio_pack.formats``): plan, reuse what is
+current, run workers, write the manifest.
 
 The list is cut into contiguous shards (``plan_shards``); each shard is packed by one worker, or, for the last
 shards, in chunks by all of them (``recordio_pack.shard.split_shards``).  Every shard has an *inputs digest*: its list lines with each input's
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recordio_pack.digest import file_digests
-from recordio_pack.errors import RecordioPackError, RefusedError
+from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
+from recordio_pack.formats import RecordFormat, UnknownFormat
 from recordio_pack.fsutil import atomic_output
-from recordio_pack.index import write_dataset_index
 from recordio_pack.inputs import PackInput, check_dataset_name, check_output_folder
 from recordio_pack.listing import count_by_extension, write_class_map, write_lst
 from recordio_pack.locking import dataset_lock
@@ -45,7 +46,6 @@ from recordio_pack.shard import (
     ShardTask,
     ShardWriteError,
     pack_work,
-    shard_names,
     split_shards,
 )
 from recordio_pack.sources import Entry, EntryList, ImageSource
@@ -244,7 +244,7 @@ def _load_previous(out_dir: Path, name: str) -> _Previous | None:
 
 
 def _shard_files(shards: Iterable[ShardResult | ShardRecord]) -> list[str]:
-    return [record.name for shard in shards for record in (shard.rec, shard.idx)]
+    return [record.name for shard in shards for record in shard.files]
 
 
 def _differences(previous: _Previous, options: PackOptions) -> str:
@@ -299,7 +299,7 @@ class _Journal:
 
 def _files_intact(out_dir: Path, result: ShardResult, verify: bool) -> bool:
     """The shard's files are there with the recorded size and, when ``verify``, the recorded SHA-256."""
-    for record in (result.rec, result.idx):
+    for record in result.files:
         path = out_dir / record.name
         try:
             if path.stat().st_size != record.bytes:
@@ -348,11 +348,11 @@ def _tsv_rows(path: Path) -> list[str]:
     return [row for row in text.split("\n")[1:] if row]
 
 
-def _shard_files_of(out_dir: Path, name: str) -> list[str]:
-    """Every file in ``out_dir`` named like a shard of NAME (NAME.rec/.idx, NAME-00003-of-00016.rec/.idx)."""
-    patterns = [f"{name}.rec", f"{name}.idx", f"{name}-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].rec",
-                f"{name}-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].idx"]
-    return sorted(path.name for pattern in patterns for path in out_dir.glob(pattern))
+def _shard_files_of(out_dir: Path, name: str, fmt: RecordFormat) -> list[str]:
+    """Every file in ``out_dir`` named like a shard of NAME in ``fmt`` (RecordIO: NAME.rec/.idx,
+    NAME-00003-of-00016.rec/.idx), relative to ``out_dir``."""
+    return sorted(path.relative_to(out_dir).as_posix() for pattern in fmt.shard_patterns(name)
+                  for path in out_dir.glob(pattern))
 
 
 def _remove_files(out_dir: Path, names: Iterable[str]) -> None:
@@ -362,7 +362,7 @@ def _remove_files(out_dir: Path, names: Iterable[str]) -> None:
 
 def _dataset_files(name: str) -> list[str]:
     """The dataset's files beside its shards, each written through fsutil.atomic_output."""
-    return [f"{name}{suffix}" for suffix in (".rejects.tsv", ".skipped.tsv", ".synsets.txt", ".lst", ".all.idx",
+    return [f"{name}{suffix}" for suffix in (".rejects.tsv", ".skipped.tsv", ".synsets.txt", ".lst", ".all.idx", ".label_map.txt",
                                              MANIFEST_SUFFIX, JOURNAL_SUFFIX)]
 
 
@@ -396,8 +396,9 @@ def _check_unique_keys(entries: EntryList) -> None:
 class _Plan:
     ranges: list[range]
     digests: list[str]
-    names: list[tuple[str, str]]
+    names: list[tuple[str, ...]]
     facts: _InputFacts
+    fmt: RecordFormat
 
     @property
     def outputs(self) -> list[str]:
@@ -410,14 +411,14 @@ class _Plan:
 
 
 def _plan(entries: EntryList, source: ImageSource, options: PackOptions, name: str,
-          check: ChangeCheck) -> _Plan:
+          check: ChangeCheck, fmt: RecordFormat) -> _Plan:
     facts = _input_facts(entries, source, check)
     ranges = plan_shards(len(entries), facts.sizes, options.num_shards, options.shard_size)
     count = len(ranges)
     digests = []
     for index, span in enumerate(ranges):
         digests.append(_shard_inputs_digest(index, count, entries[span.start:span.stop], facts, span.start))
-    return _Plan(ranges, digests, [shard_names(name, index, count) for index in range(count)], facts)
+    return _Plan(ranges, digests, [fmt.shard_files(name, index, count) for index in range(count)], facts, fmt)
 
 
 def _refuse_if_foreign(out_dir: Path, name: str, previous: _Previous | None, plan: _Plan, options: PackOptions,
@@ -450,7 +451,8 @@ def pack_entries(entries: EntryList, source: ImageSource, out_dir: str | Path, n
                  rejects: Sequence[tuple[str, str]] = (), skipped: Sequence[tuple[str, str]] = (),
                  cross_class_links: int = 0, detect_changes: ChangeCheck = "stat", verify_finished: bool = True,
                  space_check: bool = True) -> PackResult:
-    """Pack ``entries`` (in this order) from ``source`` into ``out_dir/NAME*.rec/.idx`` + manifest + rejects.
+    """Pack ``entries`` (in this order) from ``source`` into ``out_dir/NAME*.rec/.idx`` (or the shards of
+    ``options.format``) + manifest + rejects.  UsageError for a format, preset or name that do not go together.
 
     ``entries`` is a list, or an ``LstIndex`` over a `.lst` (then workers read their own slices of the file
     and this process holds about 16 bytes per image plus one change mark).
@@ -494,13 +496,20 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
     if rejects and options.on_error == "fail":
         path, reason = rejects[0]
         raise RecordioPackError(f"bad input (--on-error fail): {path}: {reason}")
-    plan = _plan(entries, source, options, name, detect_changes)
+    try:
+        fmt = options.record_format(classes)
+    except UnknownFormat as error:
+        raise UsageError(str(error)) from None
+    problem = fmt.name_problem(name)
+    if problem:
+        raise UsageError(problem)
+    plan = _plan(entries, source, options, name, detect_changes, fmt)
     if overwrite:  # start over: nothing is reused; every shard file of an older version goes
         try:
             replaced = _load_previous(out_dir, name)
         except RefusedError:
             replaced = None
-        stale_files = _shard_files_of(out_dir, name) + (replaced.files + replaced.stale if replaced else [])
+        stale_files = _shard_files_of(out_dir, name, fmt) + (replaced.files + replaced.stale if replaced else [])
         previous = None
     else:
         previous = _load_previous(out_dir, name)
@@ -543,7 +552,7 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
     manifest_path(out_dir, name).unlink(missing_ok=True)
     _remove_files(out_dir, stale_files)  # the old version's shards that the new plan does not have
     tasks = [ShardTask(index, len(plan.ranges), name, str(out_dir), entries[plan.ranges[index].start:plan.ranges[index].stop],
-                       source, options, plan.digests[index]) for index in pending]
+                       source, options, plan.digests[index], fmt) for index in pending]
     task = start_task(progress, f"pack {name}", "images", total=len(entries),
                       done=sum(len(plan.ranges[index]) for index in reusable))  # resumed: counted, not in the rate
     _run(tasks, options, journal, task, out_dir, plan)
@@ -551,7 +560,7 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
 
     update = {"replaced": journal.replaces, "shards_repacked": pending} if journal.replaces else None
     result = _finish(out_dir, name, options, origin, journal, classes, label_convention, entries, write_list,
-                     rejects, skipped, cross_class_links, listing_state, update)
+                     rejects, skipped, cross_class_links, listing_state, update, fmt)
     result.shards_resumed = len(reusable)
     result.shards_repacked_changed = changed
     result.shards_repacked_damaged = damaged
@@ -646,7 +655,7 @@ def _finished_result(out_dir: Path, name: str, manifest_file: Path, manifest: Ma
         name=name, out_dir=str(out_dir), manifest=str(manifest_file), shards=len(manifest.shards),
         shards_resumed=len(manifest.shards), images=sum(len(span) for span in plan.ranges), records=manifest.records,
         rejects=manifest.rejects, reencoded=sum(shard.reencoded for shard in manifest.shards),
-        bytes_out=sum(shard.rec.bytes + shard.idx.bytes for shard in manifest.shards),
+        bytes_out=sum(record.bytes for shard in manifest.shards for record in shard.files),
         rejects_file=str(rejects_file), skipped=manifest.skipped,
         skipped_file=str(skipped_file) if skipped_file.exists() else "",
         skipped_by_extension=manifest.skipped_by_extension, cross_class_links=manifest.cross_class_links,
@@ -657,7 +666,8 @@ def _finished_result(out_dir: Path, name: str, manifest_file: Path, manifest: Ma
 def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal: _Journal,
             classes: Sequence[str] | None, label_convention: str, entries: EntryList,
             write_list: bool, listed_rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]],
-            cross_class_links: int, listing_state: str, update: dict[str, Any] | None) -> PackResult:
+            cross_class_links: int, listing_state: str, update: dict[str, Any] | None,
+            fmt: RecordFormat) -> PackResult:
     _remove_files(out_dir, journal.stale)
     results = [journal.done[index] for index in sorted(journal.done)]
     worker_rejects = [reject for result in results for reject in result.rejects]
@@ -677,7 +687,8 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
     if write_list:
         write_lst(out_dir / f"{name}.lst", entries)
         extra_files.append(out_dir / f"{name}.lst")
-    extra_files.append(write_dataset_index(out_dir, name, [(result.rec.name, result.idx.name) for result in results]))
+    extra_files += fmt.dataset_files(out_dir, name, [([record.name for record in result.files], result.records)
+                                                     for result in results], classes)
     digests = [result.inputs for result in results]
     manifest = Manifest(
         name=name, fingerprint=_fingerprint(options.fingerprint(), digests, listing_state),
@@ -697,7 +708,7 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
         name=name, out_dir=str(out_dir), manifest=str(manifest_file), shards=len(results), shards_resumed=0,
         images=len(entries), records=manifest.records, rejects=len(all_rejects),
         reencoded=sum(result.reencoded for result in results),
-        bytes_out=sum(shard.rec.bytes + shard.idx.bytes for shard in manifest.shards),
+        bytes_out=sum(record.bytes for shard in manifest.shards for record in shard.files),
         rejects_file=str(rejects_file), skipped=len(skipped), skipped_file=str(skipped_file) if skipped else "",
         skipped_by_extension=manifest.skipped_by_extension, cross_class_links=cross_class_links,
         reject_samples=all_rejects[:10])

@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from recordio_pack.errors import RecordioPackError
-from recordio_pack.format import Buffer, Damage, scan_frames, unpack_payload
+from recordio_pack.format import Buffer, Damage
+from recordio_pack.formats import RecordFormat
 from recordio_pack.fsutil import atomic_output
 from recordio_pack.imaging import ImageRejected, probe
-from recordio_pack.recordio import DamagedShard, InputError, mapped, read_idx, require_file
+from recordio_pack.index import shard_format
+from recordio_pack.recordio import DamagedShard, InputError, mapped, require_file
 
 __all__ = ["RecordRow", "iter_rows", "contact_sheet"]
 
@@ -26,7 +28,7 @@ class RecordRow:
     label: float
     labels: tuple[float, ...]
     class_name: str
-    id: int
+    id: int | None  # the IRHeader id; None for a format without one (TFRecord)
     bytes: int
     width: int
     height: int
@@ -36,45 +38,48 @@ class RecordRow:
         return asdict(self)
 
 
-def _keys(rec: Path) -> dict[int, int]:
-    idx = rec.with_suffix(".idx")
+def _keys(rec: Path, fmt: RecordFormat) -> dict[int, int]:
+    idx = fmt.index_beside(rec)
     if not idx.exists():
         return {}
     try:
-        return {offset: key for key, offset in read_idx(idx)}
+        return {line.offset: line.key for line in fmt.read_index(idx)}
     except (ValueError, UnicodeDecodeError) as error:
         raise InputError(str(error) if str(error).startswith(str(idx)) else f"{idx}: {error}") from None
 
 
-def _records(rec: Path, data: Buffer) -> Iterator[tuple[int, bytes]]:
+def _records(rec: Path, data: Buffer, fmt: RecordFormat) -> Iterator[tuple[int, bytes]]:
     """``(offset, payload)`` of each record; DamagedShard at the first damaged byte range."""
-    for item in scan_frames(data):
+    for item in fmt.scan(data):
         if isinstance(item, Damage):
             raise DamagedShard(rec, [item])
         yield item.start, item.payload
 
 
 def iter_rows(rec: str | Path, classes: Sequence[str] | None = None, limit: int | None = None,
-              with_images: bool = False) -> Iterator[tuple[RecordRow, bytes]]:
-    """One row per record (key from the `.idx` beside ``rec`` when there is one, else the position)."""
+              with_images: bool = False, fmt: RecordFormat | None = None) -> Iterator[tuple[RecordRow, bytes]]:
+    """One row per record (key from the index beside ``rec`` when there is one, else the position) of a shard in
+    ``fmt`` (default: told by its first bytes); ``classes`` names class ``label - label base``."""
     rec = require_file(rec)
-    keys = _keys(rec)
+    fmt = fmt if fmt is not None else shard_format(rec)
+    keys = _keys(rec, fmt)
     with mapped(rec) as data:
-        for position, (offset, payload) in enumerate(_records(rec, data)):
+        for position, (offset, payload) in enumerate(_records(rec, data, fmt)):
             if limit is not None and position >= limit:
                 return
             try:
-                header, image = unpack_payload(payload)
+                view = fmt.decode(payload)
             except ValueError as error:
                 raise InputError(f"{rec}: record at byte {offset}: {error}") from None
+            image = view.image
             try:
                 info = probe(bytes(image))
                 width, height, kind = info.width, info.height, info.format
             except ImageRejected as error:
                 width, height, kind = 0, 0, f"bad: {error.reason}"
-            label = header.label
-            name = classes[int(label)] if classes and label == int(label) and 0 <= label < len(classes) else ""
-            row = RecordRow(keys.get(offset, position), offset, label, header.labels, name, header.id, len(image),
+            label, index = view.label, view.label - view.label_base
+            name = classes[int(index)] if classes and index == int(index) and 0 <= index < len(classes) else ""
+            row = RecordRow(keys.get(offset, position), offset, label, view.labels, name, view.id, len(image),
                             width, height, kind)
             yield row, (bytes(image) if with_images else b"")
 

@@ -6,7 +6,7 @@ import mmap
 import os
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -48,15 +48,18 @@ def require_file(path: str | Path) -> Path:
 
 
 class RecordWriter:
-    """Appends framed records to a `.rec` stream and ``key<TAB>offset`` lines to an `.idx` stream.
+    """Appends framed records to a data stream and one index line per record to an index stream: ``key<TAB>offset``
+    (RecordIO's `.idx`) unless ``index_line(key, offset, framed size)`` makes another format's line.
 
     ``record_crc32s`` holds, in write order, the zlib CRC32 of each record's framed bytes (magic through
     padding, every segment): what the manifest keeps so that verify can name a damaged record.
     """
 
-    def __init__(self, rec: BinaryIO, idx: BinaryIO, start_offset: int = 0) -> None:
+    def __init__(self, rec: BinaryIO, idx: BinaryIO, start_offset: int = 0,
+                 index_line: Callable[[int, int, int], bytes] | None = None) -> None:
         self._rec = rec
         self._idx = idx
+        self._index_line = index_line or _idx_line
         self.offset = start_offset
         self.count = 0
         self.record_crc32s = array("I")
@@ -71,11 +74,15 @@ class RecordWriter:
         that had the bytes in memory; return its offset."""
         offset = self.offset
         self._rec.write(framed)
-        self._idx.write(format_idx_line(key, offset).encode("ascii"))
+        self._idx.write(self._index_line(key, offset, len(framed)))
         self.record_crc32s.append(crc32)
         self.offset += len(framed)
         self.count += 1
         return offset
+
+
+def _idx_line(key: int, offset: int, size: int) -> bytes:
+    return format_idx_line(key, offset).encode("ascii")
 
 
 @contextmanager

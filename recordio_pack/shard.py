@@ -1,4 +1,5 @@
-"""Packing one shard: a contiguous slice of the list into one `.rec`/`.idx` pair.
+"""Packing one shard: a contiguous slice of the list into one shard's files (its data file and index), in the
+task's record format (``recordio_pack.formats``: RecordIO `.rec`/`.idx`, TFRecord + DALI index).
 
 A shard is packed whole by one worker (``pack_shard``), or, so that every core has work when shards are
 fewer than workers (a small dataset, the last shards of a large one), cut into chunks that several workers
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from recordio_pack.digest import DigestingWriter
-from recordio_pack.format import MAX_PAYLOAD, IRHeader, frame, pack_payload
+from recordio_pack.formats import RecordFormat
+from recordio_pack.formats.recordio import recordio_shard_names
 from recordio_pack.fsutil import fsync_dir
 from recordio_pack.imaging import ImageRejected, prepare_image, single_threaded_codec
-from recordio_pack.manifest import FileRecord, ShardRecord, encode_record_crc32s
+from recordio_pack.manifest import FileRecord, HasShardFiles, ShardRecord, encode_record_crc32s
 from recordio_pack.options import PackOptions
 from recordio_pack.recordio import RecordWriter
 from recordio_pack.sources import Entries, Entry, ImageSource, NotRegularFile
@@ -40,9 +42,9 @@ CHUNK_IMAGES = 32  # the most images in one chunk: small enough to balance the t
 
 
 def shard_names(name: str, index: int, count: int) -> tuple[str, str]:
-    """``(rec, idx)`` file names: NAME.rec when there is one shard, else NAME-00003-of-00016.rec."""
-    stem = name if count == 1 else f"{name}-{index:05d}-of-{count:05d}"
-    return f"{stem}.rec", f"{stem}.idx"
+    """RecordIO's ``(rec, idx)`` file names: NAME.rec when there is one shard, else NAME-00003-of-00016.rec
+    (other formats: ``RecordFormat.shard_files``)."""
+    return recordio_shard_names(name, index, count)
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,16 @@ class ShardTask:
     source: ImageSource
     options: PackOptions
     inputs: str = ""  # the digest of this shard's inputs, carried into its result and the manifest
+    fmt: RecordFormat | None = None  # None: what ``options`` write, without a class map
 
     @property
-    def names(self) -> tuple[str, str]:
-        return shard_names(self.name, self.index, self.count)
+    def record_format(self) -> RecordFormat:
+        return self.fmt if self.fmt is not None else self.options.record_format()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The shard's files, data file first (relative to ``out_dir``)."""
+        return self.record_format.shard_files(self.name, self.index, self.count)
 
 
 @dataclass(frozen=True)
@@ -70,12 +78,11 @@ class ShardProgress:
 
 
 @dataclass
-class ShardResult:
+class ShardResult(HasShardFiles):
     index: int
     records: int
     rejects: list[tuple[str, str]]  # (path, reason)
-    rec: FileRecord
-    idx: FileRecord
+    files: list[FileRecord]  # the data file first, then its index
     reencoded: int = 0
     inputs: str = ""
     record_crc32: str = ""  # manifest.encode_record_crc32s of each record's framed bytes
@@ -86,20 +93,21 @@ class ShardResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShardResult:
+        files = data["files"] if "files" in data else [data["rec"], data["idx"]]  # journals of older versions
         return cls(data["index"], data["records"], [(path, reason) for path, reason in data["rejects"]],
-                   FileRecord(**data["rec"]), FileRecord(**data["idx"]), data.get("reencoded", 0),
+                   [FileRecord(**record) for record in files], data.get("reencoded", 0),
                    data.get("inputs", ""), data.get("record_crc32", ""))
 
     @classmethod
     def of_record(cls, shard: ShardRecord) -> ShardResult:
         """A finished shard as a manifest lists it (which keeps the count of rejects, not the rows)."""
-        return cls(shard.index, shard.records, [], shard.rec, shard.idx, shard.reencoded, shard.inputs,
+        return cls(shard.index, shard.records, [], list(shard.files), shard.reencoded, shard.inputs,
                    shard.record_crc32)
 
     def record(self) -> ShardRecord:
         """The shard as the manifest lists it."""
-        return ShardRecord(self.index, self.records, len(self.rejects), self.rec, self.idx, self.record_crc32,
-                           self.inputs, self.reencoded)
+        return ShardRecord(self.index, self.records, len(self.rejects), record_crc32=self.record_crc32,
+                           inputs=self.inputs, reencoded=self.reencoded, files=tuple(self.files))
 
 
 class ImageFailed(Exception):
@@ -117,12 +125,6 @@ class ShardWriteError(Exception):
         return f"{self.path}: {self.strerror}"
 
 
-def _payload(entry: Entry, image: bytes, options: PackOptions) -> bytes:
-    vector = options.pack_label and len(entry.labels) > 1
-    header = IRHeader(entry.labels if vector else entry.labels[:1], id=entry.index, vector=vector)
-    return pack_payload(header, image)
-
-
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """One input as a worker leaves it: its framed record with that record's CRC32 (computed where the bytes
@@ -137,29 +139,32 @@ class Prepared:
     bytes_in: int
 
 
-def prepare_entry(entry: Entry, source: ImageSource, options: PackOptions) -> Prepared:
-    """Read, check and convert one input into its framed record, or a reject (ImageFailed under
-    ``on_error="fail"``)."""
+def prepare_entry(entry: Entry, source: ImageSource, options: PackOptions,
+                  fmt: RecordFormat | None = None) -> Prepared:
+    """Read, check and convert one input into its framed record in ``fmt`` (default: what ``options`` write),
+    or a reject (ImageFailed under ``on_error="fail"``)."""
+    fmt = fmt if fmt is not None else options.record_format()
     bytes_in = 0
     try:
         data = source.read(entry)
         bytes_in = len(data)
         image, reencoded = prepare_image(data, options.image)
-        payload = _payload(entry, image, options)
-        if len(payload) > MAX_PAYLOAD:
-            raise ImageRejected(f"record of {len(payload)} bytes exceeds RecordIO's 2**29-byte limit")
+        payload = fmt.payload(entry, image)
+        if len(payload) > fmt.max_payload:
+            raise ImageRejected(f"record of {len(payload)} bytes exceeds {fmt.limit_text}")
     except (ImageRejected, OSError, ValueError) as error:
         reason = (error.reason if isinstance(error, ImageRejected) else str(error)
                   if isinstance(error, NotRegularFile) else f"unreadable: {error}")
         if options.on_error == "fail":
             raise ImageFailed(f"{entry.path}: {reason}") from None
         return Prepared(entry.path, entry.index, b"", 0, reason, False, bytes_in)
-    framed = frame(payload)
+    framed = fmt.frame(payload)
     return Prepared(entry.path, entry.index, framed, zlib.crc32(framed), "", reencoded, bytes_in)
 
 
 class ShardWriter:
-    """One shard's `.rec`/`.idx` under temporary names (NAME.rec.PID.tmp), fed prepared records in list order.
+    """One shard's data file and index under temporary names (NAME.rec.PID.tmp), fed prepared records in list
+    order, each record's index line written by the task's format.
 
     ``finish`` fsyncs and renames both into place and returns the result; ``abort`` removes them.  A failed
     write raises ShardWriteError naming the shard's file.
@@ -174,12 +179,15 @@ class ShardWriter:
         self.rejects: list[tuple[str, str]] = []
         self.reencoded = 0
         with self._writing():
+            for temp in self._temps:
+                if temp.parent != out_dir:  # a layout with folders (TFDS's, the DALI index folder)
+                    temp.parent.mkdir(parents=True, exist_ok=True)
             self._raw = [open(temp, "wb", buffering=0) for temp in self._temps]
         self._hashing = [DigestingWriter(raw) for raw in self._raw]
         rec_stream = io.BufferedWriter(self._hashing[0], WRITE_BUFFER)  # type: ignore[type-var]  # a RawIOBase
         idx_stream = io.BufferedWriter(self._hashing[1], 1 << 20)  # type: ignore[type-var]
         self._streams = (rec_stream, idx_stream)
-        self._writer = RecordWriter(rec_stream, idx_stream)
+        self._writer = RecordWriter(rec_stream, idx_stream, index_line=task.record_format.index_line)
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -189,7 +197,8 @@ class ShardWriter:
         except InterruptedError:
             raise
         except OSError as error:
-            written = self._names[1] if error.filename == str(self._temps[1]) else self._names[0]
+            written = next((name for name, temp in zip(self._names, self._temps) if error.filename == str(temp)),
+                           self._names[0])
             raise ShardWriteError(str(Path(self.task.out_dir) / written), error.errno or 0,
                                   error.strerror or str(error)) from None
 
@@ -213,9 +222,10 @@ class ShardWriter:
                 raw.close()
             for temp, name in zip(self._temps, self._names):
                 os.replace(temp, out_dir / name)
-            fsync_dir(out_dir)
-        rec, idx = (FileRecord.of(name, hashing.digests()) for name, hashing in zip(self._names, self._hashing))
-        return ShardResult(self.task.index, self._writer.count, self.rejects, rec, idx, self.reencoded,
+            for folder in sorted({(out_dir / name).parent for name in self._names}):
+                fsync_dir(folder)
+        files = [FileRecord.of(name, hashing.digests()) for name, hashing in zip(self._names, self._hashing)]
+        return ShardResult(self.task.index, self._writer.count, self.rejects, files, self.reencoded,
                            self.task.inputs, encode_record_crc32s(self._writer.record_crc32s))
 
     def abort(self) -> None:
@@ -261,11 +271,12 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
     _one_codec_thread(task.options)
     meter = _Meter(task.index, emit)
     writer = ShardWriter(task)
+    fmt = task.record_format
     try:
         for entry in task.entries:
             if should_stop and should_stop():
                 raise InterruptedError(f"shard {task.index} stopped")
-            prepared = prepare_entry(entry, task.source, task.options)
+            prepared = prepare_entry(entry, task.source, task.options, fmt)
             meter.add(prepared, writer.add(prepared))
         if should_stop and should_stop():
             raise InterruptedError(f"shard {task.index} stopped")
@@ -289,6 +300,7 @@ class ChunkTask:
     entries: Entries
     source: ImageSource
     options: PackOptions
+    fmt: RecordFormat | None = None  # the shard's (ShardTask.fmt)
 
 
 @dataclass
@@ -307,10 +319,11 @@ def prepare_chunk(task: ChunkTask, emit: Callable[[ShardProgress], None] | None 
     """Prepare a chunk's images in order (``should_stop`` polled between images)."""
     _one_codec_thread(task.options)
     prepared = []
+    fmt = task.fmt if task.fmt is not None else task.options.record_format()
     for entry in task.entries:
         if should_stop and should_stop():
             raise InterruptedError(f"shard {task.shard} stopped")
-        prepared.append(prepare_entry(entry, task.source, task.options))
+        prepared.append(prepare_entry(entry, task.source, task.options, fmt))
     return ChunkResult(task.shard, task.number, prepared)
 
 
@@ -370,6 +383,6 @@ def split_shards(tasks: list[ShardTask], workers: int) -> tuple[list[ShardTask |
         task_entries = task.entries if isinstance(task.entries, list) else list(task.entries)  # an LstSlice: read here
         for number, first in enumerate(starts):
             items.append(ChunkTask(task.index, number, task.names[0], first, task_entries[first:first + size],
-                                   task.source, task.options))
+                                   task.source, task.options, task.fmt))
         assemblies[task.index] = ShardAssembly(task, len(starts))
     return items, assemblies

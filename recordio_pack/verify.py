@@ -1,6 +1,8 @@
-"""Checking packed shards: framing and escaping, `.idx` coverage, header sanity, labels, manifest checksums.
+"""Checking packed shards: framing (RecordIO's escaping, TFRecord's CRC32Cs), index coverage, record sanity
+(headers or tf.Example keys), labels, manifest checksums.  Every format-specific step asks the shard's
+``RecordFormat`` (``recordio_pack.formats``): the manifest's, or the one the file's first bytes show.
 
-``verify_paths`` takes folders (every manifest inside, else every `.rec`), manifests, `.rec` files or `.idx`
+``verify_paths`` takes folders (every manifest inside, else every shard file), manifests, shard files or index
 files (`resolve_path` says what each stands for) and returns a report listing each problem precisely (file,
 byte offset or line, the record by position and key).  A damaged byte range does not end the check of a file:
 the scan resynchronises on the next readable record, reports the range and the records it held, and goes on.
@@ -21,21 +23,13 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from recordio_pack.digest import CHUNK, Digests, RunningDigests, file_digests
-from recordio_pack.format import (
-    Buffer,
-    Damage,
-    Frame,
-    IRHeader,
-    looks_like_idx,
-    scan_frames,
-    unescaped_magics_in,
-    unpack_payload,
-)
+from recordio_pack.format import Buffer, Damage, Frame
+from recordio_pack.formats import FORMATS, IndexLine, RecordFormat, RecordView, detect, format_of, make_format
 from recordio_pack.imaging import ImageRejected, check_decodes, sniff
 from recordio_pack.index import dataset_index_name
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, find_manifests
 from recordio_pack.progress import NullProgress, Progress, Task, start_task
-from recordio_pack.recordio import InputError, mapped, read_idx, require_file
+from recordio_pack.recordio import InputError, mapped, require_file
 
 __all__ = ["VerifyReport", "ShardCheck", "DamagedRange", "Target", "BadManifest", "LINES_PER_KIND",
            "check_shard", "verify_paths", "resolve_path", "load_class_map", "load_manifest"]
@@ -69,6 +63,11 @@ class Target:
     shard: ShardRecord | None = None  # kind "rec": its entry in ``manifest``
     classes: list[str] | None = None
     recs: tuple[Path, ...] = ()  # kind "index": the shards it covers, in order
+    fmt: RecordFormat | None = None  # the shards' format: the manifest's, else told by the file's content
+
+    @property
+    def record_format(self) -> RecordFormat:
+        return self.fmt if self.fmt is not None else make_format()
 
     def rec_paths(self) -> list[Path]:
         if self.kind == "manifest":
@@ -111,16 +110,37 @@ def resolve_path(raw: str | Path, on_error: OnError | None = None) -> list[Targe
         manifests = find_manifests(path)
         if manifests:
             return [target for manifest in manifests for target in _guarded(_manifest_target, manifest, on_error)]
-        recs = sorted(path.glob("*.rec"))
+        recs = sorted(set(path.glob("*.rec")) | {file for file in path.iterdir() if _is_tfrecord(file)})
         if not recs:
-            raise InputError(f"{path}: no manifest or .rec file to read")
+            raise InputError(f"{path}: no manifest or shard (.rec, TFRecord) to read")
         return [_rec_target(rec, on_error) for rec in recs]
     require_file(path)
     if path.name.endswith(MANIFEST_SUFFIX):
         return [_manifest_target(path)]
-    if _is_index(path):
-        return [_index_target(path, on_error)]
+    index_format = _index_format(path)
+    if index_format is not None:
+        return [_index_target(path, index_format, on_error)]
     return [_rec_target(path, on_error)]
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(SNIFF_BYTES)
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def _is_tfrecord(path: Path) -> bool:
+    if not path.is_file() or path.suffix in (".rec", ".idx", ".json", ".txt", ".tsv", ".lst", ".png", ".tmp"):
+        return False
+    found = detect(_head(path))
+    return found is not None and found.name == "tfrecord"
+
+
+def _content_format(path: Path) -> RecordFormat:
+    """The format a shard file's first bytes show; RecordIO (whose checks then name the damage) otherwise."""
+    return detect(_head(path)) or make_format()
 
 
 def _guarded(load: Callable[[Path], T], path: Path, on_error: OnError | None) -> list[T]:
@@ -136,16 +156,26 @@ def _guarded(load: Callable[[Path], T], path: Path, on_error: OnError | None) ->
 
 def _manifest_target(path: Path) -> Target:
     manifest = load_manifest(path)
-    return Target("manifest", path, manifest, classes=manifest.classes)
+    return Target("manifest", path, manifest, classes=manifest.classes, fmt=_manifest_format(manifest, path))
 
 
-def _is_index(path: Path) -> bool:
+def _manifest_format(manifest: Manifest, path: Path) -> RecordFormat:
     try:
-        with open(path, "rb") as stream:
-            head = stream.read(SNIFF_BYTES)
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
-    return looks_like_idx(head) or (not head and path.suffix == ".idx")
+        return format_of(manifest.options)
+    except ValueError as error:
+        raise BadManifest(f"{path}: {error}") from None
+
+
+def _index_format(path: Path) -> RecordFormat | None:
+    """The format whose index ``path`` is, by content (an empty `.idx` is RecordIO's), or None."""
+    head = _head(path)
+    if not head:
+        return make_format() if path.suffix == ".idx" else None
+    for name in FORMATS:
+        candidate = make_format(name)
+        if candidate.looks_like_index(head):
+            return candidate
+    return None
 
 
 def _dataset_stem(name: str) -> str:
@@ -156,10 +186,17 @@ def _dataset_stem(name: str) -> str:
 def _rec_target(rec: Path, on_error: OnError | None = None) -> Target:
     for manifest_file in find_manifests(rec.parent):
         for manifest in _guarded(load_manifest, manifest_file, on_error):
-            shard = next((shard for shard in manifest.shards if shard.rec.name == rec.name), None)
+            shard = next((shard for shard in manifest.shards if (rec.parent / shard.rec.name) == rec), None)
             if shard is not None:
-                return Target("rec", rec, manifest, shard, manifest.classes)
-    return Target("rec", rec, classes=_class_map_beside(rec.parent, _dataset_stem(rec.stem)))
+                return Target("rec", rec, manifest, shard, manifest.classes, fmt=_manifest_format(manifest, rec))
+    for manifest_file in find_manifests(rec.parent.parent.parent):  # a TFDS shard: OUTDIR/imagenet2012/5.1.0/
+        for manifest in _guarded(load_manifest, manifest_file, on_error):
+            shard = next((shard for shard in manifest.shards
+                          if (manifest_file.parent / shard.rec.name).resolve() == rec.resolve()), None)
+            if shard is not None:
+                return Target("rec", rec, manifest, shard, manifest.classes, fmt=_manifest_format(manifest, rec))
+    stem = rec.stem if rec.suffix == ".rec" else rec.name
+    return Target("rec", rec, classes=_class_map_beside(rec.parent, _dataset_stem(stem)), fmt=_content_format(rec))
 
 
 def _class_map_beside(folder: Path, stem: str) -> list[str] | None:
@@ -169,10 +206,12 @@ def _class_map_beside(folder: Path, stem: str) -> list[str] | None:
     return None
 
 
-def _index_target(idx: Path, on_error: OnError | None = None) -> Target:
-    rec = idx.with_suffix(".rec")
+def _index_target(idx: Path, fmt: RecordFormat, on_error: OnError | None = None) -> Target:
+    rec = fmt.data_beside(idx)
     if rec.is_file():
         return _rec_target(rec, on_error)
+    if fmt.name != "recordio":
+        raise InputError(f"{idx}: a {fmt.title} index, and its shard {rec} is not there")
     stem = idx.name.removesuffix(".idx").removesuffix(".all")
     manifest_file = idx.parent / f"{stem}{MANIFEST_SUFFIX}"
     if manifest_file.is_file():
@@ -212,6 +251,7 @@ class ShardCheck:
     damage: list[DamagedRange] = field(default_factory=list)
     problem_count: int = 0  # every problem found, the ones beyond the shown lines included
     starts: list[int] = field(default_factory=list, repr=False)  # offset of every readable record
+    sizes: list[int] = field(default_factory=list, repr=False)  # its framed bytes
     digests: Digests | None = field(default=None, repr=False)  # of the .rec, from the framing scan
 
     def as_dict(self) -> dict[str, object]:
@@ -307,16 +347,18 @@ class RecordLocator:
 
 # ---------------------------------------------------------------- one shard
 
-def _check_header(where: str, header: IRHeader, image: memoryview, classes: Sequence[str] | None,
+def _check_header(where: str, view: RecordView, classes: Sequence[str] | None,
                   decode: bool, log: ProblemLog, name: str) -> None:
-    if header.vector and len(header.labels) > MAX_LABELS:
-        log.add("implausible label counts", name, f"{where}: implausible label count {len(header.labels)}")
-    for label in header.labels:
+    if len(view.labels) > MAX_LABELS:
+        log.add("implausible label counts", name, f"{where}: implausible label count {len(view.labels)}")
+    base = view.label_base
+    for label in view.labels:
         if not math.isfinite(label):
             log.add("non-finite labels", name, f"{where}: label {label} is not a finite number")
-        elif classes is not None and (label != int(label) or not 0 <= label < len(classes)):
+        elif classes is not None and (label != int(label) or not 0 <= label - base < len(classes)):
             log.add("labels outside the class map", name,
-                    f"{where}: label {label:g} is outside the class map (0..{len(classes) - 1})")
+                    f"{where}: label {label:g} is outside the class map ({base}..{len(classes) - 1 + base})")
+    image = view.image
     kind = sniff(bytes(image[:32]))  # BMP needs 26 bytes to be told apart
     if kind not in ("jpeg", "png", "bmp"):
         log.add("payloads that are not images", name,
@@ -328,14 +370,14 @@ def _check_header(where: str, header: IRHeader, image: memoryview, classes: Sequ
             log.add("images that do not decode", name, f"{where}: the {kind} image: {rejected.reason}")
 
 
-def _read_index(idx: Path | None, rec: Path, log: ProblemLog) -> list[tuple[int, int]] | None:
+def _read_index(idx: Path | None, rec: Path, log: ProblemLog, fmt: RecordFormat) -> list[IndexLine] | None:
     if idx is None:
         return None
     if not idx.exists():
         log.add("index problems", idx.name, f"{idx.name}: missing (rebuild it with `recordio-pack index {rec}`)")
         return None
     try:
-        return read_idx(idx)
+        return fmt.read_index(idx)
     except (ValueError, UnicodeDecodeError) as error:
         log.add("index problems", idx.name, f"{idx.name}: {error}")
         return None
@@ -360,6 +402,7 @@ class _Scan:
     locator: RecordLocator
     crcs: array | None
     log: ProblemLog
+    fmt: RecordFormat
     position: int = 0
     after_damage: bool = False
 
@@ -403,7 +446,7 @@ def _scan_rec(rec: Path, check: ShardCheck, scan: _Scan, classes: Sequence[str] 
     running = RunningDigests()
     with mapped(rec) as data:
         check.bytes = scan.size = len(data)
-        for item in scan_frames(data):
+        for item in scan.fmt.scan(data):
             if isinstance(item, Damage):
                 _feed(running, data, item.start, item.end)
                 check.damage.append(scan.damaged(item))
@@ -412,7 +455,8 @@ def _scan_rec(rec: Path, check: ShardCheck, scan: _Scan, classes: Sequence[str] 
             running.update(raw)
             where = scan.place(item, zlib.crc32(raw))
             check.starts.append(item.start)
-            _check_record(where, item, data, classes, decode, scan.log, scan.name, check)
+            check.sizes.append(item.end - item.start)
+            _check_record(where, item, data, classes, decode, scan, check)
             if records is not None:
                 records.advance(1)
     check.records = len(check.starts)
@@ -420,35 +464,42 @@ def _scan_rec(rec: Path, check: ShardCheck, scan: _Scan, classes: Sequence[str] 
 
 
 def _check_record(where: str, record: Frame, data: Buffer, classes: Sequence[str] | None, decode: bool,
-                  log: ProblemLog, name: str, check: ShardCheck) -> None:
-    for position in unescaped_magics_in(data, record):
-        log.add("unescaped magics", name, f"{name}: unescaped magic inside a record at byte {position} (readers "
-                "that resynchronise on the magic, such as DALI, would split the record there)")
+                  scan: _Scan, check: ShardCheck) -> None:
+    log, name = scan.log, scan.name
+    for kind, text in scan.fmt.framing_problems(data, record):
+        log.add(kind, name, f"{name}: {text}")
     try:
-        header, image = unpack_payload(record.payload)
+        view = scan.fmt.decode(record.payload)
     except ValueError as error:
         log.add("records with a bad header", name, f"{where}: {error}")
         return
-    for label in header.labels[:1]:
+    for problem in scan.fmt.required_problems(view):
+        log.add("records without a required feature", name, f"{where}: {problem}")
+    for label in view.labels[:1]:
         check.labels[label] = check.labels.get(label, 0) + 1
-    _check_header(where, header, image, classes, decode, log, name)
+    _check_header(where, view, classes, decode, log, name)
 
 
-def _check_index(name: str, pairs: list[tuple[int, int]], starts: set[int], damage: Sequence[DamagedRange],
+def _check_index(name: str, pairs: Sequence[IndexLine], starts: dict[int, int], damage: Sequence[DamagedRange],
                  log: ProblemLog) -> None:
-    """Every `.idx` line names a record start (lines pointing into damaged bytes are the damage's, said once
-    there), keys are unique, and every readable record is indexed."""
+    """Every index line names a record start (lines pointing into damaged bytes are the damage's, said once
+    there), with the record's size when the index holds sizes, keys are unique, and every readable record is
+    indexed.  ``starts``: each readable record's offset and framed size."""
     damaged = sorted((item.start, item.end) for item in damage)
     seen_keys: set[int] = set()
-    for line, (key, offset) in enumerate(pairs, 1):
+    for line, entry in enumerate(pairs, 1):
+        key, offset = entry.key, entry.offset
         if key in seen_keys:
             log.add("duplicate keys", name, f"{name}:{line}: duplicate key {key}")
         seen_keys.add(key)
         if offset not in starts and not _inside(damaged, offset):
             log.add("index lines not at a record start", name,
                     f"{name}:{line}: offset {offset} of key {key} is not the start of a record")
-    indexed = {offset for _, offset in pairs}
-    missing = sorted(starts - indexed)
+        elif entry.size is not None and offset in starts and starts[offset] != entry.size:
+            log.add("index lines with a wrong size", name,
+                    f"{name}:{line}: size {entry.size} at offset {offset}, the record there has {starts[offset]}")
+    indexed = {entry.offset for entry in pairs}
+    missing = sorted(set(starts) - indexed)
     if missing:
         log.add("index problems", name, f"{name}: {len(missing)} record(s) not in the index, first at byte {missing[0]}")
     if len(pairs) != len(indexed):
@@ -491,18 +542,22 @@ def _file_problem(file: Path, record: FileRecord) -> str | None:
 
 
 def check_shard(rec: Path, idx: Path | None, classes: Sequence[str] | None = None, decode: bool = False,
-                records: Task | None = None, listed: ShardRecord | None = None) -> ShardCheck:
-    """Scan one `.rec` (and its `.idx` when given; a missing one is a problem) and collect every problem found.
-    ``listed``: the shard's manifest entry, to check sizes, checksums and, when it has them, each record's
-    CRC32 (naming the record that changed)."""
+                records: Task | None = None, listed: ShardRecord | None = None,
+                fmt: RecordFormat | None = None) -> ShardCheck:
+    """Scan one shard file (and its index when given; a missing one is a problem) and collect every problem
+    found.  ``listed``: the shard's manifest entry, to check sizes, checksums and, when it has them, each
+    record's CRC32 (naming the record that changed).  ``fmt``: the shard's format (default: told by its first
+    bytes)."""
+    fmt = fmt if fmt is not None else _content_format(rec)
     check = ShardCheck(str(rec))
     log = ProblemLog(check.problems)
-    pairs = _read_index(idx, rec, log)
+    pairs = _read_index(idx, rec, log, fmt)
     crcs = _listed_crcs(listed, log, rec.name)
-    scan = _Scan(rec.name, 0, RecordLocator(pairs), crcs, log)
+    locator = RecordLocator([(entry.key, entry.offset) for entry in pairs] if pairs is not None else None)
+    scan = _Scan(rec.name, 0, locator, crcs, log, fmt)
     _scan_rec(rec, check, scan, classes, decode, records)
     if pairs is not None and idx is not None:
-        _check_index(idx.name, pairs, set(check.starts), check.damage, log)
+        _check_index(idx.name, pairs, dict(zip(check.starts, check.sizes)), check.damage, log)
     if listed is not None:
         _compare_listed(rec, idx, listed, check, crcs is not None, log)
     log.close()
@@ -513,11 +568,11 @@ def check_shard(rec: Path, idx: Path | None, classes: Sequence[str] | None = Non
 # ---------------------------------------------------------------- targets
 
 def _check_listed_shard(folder: Path, shard: ShardRecord, classes: Sequence[str] | None, decode: bool,
-                        records: Task | None, manifest_name: str) -> ShardCheck:
+                        records: Task | None, manifest_name: str, fmt: RecordFormat) -> ShardCheck:
     rec = folder / shard.rec.name
     if not rec.exists():
         return ShardCheck(str(rec), problems=[f"{shard.rec.name}: missing (listed in {manifest_name})"])
-    return check_shard(rec, folder / shard.idx.name, classes, decode, records, shard)
+    return check_shard(rec, folder / shard.idx.name, classes, decode, records, shard, fmt)
 
 
 def _verify_manifest(target: Target, decode: bool, classes: Sequence[str] | None, report: VerifyReport,
@@ -525,10 +580,14 @@ def _verify_manifest(target: Target, decode: bool, classes: Sequence[str] | None
     manifest = target.manifest
     assert manifest is not None
     folder = target.path.parent
-    checks = [_check_listed_shard(folder, shard, classes or manifest.classes, decode, records, target.path.name)
+    fmt = target.record_format
+    checks = [_check_listed_shard(folder, shard, classes or manifest.classes, decode, records, target.path.name, fmt)
               for shard in manifest.shards]
     for check in checks:
         report.add(check)
+    for text in fmt.check_dataset(folder, manifest.name, [([record.name for record in shard.files], shard.records)
+                                                          for shard in manifest.shards]):
+        report.problem(text)
     combined = folder / dataset_index_name(manifest.name)
     if any(record.name == combined.name for record in manifest.files) and combined.exists() and \
             all(Path(check.rec).exists() for check in checks):
@@ -545,11 +604,16 @@ def _verify_rec(target: Target, decode: bool, classes: Sequence[str] | None, rep
                 records: Task | None) -> None:
     rec = target.path
     if target.shard is not None:
-        report.add(check_shard(rec, rec.parent / target.shard.idx.name, classes or target.classes, decode,
-                               records, target.shard))
+        assert target.manifest is not None
+        folder = target.path.parent if (target.path.parent / target.shard.rec.name) == rec else \
+            rec.parent.parent.parent  # a TFDS shard, listed from OUTDIR
+        report.add(check_shard(rec, folder / target.shard.idx.name, classes or target.classes, decode,
+                               records, target.shard, target.record_format))
         return
-    idx = rec.with_suffix(".idx")
-    report.add(check_shard(rec, idx if idx.exists() else None, classes or target.classes, decode, records))
+    fmt = target.record_format
+    idx = fmt.index_beside(rec)
+    report.add(check_shard(rec, idx if idx.exists() else None, classes or target.classes, decode, records,
+                           fmt=fmt))
 
 
 def _verify_combined_index(target: Target, decode: bool, classes: Sequence[str] | None, report: VerifyReport,
@@ -564,7 +628,7 @@ def _verify_combined_index(target: Target, decode: bool, classes: Sequence[str] 
             return
         idx = rec.parent / shard.idx.name if shard else rec.with_suffix(".idx")
         check = check_shard(rec, idx if shard or idx.exists() else None, classes or target.classes, decode,
-                            records, shard)
+                            records, shard, target.fmt)
         report.add(check)
         checks.append(check)
     _check_combined(target.path, checks, report)
@@ -573,16 +637,16 @@ def _verify_combined_index(target: Target, decode: bool, classes: Sequence[str] 
 def _check_combined(index: Path, checks: Sequence[ShardCheck], report: VerifyReport) -> None:
     """``index`` against the shards ``checks`` were made of, in order: every line at a record start, offsets
     counted across the shards (each shard's size added to the ones after it), every record indexed once."""
-    starts: set[int] = set()
+    starts: dict[int, int] = {}
     damage: list[DamagedRange] = []
     base = 0
     for check in checks:
-        starts.update(base + start for start in check.starts)
+        starts.update((base + start, size) for start, size in zip(check.starts, check.sizes))
         damage.extend(DamagedRange(base + item.start, base + item.end, item.error, ()) for item in check.damage)
         base += check.bytes
     problems: list[str] = []
     log = ProblemLog(problems)
-    pairs = _read_index(index, index, log)
+    pairs = _read_index(index, index, log, make_format())
     if pairs is not None:
         _check_index(index.name, pairs, starts, damage, log)
     log.close()

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.archives:
         from recordio_pack.commands.imagenet import run_fake
 
-        args.train_per_class, args.max_side = args.images_per_class, 0
+        args.train_per_class, args.max_side, args.photos = args.images_per_class, 0, None
         return run_fake(args)
     from pathlib import Path
 

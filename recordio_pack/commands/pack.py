@@ -1,4 +1,5 @@
-"""``recordio-pack pack INPUT OUTDIR``: images (a folder, an im2rec .lst, or an ImageNet tar) to RecordIO shards."""
+"""``recordio-pack pack INPUT OUTDIR``: images (a folder, an im2rec .lst, or an ImageNet tar) to RecordIO or TFRecord
+shards."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from recordio_pack.commands._common import add_output_options, emit, parse_size,
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "pack", help="pack images into RecordIO .rec/.idx shards",
+        "pack", help="pack images into RecordIO .rec/.idx shards (or TFRecord shards: --format tfrecord)",
         description="Pack INPUT into OUTDIR/NAME.rec/.idx (one shard) or NAME-00003-of-00016.rec/.idx, with "
                     "NAME.manifest.json (checksums), NAME.rejects.tsv (every skipped input and why) and the class "
                     "map. INPUT is a class-folder tree (listed like `list`), an im2rec .lst (with --root), or an "
                     "uncompressed ILSVRC2012 train/val tar. A killed run resumes when rerun; outputs of other "
-                    "options are never replaced without --overwrite.",
+                    "options are never replaced without --overwrite. --format tfrecord writes tf.Example TFRecord "
+                    "shards in the layout of --preset tpu (imagenet_to_gcs.py), aip (AI Platform) or tfds (a TFDS "
+                    "data_dir for imagenet2012), each with DALI's index in OUTDIR/dali_idx/.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("input", help="folder, .lst file or .tar archive")
     parser.add_argument("outdir", help="output folder")
@@ -36,6 +39,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="full: also decode the images stored as they are, rejecting damaged ones; "
                             "header: check only their structure (faster pass-through on trusted data)")
     records = parser.add_argument_group("records and shards")
+    records.add_argument("--format", choices=["recordio", "tfrecord"], default="recordio",
+                         help="record format of the shards")
+    records.add_argument("--preset", choices=["tpu", "aip", "tfds"],
+                         help="TFRecord layout (default tpu): tpu = imagenet_to_gcs.py's file names and keys, "
+                              "1-based labels, 1024 train / 128 validation shards unless --num-shards/--shard-size; "
+                              "aip = image/encoded + image/class/label 1..N + NAME.label_map.txt; tfds = "
+                              "OUTDIR as a TFDS data_dir of imagenet2012 (needs its 1000 classes). tpu and tfds take "
+                              "--name train or validation")
+    records.add_argument("--label-base", type=int, choices=[0, 1],
+                         help="TFRecord: the stored label of class 0 (default: 1 for tpu and aip, 0 for tfds)")
     records.add_argument("--pack-label", action="store_true", help="store multi-label .lst lines as label vectors")
     records.add_argument("--key", choices=["position", "lst-index"], default="position",
                          help=".idx keys: 0..n-1 per shard, or the .lst index (im2rec)")
@@ -68,16 +81,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from recordio_pack.commands._common import ProgressBar
     from recordio_pack.errors import UsageError
+    from recordio_pack.formats.tfrecord import default_num_shards, split_name
     from recordio_pack.inputs import check_dataset_name, open_input
     from recordio_pack.options import PackOptions
     from recordio_pack.pack import pack_input
 
+    if args.format != "tfrecord" and (args.preset or args.label_base is not None):
+        raise UsageError("--preset and --label-base are for --format tfrecord")
+    preset = args.preset or ("tpu" if args.format == "tfrecord" else "")
+    settings = dict(
+        resize=args.resize, upscale=args.upscale, center_crop=args.center_crop, quality=args.quality,
+        encoding=args.encoding, color=args.color, reencode=args.reencode, max_pixels=args.max_pixels,
+        validate=args.validate, pack_label=args.pack_label, key=args.key, num_shards=args.num_shards,
+        shard_size=args.shard_size, on_error=args.on_error, workers=args.workers or 0, format=args.format,
+        preset=preset, label_base=args.label_base)
     try:
-        options = PackOptions(
-            resize=args.resize, upscale=args.upscale, center_crop=args.center_crop, quality=args.quality,
-            encoding=args.encoding, color=args.color, reencode=args.reencode, max_pixels=args.max_pixels,
-            validate=args.validate, pack_label=args.pack_label, key=args.key, num_shards=args.num_shards,
-            shard_size=args.shard_size, on_error=args.on_error, workers=args.workers or 0)
+        options = PackOptions(**settings)
     except ValueError as error:
         raise UsageError(str(error)) from None
     if args.name is not None:
@@ -85,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
     pack_in = open_input(args.input, root=args.root, classes_file=args.classes,
                          exts=[ext for ext in args.exts.split(",") if ext], shuffle=args.shuffle, seed=args.seed,
                          labels=args.labels, devkit=args.devkit)
-    name = args.name or pack_in.name
+    name = args.name or (split_name(pack_in.name) if preset in ("tpu", "tfds") else pack_in.name)
+    if args.num_shards is None and args.shard_size is None and default_num_shards(preset, name):
+        options = PackOptions(**dict(settings, num_shards=default_num_shards(preset, name)))  # imagenet_to_gcs's
     with ProgressBar(args) as bar:  # "pack NAME", images, resumed ones counted but not in the rates
         result = pack_input(pack_in, args.outdir, options, name=name, overwrite=args.overwrite, progress=bar,
                             detect_changes=args.detect_changes, verify_finished=not args.trust_finished,
