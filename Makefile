@@ -42,6 +42,18 @@ $(TRAINSTAMP):
 	$(TRAINVENV)/bin/pip install $(PIP_QUIET) $(TRAINPINS)
 	touch $@
 
+# The TFRecord oracle (issue 14): TensorFlow's own reader, parser and JPEG decoder, and TFDS's imagenet2012 builder,
+# read what `pack --format tfrecord` wrote; imagenet_to_gcs.py's conversion loop runs here for the bench.
+TFVENV := .venv-tf
+TFPINS := tensorflow-cpu==2.21.0 tensorflow-datasets==4.9.10
+TFSTAMP := $(TFVENV)/.installed-$(subst $(space),-,$(subst ==,,$(TFPINS)))
+
+$(TFSTAMP):
+	rm -rf $(TFVENV)
+	$(PYTHON) -m venv $(TFVENV)
+	$(TFVENV)/bin/pip install $(PIP_QUIET) $(TFPINS)
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -52,9 +64,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check recordio_pack aws userdata
 	$(VENV)/bin/mypy
 
-test: lint $(VENV)/.installed $(MXSTAMP) $(TRAINSTAMP)
+test: lint $(VENV)/.installed $(MXSTAMP) $(TRAINSTAMP) $(TFSTAMP)
 	RECORDIO_PACK_MXNET_PYTHON="$(CURDIR)/$(MXVENV)/bin/python" RECORDIO_PACK_REQUIRE_ORACLE=1 \
 	RECORDIO_PACK_TRAIN_PYTHON="$(CURDIR)/$(TRAINVENV)/bin/python" \
+	RECORDIO_PACK_TF_PYTHON="$(CURDIR)/$(TFVENV)/bin/python" \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/python -m pytest -n auto -q tests
 
 # The edit-run loop: no oracle environment, no test marked slow (the demo, the fault matrices, the boot script).

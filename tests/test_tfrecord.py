@@ -297,3 +297,17 @@ def test_cli_pack_tfrecord_tpu_defaults_and_verify(tmp_path: Path, cli_main) -> 
     assert bad.returncode == 2 and "--format tfrecord" in bad.stderr
     shown = cli_main("inspect", str(tmp_path / "out"), "--limit", "2")
     assert shown.returncode == 0 and "validation-00000-of-00004" in shown.stdout
+
+
+def test_manifests_and_journals_of_older_versions_still_load() -> None:
+    from recordio_pack.manifest import ShardRecord
+    from recordio_pack.shard import ShardResult
+
+    rec = {"name": "d.rec", "bytes": 8, "sha256": "a" * 64, "crc32": "00000000"}
+    idx = {"name": "d.idx", "bytes": 4, "sha256": "b" * 64, "crc32": "00000001"}
+    old = {"index": 0, "records": 1, "rejects": 0, "rec": rec, "idx": idx, "record_crc32": ""}
+    shard = ShardRecord.from_dict(old)
+    assert (shard.rec.name, shard.idx.name) == ("d.rec", "d.idx") and [f.name for f in shard.files] == ["d.rec", "d.idx"]
+    assert ShardRecord.from_dict(shard.to_dict()) == shard and "files" in shard.to_dict()
+    result = ShardResult.from_dict({**old, "rejects": []})
+    assert result.record() == shard and ShardResult.from_dict(result.to_dict()) == result
