@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from recordio_pack.digest import file_digests
 from recordio_pack.errors import RecordioPackError, RefusedError, UsageError
+from recordio_pack.executors import Executor, LocalPool
 from recordio_pack.formats import RecordFormat, UnknownFormat
 from recordio_pack.fsutil import atomic_output
 from recordio_pack.inputs import PackInput, check_dataset_name, check_output_folder
@@ -35,7 +36,7 @@ from recordio_pack.listing import count_by_extension, write_class_map, write_lst
 from recordio_pack.locking import dataset_lock
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, manifest_path
 from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
-from recordio_pack.pool import TaskFailed, WorkerDied, run_tasks
+from recordio_pack.pool import TaskFailed, WorkerDied
 from recordio_pack.progress import Advanced, NullProgress, Progress, Task, start_task
 from recordio_pack.shard import (
     ChunkResult,
@@ -450,7 +451,7 @@ def pack_entries(entries: EntryList, source: ImageSource, out_dir: str | Path, n
                  progress: Progress | None = None, origin: str = "",
                  rejects: Sequence[tuple[str, str]] = (), skipped: Sequence[tuple[str, str]] = (),
                  cross_class_links: int = 0, detect_changes: ChangeCheck = "stat", verify_finished: bool = True,
-                 space_check: bool = True) -> PackResult:
+                 space_check: bool = True, executor: Executor | None = None) -> PackResult:
     """Pack ``entries`` (in this order) from ``source`` into ``out_dir/NAME*.rec/.idx`` (or the shards of
     ``options.format``) + manifest + rejects.  UsageError for a format, preset or name that do not go together.
 
@@ -473,7 +474,8 @@ def pack_entries(entries: EntryList, source: ImageSource, out_dir: str | Path, n
                             label_convention=label_convention, overwrite=overwrite, write_list=write_list,
                             progress=progress or NullProgress(), origin=origin, rejects=rejects, skipped=skipped,
                             cross_class_links=cross_class_links, detect_changes=detect_changes,
-                            verify_finished=verify_finished, space_check=space_check)
+                            verify_finished=verify_finished, space_check=space_check,
+                            executor=executor or LocalPool(options.worker_count))
 
 
 def pack_input(pack_in: PackInput, out_dir: str | Path, options: PackOptions, *, name: str | None = None,
@@ -490,7 +492,8 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
                  options: PackOptions, *, classes: Sequence[str] | None, label_convention: str, overwrite: bool,
                  write_list: bool, progress: Progress, origin: str,
                  rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]], cross_class_links: int,
-                 detect_changes: ChangeCheck, verify_finished: bool, space_check: bool) -> PackResult:
+                 detect_changes: ChangeCheck, verify_finished: bool, space_check: bool,
+                 executor: Executor) -> PackResult:
     if options.key == "lst-index":
         _check_unique_keys(entries)
     if rejects and options.on_error == "fail":
@@ -523,8 +526,8 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
         candidates = {index: result for index, result in previous.done.items()
                       if index < len(plan.digests) and result.inputs == plan.digests[index]}
         changed = len(previous.done) - len(candidates)
-        with ThreadPoolExecutor(8) as executor:
-            intact = dict(zip(candidates, executor.map(
+        with ThreadPoolExecutor(8) as checkers:
+            intact = dict(zip(candidates, checkers.map(
                 lambda result: _files_intact(out_dir, result, verify_finished), candidates.values())))
         reusable = {index: result for index, result in candidates.items() if intact[index]}
         damaged = len(candidates) - len(reusable)
@@ -555,7 +558,7 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
                        source, options, plan.digests[index], fmt) for index in pending]
     task = start_task(progress, f"pack {name}", "images", total=len(entries),
                       done=sum(len(plan.ranges[index]) for index in reusable))  # resumed: counted, not in the rate
-    _run(tasks, options, journal, task, out_dir, plan)
+    _run(tasks, options, journal, task, out_dir, plan, executor)
     task.done()
 
     update = {"replaced": journal.replaces, "shards_repacked": pending} if journal.replaces else None
@@ -568,11 +571,11 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
 
 
 def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: Task, out_dir: Path,
-         plan: _Plan) -> None:
+         plan: _Plan, executor: Executor) -> None:
     def advance(event: ShardProgress) -> None:  # images packed, with the bytes read and written
         task.progress.on_progress(Advanced(task.name, event.images, bytes_in=event.bytes_in, bytes_out=event.bytes_out))
 
-    items, assemblies = split_shards(tasks, options.worker_count)
+    items, assemblies = split_shards(tasks, executor.chunk_workers)
 
     def on_done(result: ShardResult | ChunkResult) -> None:
         if isinstance(result, ChunkResult):  # a chunk of a shard this process writes
@@ -581,6 +584,9 @@ def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: 
             if finished is None:
                 return
             result = finished
+        elif not executor.streams_events:  # a whole shard from an executor that sends no progress as it goes
+            advance(ShardProgress(result.index, result.records + len(result.rejects), 0,
+                                  sum(record.bytes for record in result.files)))
         journal.record(result)
 
     def item_name(item: ShardTask | ChunkTask) -> str:
@@ -591,7 +597,7 @@ def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: 
     decodes = options.image.reencode != "never" or options.image.validate == "full"
     preload = ["recordio_pack.shard"] + (["recordio_pack.codec_preload"] if decodes else [])
     try:
-        run_tasks(pack_work, items, options.worker_count, advance, on_done, task_name=item_name, preload=preload)
+        executor.run(pack_work, items, advance, on_done, task_name=item_name, preload=preload)
     except ImageFailed as failure:  # --on-error fail, single worker
         raise RecordioPackError(f"bad image (--on-error fail): {failure}") from None
     except ShardWriteError as failure:  # single worker, or a shard this process writes

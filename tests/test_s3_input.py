@@ -3,6 +3,7 @@ server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,14 @@ def test_an_empty_prefix_and_a_bad_uri_are_one_line_usage_errors(moto_server: st
         list_s3_tree(S3Source(bucket, "nothing/", endpoint_url=moto_server))
     with pytest.raises(UsageError, match="not a valid bucket name"):
         open_input("s3://Bad_Bucket/x", aws=target)
+
+
+def test_the_cli_packs_a_prefix_with_endpoint_url(s3_tree: tuple[str, Path, AwsTarget], tmp_path: Path,
+                                                  moto_server: str, cli_main: Any) -> None:
+    uri, _, _ = s3_tree
+    done = cli_main("pack", uri, str(tmp_path / "out"), "--endpoint-url", moto_server, "--resize", "48", "--json", "-q")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["records"] == 15 and result["files_accounted"] == len(awkward_files())
+    missing = cli_main("pack", uri.replace("/train", "/nothing"), str(tmp_path / "none"), "--endpoint-url", moto_server)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no objects under this prefix" in missing.stderr

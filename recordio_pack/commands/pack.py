@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from recordio_pack.commands._common import add_output_options, emit, parse_size, positive_int
+from recordio_pack.commands._common import add_aws_options, add_output_options, emit, parse_size, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,10 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "shards in the layout of --preset tpu (imagenet_to_gcs.py), aip (AI Platform) or tfds (a TFDS "
                     "data_dir for imagenet2012), each with DALI's index in OUTDIR/dali_idx/.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("input", help="folder, .lst file or .tar archive")
+    parser.add_argument("input", help="folder, .lst file or .tar archive, or s3://bucket/prefix (class folders in S3)")
     parser.add_argument("outdir", help="output folder")
     parser.add_argument("--name", help="dataset name for output files (default: INPUT's own name, resolved)")
-    parser.add_argument("--root", help="folder the .lst paths are relative to (required with a .lst)")
+    parser.add_argument("--root", help="folder (or s3://bucket/prefix) the .lst paths are relative to (required "
+                                       "with a .lst)")
     parser.add_argument("--classes", help="class map file (label<TAB>name lines) for a .lst; default: synsets.txt beside it")
     image = parser.add_argument_group("images")
     image.add_argument("--resize", type=int, default=0, help="shorter side in pixels; 0 keeps the size")
@@ -74,6 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="reuse finished shards after checking their sizes only, not their SHA-256")
     run_group.add_argument("--skip-space-check", action="store_true",
                            help="start even when the output folder seems to lack the space the shards need")
+    run_group.add_argument("--engine", choices=["local", "ray"], default="local",
+                           help="local: --workers processes here; ray: one Ray task per shard on the cluster at "
+                                "--address (OUTDIR must then be a folder every node sees)")
+    run_group.add_argument("--address", default="auto",
+                           help="with --engine ray: auto (the running cluster), local (start one here), or HOST:PORT")
+    add_aws_options(parser)
     add_output_options(parser)
     parser.set_defaults(run=run)
 
@@ -101,16 +108,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if args.name is not None:
         check_dataset_name(args.name)
+    from recordio_pack.aws.session import AwsTarget
+    from recordio_pack.executors import Executor, LocalPool, RayExecutor
+
     pack_in = open_input(args.input, root=args.root, classes_file=args.classes,
                          exts=[ext for ext in args.exts.split(",") if ext], shuffle=args.shuffle, seed=args.seed,
-                         labels=args.labels, devkit=args.devkit)
+                         labels=args.labels, devkit=args.devkit, aws=AwsTarget.from_args(args))
     name = args.name or (split_name(pack_in.name) if preset in ("tpu", "tfds") else pack_in.name)
     if args.num_shards is None and args.shard_size is None and default_num_shards(preset, name):
         options = PackOptions(**dict(settings, num_shards=default_num_shards(preset, name)))  # imagenet_to_gcs's
+    executor: Executor = (RayExecutor(address=args.address, num_cpus=args.workers) if args.engine == "ray"
+                          else LocalPool(options.worker_count))
     with ProgressBar(args) as bar:  # "pack NAME", images, resumed ones counted but not in the rates
         result = pack_input(pack_in, args.outdir, options, name=name, overwrite=args.overwrite, progress=bar,
                             detect_changes=args.detect_changes, verify_finished=not args.trust_finished,
-                            space_check=not args.skip_space_check)
+                            space_check=not args.skip_space_check, executor=executor)
     emit(args, result.as_dict(), _summary(result))
     return 0
 
