@@ -134,24 +134,36 @@ class _InOrder:
         self._next = 1
         self._waiting: dict[int, list[bytes] | None] = {}  # None: read it back from the partial file
         self._held = 0
+        self._digesting = False  # one thread at a time feeds ``running``, in order
         self._lock = threading.Lock()
 
     def add(self, number: int, chunks: list[bytes] | None) -> None:
+        """Hand in part ``number``; whichever thread finds parts ready in order digests them, outside the lock,
+        so the others go back to fetching. Returns once nothing handed in before it is left undigested by it
+        or by the thread already digesting."""
         with self._lock:
             size = sum(map(len, chunks)) if chunks is not None else 0
             if number != self._next and self._held + size > self.hold:
                 chunks, size = None, 0
             self._waiting[number] = chunks
             self._held += size
-            while self._next in self._waiting:
-                ready = self._waiting.pop(self._next)
-                if ready is None:
-                    ready = [self._read_back(*self.layout[self._next])]
-                else:
-                    self._held -= sum(map(len, ready))
-                for chunk in ready:
+            if self._digesting:
+                return
+            self._digesting = True
+        while True:
+            with self._lock:
+                ready = []
+                while self._next in self._waiting:
+                    part = self._waiting.pop(self._next)
+                    self._held -= sum(map(len, part)) if part is not None else 0
+                    ready.append((self._next, part))
+                    self._next += 1
+                if not ready:
+                    self._digesting = False
+                    return
+            for number, part in ready:
+                for chunk in part if part is not None else [self._read_back(*self.layout[number])]:
                     self.running.update(chunk)
-                self._next += 1
 
     def _read_back(self, offset: int, length: int) -> bytes:
         with open(self.data, "rb") as stream:
