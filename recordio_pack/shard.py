@@ -29,7 +29,7 @@ from recordio_pack.imaging import ImageRejected, prepare_image, single_threaded_
 from recordio_pack.manifest import FileRecord, HasShardFiles, ShardRecord, encode_record_crc32s
 from recordio_pack.options import PackOptions
 from recordio_pack.recordio import RecordWriter
-from recordio_pack.sources import Entries, Entry, ImageSource, NotRegularFile
+from recordio_pack.sources import Entries, Entry, ImageSource, NotRegularFile, Read, read_ahead
 
 __all__ = ["ShardTask", "ChunkTask", "ChunkResult", "ShardResult", "ShardProgress", "Prepared", "ImageFailed",
            "ShardWriteError", "ShardWriter", "ShardAssembly", "prepare_entry", "pack_shard", "prepare_chunk",
@@ -140,13 +140,16 @@ class Prepared:
 
 
 def prepare_entry(entry: Entry, source: ImageSource, options: PackOptions,
-                  fmt: RecordFormat | None = None) -> Prepared:
+                  fmt: RecordFormat | None = None, read: Read = None) -> Prepared:
     """Read, check and convert one input into its framed record in ``fmt`` (default: what ``options`` write),
-    or a reject (ImageFailed under ``on_error="fail"``)."""
+    or a reject (ImageFailed under ``on_error="fail"``).  ``read``: its bytes, or the error reading them gave,
+    when they were read ahead (``sources.read_ahead``); None reads them here."""
     fmt = fmt if fmt is not None else options.record_format()
     bytes_in = 0
     try:
-        data = source.read(entry)
+        if isinstance(read, BaseException):
+            raise read
+        data = source.read(entry) if read is None else read
         bytes_in = len(data)
         image, reencoded = prepare_image(data, options.image)
         payload = fmt.payload(entry, image)
@@ -273,10 +276,10 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
     writer = ShardWriter(task)
     fmt = task.record_format
     try:
-        for entry in task.entries:
+        for entry, read in read_ahead(task.source, task.entries):
             if should_stop and should_stop():
                 raise InterruptedError(f"shard {task.index} stopped")
-            prepared = prepare_entry(entry, task.source, task.options, fmt)
+            prepared = prepare_entry(entry, task.source, task.options, fmt, read)
             meter.add(prepared, writer.add(prepared))
         if should_stop and should_stop():
             raise InterruptedError(f"shard {task.index} stopped")
@@ -320,10 +323,10 @@ def prepare_chunk(task: ChunkTask, emit: Callable[[ShardProgress], None] | None 
     _one_codec_thread(task.options)
     prepared = []
     fmt = task.fmt if task.fmt is not None else task.options.record_format()
-    for entry in task.entries:
+    for entry, read in read_ahead(task.source, task.entries):
         if should_stop and should_stop():
             raise InterruptedError(f"shard {task.shard} stopped")
-        prepared.append(prepare_entry(entry, task.source, task.options, fmt))
+        prepared.append(prepare_entry(entry, task.source, task.options, fmt, read))
     return ChunkResult(task.shard, task.number, prepared)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Entry", "Entries", "EntryList", "ImageSource", "FolderSource", "RangeSource", "NotRegularFile", "file_kind",
+__all__ = ["Entry", "Entries", "Read", "read_ahead", "EntryList", "ImageSource", "FolderSource", "RangeSource", "NotRegularFile", "file_kind",
            "InputStat"]
 
 
@@ -69,6 +69,20 @@ class EntryList(Entries, Protocol):
     """Entries that can also be cut into contiguous slices: a list, or a listing.LstIndex over a `.lst`."""
 
     def __getitem__(self, span: slice) -> Entries: ...
+
+
+Read = bytes | OSError | ValueError | None  # an input's bytes read ahead, the error reading gave, or None: not read
+
+
+def read_ahead(source: ImageSource, entries: Iterable[Entry]) -> Iterator[tuple[Entry, Read]]:
+    """Each entry in order with its bytes when ``source`` reads ahead (a ``read_all`` method, as remote sources
+    have, keeping several requests in flight), else with None (read it when its turn comes)."""
+    read_all = getattr(source, "read_all", None)
+    if read_all is not None:
+        yield from read_all(entries)
+        return
+    for entry in entries:
+        yield entry, None
 
 
 class ImageSource(Protocol):

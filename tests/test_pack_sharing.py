@@ -166,3 +166,41 @@ def test_a_full_disk_in_a_shard_this_process_writes_is_one_line_and_resumable(
     assert cli.main(arguments) == 0
     assert cli.main(["pack", str(root), str(tmp_path / "ref"), "--resize", "48", "--workers", "1", "-q"]) == 0
     assert files_of(tmp_path / "out") == files_of(tmp_path / "ref")
+
+
+@dataclass(frozen=True)
+class ReadAheadSource(FolderSource):
+    """Reads ahead (``read_all``), noting in ``log`` that it did; ``gone`` reads as a missing file."""
+
+    log: str = ""
+    gone: str = ""
+
+    def read(self, entry: Entry) -> bytes:
+        raise AssertionError("a source that reads ahead is not read one entry at a time")
+
+    def read_all(self, entries):  # type: ignore[no-untyped-def]
+        with open(self.log, "a") as stream:
+            stream.write("read_all\n")
+        for entry in entries:
+            if entry.path == self.gone:
+                yield entry, FileNotFoundError(f"{entry.path}: no such object")
+            else:
+                yield entry, FolderSource.read(self, entry)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bytes_read_ahead_by_the_source_are_packed_and_its_read_errors_rejected(tmp_path: Path, workers: int) -> None:
+    root = photo_tree(tmp_path / "tree")
+    entries = ordered_entries(scan_tree(root).entries)
+    gone = entries[3].path
+    log = tmp_path / "reads.log"
+    result = pack_entries(entries, ReadAheadSource(str(root), str(log), gone), tmp_path / "ahead", "data",
+                          PackOptions(resize=48, num_shards=2, workers=workers))
+    assert result.records == len(entries) - 1 and log.read_text().count("read_all") >= 2
+    rejects = (tmp_path / "ahead" / "data.rejects.tsv").read_text().splitlines()[1:]
+    assert rejects == [f"{gone}\tunreadable: {gone}: no such object"]
+    plain = [entry for entry in entries if entry.path != gone]
+    pack_entries(plain, FolderSource(str(root)), tmp_path / "plain", "data", PackOptions(resize=48, num_shards=2))
+    ahead = b"".join((tmp_path / "ahead" / f"data-0000{n}-of-00002.rec").read_bytes() for n in (0, 1))
+    direct = b"".join((tmp_path / "plain" / f"data-0000{n}-of-00002.rec").read_bytes() for n in (0, 1))
+    assert ahead == direct  # shard boundaries differ by one image, the records do not
