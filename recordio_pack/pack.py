@@ -702,7 +702,7 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
         key_convention=options.key, classes=list(classes) if classes is not None else None,
         label_convention=label_convention,
         shards=[result.record() for result in results],
-        files=[FileRecord.of(path.name, file_digests(path)) for path in extra_files],
+        files=[FileRecord.of(path.relative_to(out_dir).as_posix(), file_digests(path)) for path in extra_files],
         origin=origin, options_fingerprint=options.fingerprint(), codec=options.codec(),
         listing_rejects=len(listed_rejects), skipped=len(skipped),
         skipped_by_extension=count_by_extension(path for path, _ in skipped),

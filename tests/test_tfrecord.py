@@ -311,3 +311,34 @@ def test_manifests_and_journals_of_older_versions_still_load() -> None:
     assert ShardRecord.from_dict(shard.to_dict()) == shard and "files" in shard.to_dict()
     result = ShardResult.from_dict({**old, "rejects": []})
     assert result.record() == shard and ShardResult.from_dict(result.to_dict()) == result
+
+
+def test_fake_tfrecord_writes_the_tpu_layout(tmp_path: Path, cli_main) -> None:
+    result = cli_main("fake", str(tmp_path / "fake"), "--format", "tfrecord", "--classes", "3",
+                      "--images-per-class", "4", "--val-per-class", "2", "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["train"]["records"] == 12 and summary["validation"]["records"] == 6
+    out = tmp_path / "fake"
+    assert sorted(path.name for path in out.glob("train-*")) == [f"train-{i:05d}-of-00012" for i in range(12)]
+    assert len(list(out.glob("validation-*-of-00006"))) == 6 and not (out / ".fake-images").exists()
+    labels = {example["image/class/label"][1][0] for path in out.glob("validation-*") for example in records(path)}
+    assert labels == {1, 2, 3}
+    assert verify_paths([out], decode=True).ok
+
+
+def test_backup_and_restore_a_tfrecord_dataset(tmp_path: Path, cli_main, moto_server: str) -> None:
+    import uuid
+
+    import boto3
+
+    bucket = f"rp-tfr-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    out = packed(tmp_path)
+    common = ["--endpoint-url", moto_server, "-q"]
+    assert cli_main("backup", str(out), f"s3://{bucket}/ds", *common).returncode == 0
+    restored = cli_main("restore", f"s3://{bucket}/ds", str(tmp_path / "copy"), *common)
+    assert restored.returncode == 0, restored.stderr
+    for name in ("train-00000-of-00002", "dali_idx/train-00001-of-00002.idx", "train.manifest.json"):
+        assert (tmp_path / "copy" / name).read_bytes() == (out / name).read_bytes()
+    assert verify_paths([tmp_path / "copy"]).ok

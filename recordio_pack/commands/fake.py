@@ -35,7 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write the official ILSVRC2012 archive layout instead (train tar of per-class tars, "
                              "flat val tar, devkit); same as `recordio-pack imagenet fake-archives`")
     parser.add_argument("--val-per-class", type=positive_int, default=3, metavar="N",
-                        help="with --archives: validation images per class (default 3)")
+                        help="with --archives or --format tfrecord: validation images per class (default 3)")
+    parser.add_argument("--format", choices=["images", "tfrecord"], default="images",
+                        help="tfrecord: write a fake_imagenet in the Cloud TPU layout instead (train-*-of-* and "
+                             "validation-*-of-* TFRecord shards as imagenet_to_gcs.py writes them, with manifests "
+                             "and DALI index files), packed from generated images")
     add_output_options(parser)
     parser.set_defaults(run=run)
 
@@ -52,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     from recordio_pack.fakes.images import AWKWARD_LIST, make_fake_dataset
 
+    if args.format == "tfrecord":
+        return _run_tfrecord(args)
+
     started = time.monotonic()
     with ProgressBar(args) as bar:  # drawn from the first file on, so a refusal prints no empty bar
         result = make_fake_dataset(Path(args.out), classes=args.classes, images_per_class=args.images_per_class,
@@ -65,4 +72,23 @@ def run(args: argparse.Namespace) -> int:
             + f", {result.bytes / 1e6:.1f} MB in {seconds:.1f} s ({result.files / max(seconds, 1e-9):.0f} files/s)"
             + f" -> {result.out}")
     emit(args, summary, text)
+    return 0
+
+
+def _run_tfrecord(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from recordio_pack.errors import UsageError
+    from recordio_pack.fakes.tfrecords import make_fake_tfrecords
+
+    if args.awkward or args.archives:
+        raise UsageError("--format tfrecord writes the TPU layout from plain fake photos: drop --awkward/--archives")
+    with ProgressBar(args) as bar:
+        result = make_fake_tfrecords(Path(args.out), classes=args.classes, images_per_class=args.images_per_class,
+                                     val_per_class=args.val_per_class, seed=args.seed,
+                                     grayscale_fraction=args.grayscale_fraction, overwrite=args.overwrite,
+                                     progress=bar)
+    text = "\n".join(f"{split}: {packed.records} records in {packed.shards} TFRecord shard(s)"
+                      for split, packed in (("train", result.train), ("validation", result.validation)))
+    emit(args, result.to_dict(), f"{text}\n-> {result.out}")
     return 0

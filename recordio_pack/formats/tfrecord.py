@@ -10,6 +10,8 @@
   ``imagenet2012/5.1.0/imagenet2012-SPLIT.tfrecord-00000-of-00016`` with TFDS's keys ``image``, ``label``
   (0-based, sorted WNID order) and ``file_name``, and ``dataset_info.json``, ``features.json`` and
   ``label.labels.txt`` beside them, so ``tfds.builder("imagenet2012", data_dir=OUTDIR)`` loads it unprepared.
+  The train and validation packs share those three files (``dataset_info.json`` lists both splits): each
+  manifest lists them, and a pack that rewrites them refreshes their checksums in the other split's manifest.
 
 Each shard has DALI's index (``tfrecord2idx``'s ``offset size`` lines) at ``dali_idx/<shard file>.idx``: outside
 the shards' own names, so a ``train-*`` glob (the TPU input pipeline's) matches shards only.
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import json
 import posixpath
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,8 +239,11 @@ class TFRecordFormat:
                                      for label, cls in enumerate(classes)).encode("utf-8"))
             return [target]
         if self.preset == "tfds":
-            write_tfds_metadata(out_dir, name, shards, classes)
-        return []  # the TFDS files are shared by the train and validation datasets: see check_dataset
+            with _metadata_lock(out_dir):
+                written = write_tfds_metadata(out_dir, name, shards, classes)
+                _refresh_other_manifests(out_dir, name, written)
+            return written
+        return []
 
     def check_dataset(self, out_dir: Path, name: str, shards: Sequence[tuple[Sequence[str], int]]) -> list[str]:
         """Problems of the files beside a dataset's shards that no manifest vouches for by checksum."""
@@ -254,6 +261,47 @@ class TFRecordFormat:
         if split.get("shardLengths") != lengths:
             return [f"{info_path.relative_to(out_dir)}: the {name} split's shard lengths differ from the manifest's"]
         return []
+
+
+@contextmanager
+def _metadata_lock(out_dir: Path, wait_s: float = 30.0) -> Iterator[None]:
+    """The TFDS files are shared by the train and validation datasets of one data_dir: one writer at a time (each
+    holds it for milliseconds, so a busy lock is waited for)."""
+    from recordio_pack.locking import DatasetLocked, dataset_lock
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with dataset_lock(out_dir, f".{TFDS_NAME}-metadata"):
+                yield
+            return
+        except DatasetLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _refresh_other_manifests(out_dir: Path, name: str, written: Sequence[Path]) -> None:
+    """Give the other TFDS datasets' manifests in ``out_dir`` the new checksums of the shared TFDS files (their
+    content covers every split), so each manifest vouches for the files as they are.  A dataset being packed
+    right now is left alone: it rewrites them, and ours, when it finishes."""
+    from recordio_pack.digest import file_digests
+    from recordio_pack.locking import DatasetLocked, dataset_lock
+    from recordio_pack.manifest import FileRecord, Manifest, find_manifests
+
+    fresh = {path.relative_to(out_dir).as_posix(): FileRecord.of(path.relative_to(out_dir).as_posix(),
+                                                                 file_digests(path)) for path in written}
+    for manifest_file in find_manifests(out_dir):
+        try:
+            other = Manifest.load(manifest_file)
+            if other.name == name or other.options.get("preset") != "tfds":
+                continue
+            with dataset_lock(out_dir, other.name):
+                other = Manifest.load(manifest_file)  # as it is now that we hold its lock
+                other.files = [fresh.get(record.name, record) for record in other.files]
+                other.save(manifest_file)
+        except (DatasetLocked, ValueError, OSError):
+            continue
 
 
 def _tfds_features(classes: int) -> dict[str, Any]:
