@@ -158,8 +158,21 @@ def read_record(data: Buffer, offset: int) -> tuple[bytes, int]:
 
     Raises FramingError on a wrong magic, a bad continuation flag, a truncated segment or non-zero padding.
     """
+    if not isinstance(data, memoryview) and 0 <= offset <= len(data) - 8:
+        # the common case, a record of one segment, read with one header unpack and one slice (the general
+        # path below builds a view, a list and a Frame per record: about half of a sequential read's time)
+        magic, lrec = HEADER.unpack_from(data, offset)
+        if magic == MAGIC and lrec >> LENGTH_BITS == CFLAG_WHOLE:
+            body = offset + 8
+            length = lrec & LENGTH_MASK
+            end = body + padded(length)
+            if end <= len(data) and data[body + length:end] == _ZERO_PADDING[:end - body - length]:
+                return bytes(data[body:body + length]), end
     record = read_frame(data, offset)
     return record.payload, record.end
+
+
+_ZERO_PADDING = bytes(3)
 
 
 def read_frame(data: Buffer, offset: int) -> Frame:
