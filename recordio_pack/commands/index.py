@@ -9,8 +9,10 @@ from recordio_pack.commands._common import add_output_options, emit
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "index", help="rebuild .idx files from .rec files",
-        description="Rebuild the .idx beside each REC from the records it holds (what mxnet's rec2idx.py does), "
+        "index", help="rebuild .idx files from .rec files (and DALI indexes of TFRecord shards)",
+        description="Rebuild the .idx beside each REC from the records it holds (what mxnet's rec2idx.py does; for "
+                    "a TFRecord shard, DALI's 'offset size' index, what tfrecord2idx writes, into dali_idx/ "
+                    "beside it when that folder exists), "
                     "or with --combined OUT write one index over all RECs in the order given: keys 0..N-1 and "
                     "offsets counted across the files, as DALI's readers.mxnet takes with several .rec paths. "
                     "A REC with damaged bytes is refused (the file and byte are named) unless --salvage. A "

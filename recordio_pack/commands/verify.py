@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "them). PATH: a folder (its manifests, else its .rec files and NAME.synsets.txt), a "
                     "NAME.manifest.json, a .rec (checked against the manifest beside it that lists it) or an .idx "
                     "(a shard's index, or a combined one checked against the shards beside it). Damage does not "
-                    "stop the scan: it resynchronises on the next record. Exit 1 on any problem or a missing PATH.")
+                    "stop the scan: it resynchronises on the next record. TFRecord shards (pack --format tfrecord) "
+                    "get their own checks: both CRC32Cs of every record, every tf.Example parses with the preset's "
+                    "keys, labels within the class map, each DALI index line. Exit 1 on any problem or a missing "
+                    "PATH.")
     parser.add_argument("paths", nargs="+", metavar="PATH")
     parser.add_argument("--decode", action="store_true", help="also decode every image")
     parser.add_argument("--classes", help="class map (label<TAB>name) to check labels against, instead of the "
