@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "fake": "fake",
     "list": "listing",
     "pack": "pack",
+    "commit": "commit",
     "verify": "verify",
     "index": "index",
     "inspect": "inspect",

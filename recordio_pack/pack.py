@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import logging
+import re
 import shutil
 from array import array
 from collections.abc import Iterable, Sequence
@@ -51,7 +52,8 @@ from recordio_pack.shard import (
 )
 from recordio_pack.sources import Entry, EntryList, ImageSource
 
-__all__ = ["PackResult", "NotEnoughSpace", "plan_shards", "pack_entries", "pack_input",
+__all__ = ["PackResult", "NotEnoughSpace", "NodeShare", "CommitRefused", "commit_dataset", "plan_shards", "pack_entries",
+           "pack_input",
            "estimated_output_bytes"]
 
 JOURNAL_SUFFIX = ".pack-state.json"
@@ -94,6 +96,29 @@ class PackResult:
         data = asdict(self)
         data["files_accounted"] = self.files_accounted
         return data
+
+
+@dataclass(frozen=True)
+class NodeShare:
+    """Machine ``rank`` of ``count`` packing one dataset together: it packs the shards whose index is ``rank``
+    modulo ``count``, keeps its own journal and lock, and leaves a partial manifest (``NAME.node-K-of-N.partial.json``)
+    that ``commit_dataset`` merges with the others'."""
+
+    rank: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.rank < self.count:
+            raise UsageError(f"--node-rank must be 0..{self.count - 1} for --num-nodes {self.count}, got {self.rank}")
+
+    def owns(self, index: int) -> bool:
+        return index % self.count == self.rank
+
+    def tag(self, name: str) -> str:
+        return f"{name}.node-{self.rank:05d}-of-{self.count:05d}"
+
+
+PARTIAL_SUFFIX = ".partial.json"
 
 
 def plan_shards(count: int, sizes: Iterable[int] = (), num_shards: int | None = None,
@@ -221,8 +246,14 @@ class _Previous:
     manifest: Manifest | None = None  # a finished dataset's manifest, read once
 
 
-def _load_previous(out_dir: Path, name: str) -> _Previous | None:
-    journal = out_dir / f"{name}{JOURNAL_SUFFIX}"
+def _load_previous(out_dir: Path, name: str, state_name: str | None = None) -> _Previous | None:
+    """The journal of an unfinished run (``state_name``'s: a node's own), else a node's partial manifest, else the
+    dataset's manifest."""
+    state_name = state_name or name
+    journal = out_dir / f"{state_name}{JOURNAL_SUFFIX}"
+    partial = out_dir / f"{state_name}{PARTIAL_SUFFIX}"
+    if not journal.exists() and state_name != name and partial.exists():
+        journal = partial  # a node's finished share: a journal with the listing beside it
     if journal.exists():
         try:
             state = _Journal.load(journal)
@@ -288,14 +319,16 @@ class _Journal:
                    data.get("origin", ""), data["shard_count"], data.get("replaces", ""), list(data.get("stale", [])),
                    done)
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"options": self.options, "codec": self.codec, "options_fingerprint": self.options_fingerprint,
+                "origin": self.origin, "shard_count": self.shard_count, "replaces": self.replaces,
+                "stale": self.stale, "shards": [self.done[index].to_dict() for index in sorted(self.done)]}
+
     def record(self, result: ShardResult | None = None) -> None:
         if result is not None:
             self.done[result.index] = result
-        data = {"options": self.options, "codec": self.codec, "options_fingerprint": self.options_fingerprint,
-                "origin": self.origin, "shard_count": self.shard_count, "replaces": self.replaces,
-                "stale": self.stale, "shards": [self.done[index].to_dict() for index in sorted(self.done)]}
         with atomic_output(self.path) as stream:
-            stream.write(json.dumps(data).encode("utf-8"))
+            stream.write(json.dumps(self.as_dict()).encode("utf-8"))
 
 
 def _files_intact(out_dir: Path, result: ShardResult, verify: bool) -> bool:
@@ -422,12 +455,19 @@ def _plan(entries: EntryList, source: ImageSource, options: PackOptions, name: s
     return _Plan(ranges, digests, [fmt.shard_files(name, index, count) for index in range(count)], facts, fmt)
 
 
+def _owned_outputs(plan: _Plan, node: NodeShare | None) -> list[str]:
+    """The shard files this run may write: all of the plan's, or a node's share of them."""
+    if node is None:
+        return plan.outputs
+    return [file for index, files in enumerate(plan.names) if node.owns(index) for file in files]
+
+
 def _refuse_if_foreign(out_dir: Path, name: str, previous: _Previous | None, plan: _Plan, options: PackOptions,
-                       origin: str) -> None:
+                       origin: str, outputs: Sequence[str] | None = None) -> None:
     """Refuse (RefusedError) to touch outputs that another job made: other options, another input, or files
-    that no run of ours recorded."""
+    that no run of ours recorded (of ``outputs``: the files this run may write, by default the plan's)."""
     if previous is None:
-        clashes = [output for output in plan.outputs if (out_dir / output).exists()]
+        clashes = [output for output in (plan.outputs if outputs is None else outputs) if (out_dir / output).exists()]
         if clashes:
             shown = ", ".join(clashes[:3]) + (" ..." if len(clashes) > 3 else "")
             raise RefusedError(f"{out_dir} already has {shown}, which no pack run of {name} recorded; "
@@ -451,7 +491,8 @@ def pack_entries(entries: EntryList, source: ImageSource, out_dir: str | Path, n
                  progress: Progress | None = None, origin: str = "",
                  rejects: Sequence[tuple[str, str]] = (), skipped: Sequence[tuple[str, str]] = (),
                  cross_class_links: int = 0, detect_changes: ChangeCheck = "stat", verify_finished: bool = True,
-                 space_check: bool = True, executor: Executor | None = None) -> PackResult:
+                 space_check: bool = True, executor: Executor | None = None,
+                 node: NodeShare | None = None) -> PackResult:
     """Pack ``entries`` (in this order) from ``source`` into ``out_dir/NAME*.rec/.idx`` (or the shards of
     ``options.format``) + manifest + rejects.  UsageError for a format, preset or name that do not go together.
 
@@ -464,18 +505,22 @@ def pack_entries(entries: EntryList, source: ImageSource, out_dir: str | Path, n
     (``detect_changes``: "stat" = size and mtime, "content" = SHA-256 of each input) and whose files pass
     their checksum (``verify_finished``; False checks sizes only) are kept; the rest are packed.
     Refuses (RefusedError) to replace outputs of other options, inputs or tools unless ``overwrite``, and
-    while another process writes the same dataset.
+    while another process writes the same dataset.  With ``node`` (of more than one), only that node's share of
+    the shards is packed, ending in its partial manifest; ``commit_dataset`` then writes the dataset's files.
     """
     name = check_dataset_name(name)
     out_dir = check_output_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with dataset_lock(out_dir, name):
+    node = node if node is not None and node.count > 1 else None
+    if node is not None and overwrite:
+        raise UsageError("--overwrite is for one machine: remove the old dataset's files, then pack on the nodes")
+    with dataset_lock(out_dir, node.tag(name) if node is not None else name):
         return _pack_locked(entries, source, out_dir, name, options, classes=classes,
                             label_convention=label_convention, overwrite=overwrite, write_list=write_list,
                             progress=progress or NullProgress(), origin=origin, rejects=rejects, skipped=skipped,
                             cross_class_links=cross_class_links, detect_changes=detect_changes,
                             verify_finished=verify_finished, space_check=space_check,
-                            executor=executor or LocalPool(options.worker_count))
+                            executor=executor or LocalPool(options.worker_count), node=node)
 
 
 def pack_input(pack_in: PackInput, out_dir: str | Path, options: PackOptions, *, name: str | None = None,
@@ -493,7 +538,7 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
                  write_list: bool, progress: Progress, origin: str,
                  rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]], cross_class_links: int,
                  detect_changes: ChangeCheck, verify_finished: bool, space_check: bool,
-                 executor: Executor) -> PackResult:
+                 executor: Executor, node: NodeShare | None = None) -> PackResult:
     if options.key == "lst-index":
         _check_unique_keys(entries)
     if rejects and options.on_error == "fail":
@@ -507,6 +552,7 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
     if problem:
         raise UsageError(problem)
     plan = _plan(entries, source, options, name, detect_changes, fmt)
+    state_name = node.tag(name) if node is not None else name  # a node's journal and partial are its own
     if overwrite:  # start over: nothing is reused; every shard file of an older version goes
         try:
             replaced = _load_previous(out_dir, name)
@@ -515,10 +561,10 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
         stale_files = _shard_files_of(out_dir, name, fmt) + (replaced.files + replaced.stale if replaced else [])
         previous = None
     else:
-        previous = _load_previous(out_dir, name)
-        _refuse_if_foreign(out_dir, name, previous, plan, options, origin)
+        previous = _load_previous(out_dir, name, state_name)
+        _refuse_if_foreign(out_dir, name, previous, plan, options, origin, _owned_outputs(plan, node))
         stale_files = previous.files + previous.stale if previous is not None else []
-    stale_files = sorted(set(stale_files) - set(plan.outputs))
+    stale_files = sorted(set(stale_files) - set(plan.outputs)) if node is None else []  # commit's job on nodes
 
     reusable: dict[int, ShardResult] = {}
     damaged = changed = 0
@@ -536,23 +582,31 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
     elif previous is not None:
         changed = len(previous.done)
     listing_state = _extras_digest(rejects, skipped, classes, label_convention, write_list)
-    _remove_temporaries(out_dir, plan.outputs + _dataset_files(name))  # left by a killed run (we hold the lock)
-    if previous is not None and previous.manifest is not None and len(reusable) == len(plan.ranges) and not stale_files:
+    # left by a killed run (we hold the lock): of every output, or, on a node, of its own shards only (the
+    # others' may be being written right now)
+    _remove_temporaries(out_dir, _owned_outputs(plan, node) + (
+        _dataset_files(name) if node is None else [f"{state_name}{JOURNAL_SUFFIX}", f"{state_name}{PARTIAL_SUFFIX}"]))
+    if (node is None and previous is not None and previous.manifest is not None and len(reusable) == len(plan.ranges)
+            and not stale_files):
         up_to_date = _finished_result(out_dir, name, previous.path, previous.manifest, plan, listing_state)
         if up_to_date is not None:
             log.info("%s in %s is up to date: nothing to pack", name, out_dir)
             return up_to_date
 
-    pending = [index for index in range(len(plan.ranges)) if index not in reusable]
+    pending = [index for index in range(len(plan.ranges))
+               if index not in reusable and (node is None or node.owns(index))]
+    if node is not None:
+        reusable = {index: result for index, result in reusable.items() if node.owns(index)}
     if reusable:
         log.info("%s: reusing %d finished shard(s), packing %d", name, len(reusable), len(pending))
     if space_check:
         _check_space(out_dir, plan.estimated_output(pending, options))
     replaces = (previous.fingerprint or previous.replaces) if previous is not None else ""
-    journal = _Journal.start(out_dir / f"{name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges), replaces,
+    journal = _Journal.start(out_dir / f"{state_name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges), replaces,
                              stale_files, dict(reusable))
     journal.record()  # before the manifest goes: from here on the journal is the state
-    manifest_path(out_dir, name).unlink(missing_ok=True)
+    if node is None or pending:
+        manifest_path(out_dir, name).unlink(missing_ok=True)
     _remove_files(out_dir, stale_files)  # the old version's shards that the new plan does not have
     tasks = [ShardTask(index, len(plan.ranges), name, str(out_dir), entries[plan.ranges[index].start:plan.ranges[index].stop],
                        source, options, plan.digests[index], fmt) for index in pending]
@@ -560,6 +614,9 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
                       done=sum(len(plan.ranges[index]) for index in reusable))  # resumed: counted, not in the rate
     _run(tasks, options, journal, task, out_dir, plan, executor)
     task.done()
+    if node is not None:
+        return _finish_node(out_dir, name, node, journal, plan, entries, classes, label_convention, write_list,
+                            rejects, skipped, cross_class_links, listing_state, len(reusable))
 
     update = {"replaced": journal.replaces, "shards_repacked": pending} if journal.replaces else None
     result = _finish(out_dir, name, options, origin, journal, classes, label_convention, entries, write_list,
@@ -612,7 +669,7 @@ def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: 
     finally:
         for assembly in assemblies.values():
             assembly.abort()
-        _remove_temporaries(out_dir, plan.outputs)  # of shards whose workers were stopped
+        _remove_temporaries(out_dir, [file for task in tasks for file in task.names])  # of stopped workers' shards
 
 
 def _write_failure(failure: ShardWriteError, out_dir: Path, tasks: list[ShardTask], journal: _Journal,
@@ -670,10 +727,14 @@ def _finished_result(out_dir: Path, name: str, manifest_file: Path, manifest: Ma
 
 
 def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal: _Journal,
-            classes: Sequence[str] | None, label_convention: str, entries: EntryList,
+            classes: Sequence[str] | None, label_convention: str, entries: EntryList | None,
             write_list: bool, listed_rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]],
             cross_class_links: int, listing_state: str, update: dict[str, Any] | None,
-            fmt: RecordFormat) -> PackResult:
+            fmt: RecordFormat, identity: tuple[str, str] | None = None, images: int = 0) -> PackResult:
+    """Write the dataset's files beside its shards, then the manifest.  ``entries`` None: the list (when
+    ``write_list``) is already written, and ``images`` counts them; ``identity``: the (options fingerprint,
+    codec) the shards were packed with, when not this process's own (a commit of nodes' work)."""
+    options_fingerprint, codec = identity or (options.fingerprint(), options.codec())
     _remove_files(out_dir, journal.stale)
     results = [journal.done[index] for index in sorted(journal.done)]
     worker_rejects = [reject for result in results for reject in result.rejects]
@@ -691,19 +752,20 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
         write_class_map(out_dir / f"{name}.synsets.txt", classes)
         extra_files.append(out_dir / f"{name}.synsets.txt")
     if write_list:
-        write_lst(out_dir / f"{name}.lst", entries)
+        if entries is not None:
+            write_lst(out_dir / f"{name}.lst", entries)
         extra_files.append(out_dir / f"{name}.lst")
     extra_files += fmt.dataset_files(out_dir, name, [([record.name for record in result.files], result.records)
                                                      for result in results], classes)
     digests = [result.inputs for result in results]
     manifest = Manifest(
-        name=name, fingerprint=_fingerprint(options.fingerprint(), digests, listing_state),
+        name=name, fingerprint=_fingerprint(options_fingerprint, digests, listing_state),
         options=options.output_affecting(),
         key_convention=options.key, classes=list(classes) if classes is not None else None,
         label_convention=label_convention,
         shards=[result.record() for result in results],
         files=[FileRecord.of(path.relative_to(out_dir).as_posix(), file_digests(path)) for path in extra_files],
-        origin=origin, options_fingerprint=options.fingerprint(), codec=options.codec(),
+        origin=origin, options_fingerprint=options_fingerprint, codec=codec,
         listing_rejects=len(listed_rejects), skipped=len(skipped),
         skipped_by_extension=count_by_extension(path for path, _ in skipped),
         cross_class_links=cross_class_links, update=update)
@@ -712,9 +774,127 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
     journal.path.unlink(missing_ok=True)
     return PackResult(
         name=name, out_dir=str(out_dir), manifest=str(manifest_file), shards=len(results), shards_resumed=0,
-        images=len(entries), records=manifest.records, rejects=len(all_rejects),
+        images=len(entries) if entries is not None else images, records=manifest.records, rejects=len(all_rejects),
         reencoded=sum(result.reencoded for result in results),
         bytes_out=sum(record.bytes for shard in manifest.shards for record in shard.files),
         rejects_file=str(rejects_file), skipped=len(skipped), skipped_file=str(skipped_file) if skipped else "",
         skipped_by_extension=manifest.skipped_by_extension, cross_class_links=cross_class_links,
         reject_samples=all_rejects[:10])
+
+
+def _finish_node(out_dir: Path, name: str, node: NodeShare, journal: _Journal, plan: _Plan, entries: EntryList,
+                 classes: Sequence[str] | None, label_convention: str, write_list: bool,
+                 rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]], cross_class_links: int,
+                 listing_state: str, resumed: int) -> PackResult:
+    """A node's share is packed: its partial manifest (the journal, the plan's digests and what the listing
+    found, for ``commit_dataset``) replaces its journal.  Node 0 also writes the class map and the list."""
+    if node.rank == 0:
+        if classes is not None:
+            write_class_map(out_dir / f"{name}.synsets.txt", classes)
+        if write_list:
+            write_lst(out_dir / f"{name}.lst", entries)
+    partial = out_dir / f"{node.tag(name)}{PARTIAL_SUFFIX}"
+    data = {**journal.as_dict(), "node": {"rank": node.rank, "count": node.count}, "digests": plan.digests,
+            "listing_state": listing_state, "classes": list(classes) if classes is not None else None,
+            "label_convention": label_convention, "write_list": write_list, "images": len(entries),
+            "rejects": [list(row) for row in rejects], "skipped": [list(row) for row in skipped],
+            "cross_class_links": cross_class_links}
+    with atomic_output(partial) as stream:
+        stream.write(json.dumps(data).encode("utf-8"))
+    journal.path.unlink(missing_ok=True)
+    results = list(journal.done.values())
+    return PackResult(
+        name=name, out_dir=str(out_dir), manifest=str(partial), shards=len(results), shards_resumed=resumed,
+        images=sum(len(plan.ranges[result.index]) for result in results),
+        records=sum(result.records for result in results),
+        rejects=sum(len(result.rejects) for result in results),
+        reencoded=sum(result.reencoded for result in results),
+        bytes_out=sum(record.bytes for result in results for record in result.files), rejects_file="")
+
+
+class CommitRefused(RefusedError):
+    """The nodes' partial manifests do not make one whole, consistent dataset: the message says what is missing
+    or which two disagree."""
+
+
+def _partial_name(path: Path) -> tuple[str, int, int] | None:
+    match = re.fullmatch(r"(.+)\.node-(\d{5})-of-(\d{5})" + re.escape(PARTIAL_SUFFIX), path.name)
+    return (match.group(1), int(match.group(2)), int(match.group(3))) if match else None
+
+
+def commit_dataset(out_dir: str | Path, name: str | None = None) -> PackResult:
+    """Merge the partial manifests that ``--num-nodes N --node-rank K`` runs left in ``out_dir`` into the dataset:
+    its rejects and skipped lists, combined index and manifest, as one machine would have written them.
+    CommitRefused when a node has not finished, a shard is missing, or two partials disagree."""
+    out_dir = check_output_folder(out_dir)
+    found = [(path, parsed) for path in sorted(out_dir.glob(f"*.node-*{PARTIAL_SUFFIX}"))
+             if (parsed := _partial_name(path)) is not None]
+    names = sorted({parsed[0] for _, parsed in found})
+    if name is None:
+        if len(names) != 1:
+            raise UsageError(f"{out_dir}: " + (f"partial manifests of several datasets ({', '.join(names)}): pass --name"
+                                               if names else "no partial manifest (NAME.node-K-of-N.partial.json) in it"))
+        name = names[0]
+    mine = [(path, rank, count) for path, (base, rank, count) in found if base == name]
+    if not mine:
+        raise CommitRefused(f"{out_dir}: no partial manifest of {name} (NAME.node-K-of-N.partial.json)")
+    with dataset_lock(out_dir, name):
+        return _commit_locked(out_dir, name, mine)
+
+
+def _commit_locked(out_dir: Path, name: str, partials: list[tuple[Path, int, int]]) -> PackResult:
+    counts = {count for _, _, count in partials}
+    if len(counts) != 1:
+        raise CommitRefused(f"{name}: partial manifests of runs with different --num-nodes ({sorted(counts)}); "
+                            "remove the stale ones")
+    count = counts.pop()
+    missing_nodes = sorted(set(range(count)) - {rank for _, rank, _ in partials})
+    if missing_nodes:
+        raise CommitRefused(f"{name}: node(s) {', '.join(map(str, missing_nodes))} of {count} have not finished (no "
+                            f"{NodeShare(missing_nodes[0], count).tag(name)}{PARTIAL_SUFFIX}); run them, then commit")
+    parts = []
+    for path, _, _ in partials:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            parts.append((path, data, _Journal.load(path)))
+        except (ValueError, KeyError, TypeError) as error:
+            raise CommitRefused(f"{path}: unreadable partial manifest ({error})") from None
+    first_path, first, _ = parts[0]
+    for path, data, _ in parts[1:]:
+        for key in ("options_fingerprint", "codec", "origin", "shard_count", "digests", "listing_state"):
+            if data.get(key) != first.get(key):
+                raise CommitRefused(f"{path.name} and {first_path.name} disagree on {key}: the nodes packed different "
+                                    "inputs or options; rerun the odd one with the others' options")
+    done: dict[int, ShardResult] = {}
+    for path, _, journal in parts:
+        for index, result in journal.done.items():
+            if index in done and done[index] != result:
+                raise CommitRefused(f"two nodes packed shard {index} differently ({path.name} and another)")
+            done[index] = result
+    try:
+        options = PackOptions(**first["options"])
+    except (TypeError, ValueError) as error:
+        raise CommitRefused(f"{first_path}: options this recordio-pack cannot read ({error})") from None
+    classes = first.get("classes")
+    fmt = options.record_format(classes)
+    shard_count = first["shard_count"]
+    absent = [index for index in range(shard_count) if index not in done]
+    if absent:
+        files = ", ".join(fmt.shard_files(name, index, shard_count)[0] for index in absent[:3])
+        raise CommitRefused(f"{name}: {len(absent)} shard(s) missing from every partial manifest ({files}"
+                            f"{' ...' if len(absent) > 3 else ''}); rerun the node(s) that own them")
+    gone = [record.name for index in sorted(done) for record in done[index].files
+            if not (out_dir / record.name).is_file() or (out_dir / record.name).stat().st_size != record.bytes]
+    if gone:
+        raise CommitRefused(f"{name}: {gone[0]} is missing or not the size its node recorded; rerun that node")
+    journal = _Journal(out_dir / f"{name}{JOURNAL_SUFFIX}", first["options"], first["codec"],
+                       first["options_fingerprint"], first["origin"], shard_count, done=done)
+    rejects = [(path, reason) for path, reason in first.get("rejects", [])]
+    skipped = [(path, why) for path, why in first.get("skipped", [])]
+    committed = _finish(out_dir, name, options, first["origin"], journal, classes,
+                        first.get("label_convention", "lst"), None, first.get("write_list", False), rejects, skipped,
+                        first.get("cross_class_links", 0), first["listing_state"], None, fmt,
+                        identity=(first["options_fingerprint"], first["codec"]), images=first.get("images", 0))
+    for path, _, _ in partials:
+        path.unlink(missing_ok=True)
+    return committed

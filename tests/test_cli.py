@@ -23,7 +23,7 @@ HELP_MARKERS = {
     "index": "--salvage", "inspect": "--contact-sheet", "backup": "--storage-class",
     "restore": "folder to restore into", "snapshot": "--copy-to-region", "replicate": "--filter",
     "mount": "--mount-command", "cleanup": "--keep-latest", "imagenet": "download archives with resume",
-    "userdata": "--output", "launch": "--instance-type",
+    "userdata": "--output", "launch": "--instance-type", "commit": "partial manifests of several",
 }
 
 

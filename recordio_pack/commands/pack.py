@@ -80,6 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 "--address (OUTDIR must then be a folder every node sees)")
     run_group.add_argument("--address", default="auto",
                            help="with --engine ray: auto (the running cluster), local (start one here), or HOST:PORT")
+    run_group.add_argument("--num-nodes", type=positive_int,
+                           help="machines packing this dataset together into one OUTDIR they all see (default: "
+                                "$AWS_BATCH_JOB_ARRAY_SIZE, else 1); each packs its share, then `commit OUTDIR`")
+    run_group.add_argument("--node-rank", type=int,
+                           help="this machine's number, 0..N-1 (default: $AWS_BATCH_JOB_ARRAY_INDEX)")
     add_aws_options(parser)
     add_output_options(parser)
     parser.set_defaults(run=run)
@@ -119,15 +124,50 @@ def run(args: argparse.Namespace) -> int:
         options = PackOptions(**dict(settings, num_shards=default_num_shards(preset, name)))  # imagenet_to_gcs's
     executor: Executor = (RayExecutor(address=args.address, num_cpus=args.workers) if args.engine == "ray"
                           else LocalPool(options.worker_count))
+    node = _node_share(args)
     with ProgressBar(args) as bar:  # "pack NAME", images, resumed ones counted but not in the rates
         result = pack_input(pack_in, args.outdir, options, name=name, overwrite=args.overwrite, progress=bar,
                             detect_changes=args.detect_changes, verify_finished=not args.trust_finished,
-                            space_check=not args.skip_space_check, executor=executor)
-    emit(args, result.as_dict(), _summary(result))
+                            space_check=not args.skip_space_check, executor=executor, node=node)
+    emit(args, result.as_dict(), _node_summary(result, node) if node is not None else summary(result))
     return 0
 
 
-def _summary(result) -> str:  # result: recordio_pack.pack.PackResult
+def _node_share(args: argparse.Namespace):  # -> recordio_pack.pack.NodeShare | None
+    """--num-nodes/--node-rank, or AWS Batch's array variables (an array job's children each run one node)."""
+    import os
+
+    from recordio_pack.errors import UsageError
+    from recordio_pack.pack import NodeShare
+
+    def from_environment(variable: str) -> int | None:
+        text = os.environ.get(variable)
+        if text is None:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise UsageError(f"${variable} is {text!r}, not a number") from None
+
+    count = args.num_nodes if args.num_nodes is not None else from_environment("AWS_BATCH_JOB_ARRAY_SIZE")
+    rank = args.node_rank if args.node_rank is not None else from_environment("AWS_BATCH_JOB_ARRAY_INDEX")
+    if count is None or count == 1:
+        if rank not in (None, 0):
+            raise UsageError("--node-rank (or $AWS_BATCH_JOB_ARRAY_INDEX) needs --num-nodes (or "
+                             "$AWS_BATCH_JOB_ARRAY_SIZE)")
+        return None
+    if rank is None:
+        raise UsageError(f"--num-nodes {count} needs --node-rank 0..{count - 1} (or $AWS_BATCH_JOB_ARRAY_INDEX)")
+    return NodeShare(rank, count)
+
+
+def _node_summary(result, node) -> str:  # result: PackResult; node: NodeShare
+    return (f"node {node.rank} of {node.count}: packed {result.records} records in {result.shards} shard(s) of "
+            f"{result.name} into {result.out_dir} ({result.shards_resumed} kept as they were); partial manifest "
+            f"{result.manifest}\nwhen every node has finished: recordio-pack commit {result.out_dir}")
+
+
+def summary(result) -> str:  # result: recordio_pack.pack.PackResult
     if result.up_to_date:
         lines = [f"{result.name} in {result.out_dir} is up to date: {result.records} records in {result.shards} "
                  "shard(s), inputs unchanged, every shard checked"]

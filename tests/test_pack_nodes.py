@@ -1,0 +1,125 @@
+"""Several machines pack one dataset: ``pack --num-nodes N --node-rank K`` each, at the same time, into one
+folder, then ``commit``; the result is the dataset one machine packs. Commit refuses what does not add up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagegen import jpeg
+
+CLI = [sys.executable, "-m", "recordio_pack"]
+PACK = ["--resize", "40", "--num-shards", "5", "--workers", "1", "-q"]
+
+
+def tree(root: Path) -> Path:
+    for label in range(3):
+        (root / f"n{label:08d}").mkdir(parents=True, exist_ok=True)
+        for number in range(6):
+            (root / f"n{label:08d}" / f"{number}.JPEG").write_bytes(jpeg(50 + number, 40, seed=label * 10 + number))
+    (root / "n00000001" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (root / "n00000002" / "notes.txt").write_text("skipped")
+    return root
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def node_run(root: Path, out: Path, rank: int, count: int = 2, *extra: str,
+             env: dict[str, str] | None = None) -> subprocess.Popen:
+    arguments = [*CLI, "pack", str(root), str(out), *PACK, *extra]
+    if rank >= 0:
+        arguments += ["--num-nodes", str(count), "--node-rank", str(rank)]
+    return subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def finished(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out, err
+
+
+def test_two_nodes_at_once_then_commit_equal_one_machine(tmp_path: Path, cli_main: Any) -> None:
+    root = tree(tmp_path / "tree")
+    nodes = [node_run(root, tmp_path / "shared", rank) for rank in (0, 1)]  # both at the same time
+    for process in nodes:
+        code, _, err = finished(process)
+        assert code == 0, err
+    partials = sorted(path.name for path in (tmp_path / "shared").glob("*.partial.json"))
+    assert partials == ["tree.node-00000-of-00002.partial.json", "tree.node-00001-of-00002.partial.json"]
+    assert not (tmp_path / "shared" / "tree.manifest.json").exists()
+    done = cli_main("commit", str(tmp_path / "shared"), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["records"] == 18 and json.loads(done.stdout)["rejects"] == 1
+    assert finished(node_run(root, tmp_path / "single", -1))[0] == 0
+    assert files_of(tmp_path / "shared") == files_of(tmp_path / "single")  # manifest included, partials gone
+    assert cli_main("verify", str(tmp_path / "shared"), "-q").returncode == 0
+
+
+def test_commit_refuses_a_node_that_has_not_finished_then_takes_it(tmp_path: Path, cli_main: Any) -> None:
+    root = tree(tmp_path / "tree")
+    assert finished(node_run(root, tmp_path / "out", 1, 3))[0] == 0
+    refused = cli_main("commit", str(tmp_path / "out"))
+    assert refused.returncode == 3 and refused.stderr.count("\n") == 1
+    assert "node(s) 0, 2 of 3 have not finished" in refused.stderr
+    for rank in (0, 2):
+        assert finished(node_run(root, tmp_path / "out", rank, 3))[0] == 0
+    assert cli_main("commit", str(tmp_path / "out"), "-q").returncode == 0
+    assert (tmp_path / "out" / "tree.manifest.json").exists()
+
+
+def test_commit_refuses_a_missing_shard_file_naming_it(tmp_path: Path, cli_main: Any) -> None:
+    root = tree(tmp_path / "tree")
+    for rank in (0, 1):
+        assert finished(node_run(root, tmp_path / "out", rank))[0] == 0
+    (tmp_path / "out" / "tree-00003-of-00005.rec").unlink()
+    refused = cli_main("commit", str(tmp_path / "out"))
+    assert refused.returncode == 3 and "tree-00003-of-00005.rec is missing" in refused.stderr
+    code, out, err = finished(node_run(root, tmp_path / "out", 1))  # node 1 owns shard 3: packs it again
+    assert code == 0, err
+    assert cli_main("commit", str(tmp_path / "out"), "-q").returncode == 0
+
+
+def test_nodes_that_packed_with_other_options_do_not_commit(tmp_path: Path, cli_main: Any) -> None:
+    root = tree(tmp_path / "tree")
+    assert finished(node_run(root, tmp_path / "out", 0))[0] == 0
+    assert finished(node_run(root, tmp_path / "out", 1, 2, "--quality", "80"))[0] == 0
+    refused = cli_main("commit", str(tmp_path / "out"))
+    assert refused.returncode == 3 and "disagree on options_fingerprint" in refused.stderr
+
+
+def test_aws_batch_array_variables_name_the_node_and_a_rerun_keeps_its_shards(tmp_path: Path, cli_main: Any) -> None:
+    root = tree(tmp_path / "tree")
+    batch = {"AWS_BATCH_JOB_ARRAY_SIZE": "2"}
+    for rank in ("0", "1"):
+        code, _, err = finished(node_run(root, tmp_path / "out", -1, env={**batch, "AWS_BATCH_JOB_ARRAY_INDEX": rank}))
+        assert code == 0, err
+    again = finished(node_run(root, tmp_path / "out", -1, 2, "--json",
+                              env={**batch, "AWS_BATCH_JOB_ARRAY_INDEX": "1"}))
+    assert again[0] == 0 and json.loads(again[1])["shards_resumed"] == 2  # shards 1 and 3: kept, not repacked
+    assert cli_main("commit", str(tmp_path / "out"), "-q").returncode == 0
+    bad = finished(node_run(root, tmp_path / "other", -1, env={"AWS_BATCH_JOB_ARRAY_INDEX": "1"}))
+    assert bad[0] == 2 and "needs --num-nodes" in bad[2]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--num-nodes", "2", "--node-rank", "2"], "--node-rank must be 0..1"),
+    (["--num-nodes", "2"], "needs --node-rank 0..1"),
+])
+def test_a_node_rank_out_of_range_is_a_usage_error(tmp_path: Path, cli_main: Any, arguments: list[str],
+                                                   message: str) -> None:
+    root = tree(tmp_path / "tree")
+    done = cli_main("pack", str(root), str(tmp_path / "out"), *arguments)
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_commit_of_a_folder_without_partials_is_one_line(tmp_path: Path, cli_main: Any) -> None:
+    done = cli_main("commit", str(tmp_path))
+    assert done.returncode == 2 and "no partial manifest" in done.stderr and done.stderr.count("\n") == 1
