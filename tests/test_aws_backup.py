@@ -66,14 +66,15 @@ def key(name: str) -> str:
 # --- pure parts ------------------------------------------------------------------------------------------
 
 def test_part_size_keeps_every_file_under_ten_thousand_parts() -> None:
-    assert part_size_for(0) == 8 * MiB
-    assert part_size_for(1) == 8 * MiB
-    assert part_size_for(MAX_PARTS * 8 * MiB) == 8 * MiB
-    assert part_size_for(MAX_PARTS * 8 * MiB + 1) == 9 * MiB
+    assert part_size_for(0) == 16 * MiB
+    assert part_size_for(1) == 16 * MiB
+    assert part_size_for(MAX_PARTS * 16 * MiB) == 16 * MiB
+    assert part_size_for(MAX_PARTS * 16 * MiB + 1) == 17 * MiB
     for size in (150 * 10**9, 150 * 2**30, 5 * 2**40):  # a 150 GB .rec, and bigger
         part = part_size_for(size)
-        assert -(-size // part) <= MAX_PARTS and part % MiB == 0 and part >= 8 * MiB
-    assert part_size_for(150 * 10**9) == 15 * MiB
+        assert -(-size // part) <= MAX_PARTS and part % MiB == 0 and part >= 16 * MiB
+    assert part_size_for(150 * 10**9) == 16 * MiB and part_size_for(150 * 10**9, 8 * MiB) == 15 * MiB
+    assert part_size_for(500 * 10**9) == 48 * MiB
     assert part_size_for(1000, minimum=5 * MiB) == 5 * MiB
     with pytest.raises(ValueError, match="5 MiB"):
         part_size_for(1000, minimum=4 * MiB)

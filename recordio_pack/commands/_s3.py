@@ -35,8 +35,8 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
                        help="parallel S3 requests (default 10)")
     group.add_argument("--max-bandwidth", type=parse_bandwidth, metavar="RATE",
                        help="cap on bytes per second over all requests, e.g. 100MB/s or 1GiB/s (default: none)")
-    group.add_argument("--part-size", type=_common.parse_size, default="8MiB", metavar="SIZE",
-                       help="smallest multipart part and ranged GET (default 8MiB, at least 5MiB); grown "
+    group.add_argument("--part-size", type=_common.parse_size, default="16MiB", metavar="SIZE",
+                       help="smallest multipart part and ranged GET (default 16MiB, at least 5MiB); grown "
                             "automatically so the largest file needs at most 10,000 parts")
     group.add_argument("--multipart-threshold", type=_common.parse_size, default="64MiB", metavar="SIZE",
                        help="backup: files up to this size go up in one request, bigger ones in parts "
