@@ -123,3 +123,27 @@ def test_a_node_rank_out_of_range_is_a_usage_error(tmp_path: Path, cli_main: Any
 def test_commit_of_a_folder_without_partials_is_one_line(tmp_path: Path, cli_main: Any) -> None:
     done = cli_main("commit", str(tmp_path))
     assert done.returncode == 2 and "no partial manifest" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_the_shipped_batch_job_definitions_run_our_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aws/batch/*.json: with their parameters filled in, each command parses as recordio-pack's CLI, and an array
+    child (AWS_BATCH_JOB_ARRAY_INDEX set by Batch) is node INDEX of numNodes."""
+    from importlib import resources
+
+    from recordio_pack.cli import build_parser
+    from recordio_pack.commands.pack import _node_share
+
+    folder = resources.files("recordio_pack.aws.batch")
+    node_job = json.loads((folder / "pack-array-job.json").read_text())
+    commit_job = json.loads((folder / "commit-job.json").read_text())
+    for job in (node_job, commit_job):
+        command = [job["parameters"].get(part[len("Ref::"):], part) if part.startswith("Ref::") else part
+                   for part in job["containerProperties"]["command"]]
+        assert command[0] == "recordio-pack" and all(not part.startswith("Ref::") for part in command)
+        args = build_parser().parse_args(command[1:])
+        if command[1] == "pack":
+            monkeypatch.setenv("AWS_BATCH_JOB_ARRAY_INDEX", "5")
+            share = _node_share(args)
+            assert share is not None and (share.rank, share.count) == (5, int(node_job["parameters"]["numNodes"]))
+        else:
+            assert command[1] == "commit" and args.outdir == node_job["parameters"]["outdir"]

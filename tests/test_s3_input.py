@@ -147,3 +147,23 @@ def test_the_cli_packs_a_prefix_with_endpoint_url(s3_tree: tuple[str, Path, AwsT
     assert result["records"] == 15 and result["files_accounted"] == len(awkward_files())
     missing = cli_main("pack", uri.replace("/train", "/nothing"), str(tmp_path / "none"), "--endpoint-url", moto_server)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no objects under this prefix" in missing.stderr
+
+
+def test_the_shipped_policy_allows_every_call_a_pack_from_s3_makes(s3_tree: tuple[str, Path, AwsTarget],
+                                                                   tmp_path: Path) -> None:
+    from importlib import resources
+
+    uri, _, target = s3_tree
+    found = open_input(uri, aws=target)
+    operations: set[str] = set()
+    found.source.client().meta.events.register(  # type: ignore[attr-defined]
+        "provide-client-params.s3", lambda model, **kwargs: operations.add(model.name))
+    listed = open_input(uri, aws=target)  # the listing, through the same (per-process) client
+    listed.source.stat(Entry(0, (0.0,), "n00000001/0.JPEG", -1, -1, -1))  # a .lst input's HEAD
+    pack_input(listed, tmp_path / "out", PackOptions(resize=48, workers=1))
+    assert {"ListObjectsV2", "GetObject", "HeadObject"} <= operations
+    policy = json.loads((resources.files("recordio_pack.aws.policies") / "pack-from-s3.json").read_text())
+    allowed = {action for statement in policy["Statement"] for action in
+               ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])}
+    needed = {"ListObjectsV2": "s3:ListBucket", "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject"}
+    assert {needed[operation] for operation in operations} == allowed
