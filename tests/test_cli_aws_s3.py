@@ -299,3 +299,24 @@ def test_aws_errors_name_the_setting_and_only_the_cli_names_its_flag() -> None:
         with pytest.raises(AwsError, match=f"; see {flag}$"):
             with _s3.flag_hints(), aws_errors("uploading x"):
                 raise raised
+
+
+@pytest.mark.slow
+def test_the_backup_and_restore_bench_runs_on_a_tiny_size(tmp_path: Path) -> None:
+    """bench/backup_vs_awscli.py end to end (its own moto server), every tool once: both phases timed, every
+    tool's result checked by the bench itself (object count; restored folder byte-identical), clients and
+    versions reported. No timing is asserted."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "backup_vs_awscli.py"), "--big-files", "1",
+                           "--big-size", "6MiB", "--small-files", "2", "--small-size", "1KiB", "--runs", "1",
+                           "--json", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["files"] == 5 and result["endpoint"] == "moto server on 127.0.0.1"
+    for phase in ("backup", "restore"):
+        assert set(result[phase]["tools"]) == {"recordio-pack", "aws s3 cp"}
+        assert all(tool["mb_per_s"] > 0 for tool in result[phase]["tools"].values())
+        assert set(result[phase]["ratio_to_aws_cli"]) == {"recordio-pack"}
+    assert "no s3transfer" in result["clients"]["recordio-pack"] and "s3transfer" in result["clients"]["aws s3 cp"]
+    assert result["versions"]["awscli"] != "not installed"
