@@ -67,7 +67,8 @@ class NvmeHost:
                            f'>"{self.fs}/$(basename "$m")"; done; mkdir -p "$(dirname "$array")"; : >"$array" ;;\n'
                            f'  *) for m in "${{members[@]}}"; do grep -q raid "{self.fs}/$(basename "$m")" 2>/dev/null '
                            '|| exit 1; done; mkdir -p "$(dirname "$array")"; : >"$array" ;;\nesac')
-        self.tool("mkfs", f'{record}\necho "ext4 $2" >"{self.fs}/$(basename "$3")"')
+        self.tool("mkfs", f'{record}\nwhile getopts qE:L: o; do [[ $o == L ]] && label=$OPTARG; done\n'
+                          f'echo "ext4 $label" >"{self.fs}/$(basename "${{@: -1}}")"')
         self.tool("mount", f'{record}\nprintf "%s\\t%s\\n" "${{@: -2:1}}" "${{@: -1}}" >>"{self.root}/mounted"')
         self.tool("findmnt", f'[[ -f "{self.root}/mounted" ]] || exit 1\n'
                              f'awk -F "\\t" -v mp="${{@: -1}}" \'$2 == mp {{s = $1}} END {{if (!s) exit 1; print s}}\' '
@@ -147,7 +148,7 @@ def test_raid0_across_instance_store_then_restore_reboot_and_stop_start(tmp_path
     array = str(host.dev / "md" / "recordio-pack")
     assert host.recorded("mdadm")[-1] == " ".join(
         ["--create", array, "--run", "--level=0", "--name=recordio-pack", "--raid-devices=2", *members])
-    assert host.recorded("mkfs") == [f"-L rp-dataset {array}"]
+    assert host.recorded("mkfs") == [f"-q -E nodiscard -L rp-dataset {array}"]
     assert host.recorded("mount") == [f"-o noatime {array} {host.mount_point}"]
     assert same_dataset(tmp_path / "source", host.mount_point)  # the real restore, verified, into the mount
     assert (host.mount_point / "ds.manifest.json").is_file()
@@ -183,7 +184,7 @@ def test_one_disk_is_formatted_directly_without_mdadm(tmp_path: Path, moto_serve
     with InstanceImds(INSTANCE, REGION, "us-east-1a") as stub:
         result = host.run(options, stub.url, moto_server)
     assert result.returncode == 0, result.stderr
-    assert host.recorded("mkfs") == [f"-L imagenet {host.dev / 'nvme1n1'}"]
+    assert host.recorded("mkfs") == [f"-q -E nodiscard -L imagenet {host.dev / 'nvme1n1'}"]
     assert same_dataset(tmp_path / "source", host.mount_point)
 
 
@@ -286,3 +287,20 @@ def test_the_s3_boot_policy_allows_exactly_what_a_restore_calls(tmp_path: Path) 
     iam = {"ListObjectsV2": "s3:ListBucket", "GetObject": "s3:GetObject"}
     used = {iam.get(operation, f"s3:{operation}") for operation in calls.ops()}
     assert used == granted
+
+
+def test_our_array_assembled_at_boot_under_its_host_name_is_used_not_rebuilt(tmp_path: Path, moto_server: str,
+                                                                             backed_up: str) -> None:
+    host = NvmeHost(tmp_path / "host", {"nvme1n1": STORE, "nvme2n1": STORE})
+    for disk in ("nvme1n1", "nvme2n1"):
+        (host.fs / disk).write_text("linux_raid_member ip-10-0-0-9:recordio-pack\n")
+    (host.dev / "md").mkdir()
+    array = host.dev / "md" / "ip-10-0-0-9:recordio-pack"  # what udev names it when the host name changed
+    array.write_bytes(b"")
+    (host.fs / array.name).write_text("ext4 rp-dataset\n")
+    with InstanceImds(INSTANCE, REGION, "us-east-1a") as stub:
+        result = host.run(UserDataOptions(source=backed_up, mount_point=str(host.mount_point)), stub.url, moto_server)
+    assert result.returncode == 0, result.stderr
+    assert host.recorded("mdadm") == [] and host.recorded("mkfs") == []  # found, not assembled or formatted again
+    assert host.recorded("mount") == [f"-o noatime {array} {host.mount_point}"]
+    assert same_dataset(tmp_path / "source", host.mount_point)
