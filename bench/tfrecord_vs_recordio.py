@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pack_vs_im2rec import (  # noqa: E402  (the corpus and measuring helpers of the im2rec bench)
     REPO,
     SAMPLES,
+    become_subreaper,
     build_corpus,
     recordio_pack_command,
     run_measured,
@@ -139,6 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    become_subreaper()  # our workers are the forkserver's children: adopted, so their CPU time is counted
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     source, sources = source_images(args, out)
