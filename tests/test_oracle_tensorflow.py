@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -256,3 +257,18 @@ def test_dali_readers_tfrecord_reads_every_record_with_our_index(tmp_path: Path)
     assert len(rows) == len(ours) == len(expected) == 12
     for (digest, label, name), mine in zip(rows, ours):
         assert digest == sha(mine["image/encoded"][0]) and label == expected[name] + 1
+
+
+@pytest.mark.slow
+def test_the_tfrecord_bench_runs_end_to_end(tmp_path: Path, tf_python: str) -> None:
+    """bench/tfrecord_vs_recordio.py on a tiny fake corpus (so the benchmark cannot rot): every row counted."""
+    command = [sys.executable,
+               str(REPO / "bench" / "tfrecord_vs_recordio.py"), "--images", "12", "--repeats", "1", "--source", "fake",
+               "--fake-classes", "3", "--fake-per-class", "2", "--shards", "2", "--tf-python", tf_python,
+               "--out", str(tmp_path)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert set(summary["rows"]) == {"recordio 256", "tfrecord 256", "tfrecord 256 always", "tf loop 256",
+                                    "tfrecord as-is", "tf loop as-is"}
+    assert summary["rows"]["tf loop 256"]["loop_s"] > 0 and "tfrecord 256 / recordio 256" in completed.stdout

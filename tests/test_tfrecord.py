@@ -342,3 +342,20 @@ def test_backup_and_restore_a_tfrecord_dataset(tmp_path: Path, cli_main, moto_se
     for name in ("train-00000-of-00002", "dali_idx/train-00001-of-00002.idx", "train.manifest.json"):
         assert (tmp_path / "copy" / name).read_bytes() == (out / name).read_bytes()
     assert verify_paths([tmp_path / "copy"]).ok
+
+
+def test_a_damaged_tfrecord_shard_is_packed_again_to_the_same_bytes(tmp_path: Path) -> None:
+    root = tree(tmp_path / "train", classes=2, per_class=4)
+    options = PackOptions(format="tfrecord", num_shards=3, resize=24)
+    pack_input(open_input(root), tmp_path / "out", options, name="train")
+    shard = tmp_path / "out" / "train-00001-of-00003"
+    before = shard.read_bytes()
+    shard.write_bytes(before[:-1] + bytes([before[-1] ^ 1]))
+    again = pack_input(open_input(root), tmp_path / "out", options, name="train")
+    assert again.shards_repacked_damaged == 1 and again.shards_resumed == 2
+    assert shard.read_bytes() == before and verify_paths([tmp_path / "out"]).ok
+    other = PackOptions(format="tfrecord", preset="aip", num_shards=3, resize=24)
+    from recordio_pack.errors import RefusedError
+
+    with pytest.raises(RefusedError, match="preset 'tpu' -> 'aip'"):
+        pack_input(open_input(root), tmp_path / "out", other, name="train")
