@@ -22,19 +22,29 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from recordio_pack.aws.s3 import parse_s3_uri
+from recordio_pack.aws.s3 import S3Location, parse_s3_uri
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.errors import UsageError
 from recordio_pack.format import lst_path_problem
 from recordio_pack.listing import DEFAULT_EXTS, TreeListing
 from recordio_pack.sources import Entry, InputStat
 
-__all__ = ["S3Source", "list_s3_tree", "parse_root"]
+__all__ = ["S3Source", "list_s3_tree", "parse_root", "location_of", "process_client"]
 
 READ_AHEAD = 16  # GETs in flight per worker: a GET's latency (tens of ms) hidden behind the codec's few ms
 
 _clients: dict[tuple[Any, int], Any] = {}  # (source settings, pid) -> client: one per process
 _clients_lock = threading.Lock()
+
+
+def process_client(profile: str | None, region: str | None, endpoint_url: str | None, connections: int) -> Any:
+    """This process's S3 client for these settings, made on first use (a task travelling to a worker or a Ray
+    node carries the settings, never a client)."""
+    key = ((profile, region, endpoint_url, connections), os.getpid())
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = AwsTarget(profile, region, endpoint_url).client("s3", max_pool_connections=connections)
+        return _clients[key]
 
 
 @dataclass(frozen=True)
@@ -48,12 +58,7 @@ class S3Source:
     endpoint_url: str | None = None
 
     def client(self) -> Any:
-        key = ((self.profile, self.region, self.endpoint_url), os.getpid())
-        with _clients_lock:
-            if key not in _clients:
-                target = AwsTarget(self.profile, self.region, self.endpoint_url)
-                _clients[key] = target.client("s3", max_pool_connections=READ_AHEAD + 4)
-            return _clients[key]
+        return process_client(self.profile, self.region, self.endpoint_url, READ_AHEAD + 4)
 
     def key(self, entry: Entry) -> str:
         return self.prefix + entry.path
@@ -119,12 +124,17 @@ def _nanoseconds(moment: Any) -> int:
     return int(moment.timestamp() * 1_000_000) * 1000
 
 
-def parse_root(uri: str, target: AwsTarget) -> S3Source:
-    """The source for ``s3://bucket/prefix`` (a folder of images); UsageError for a malformed URI."""
+def location_of(uri: str) -> S3Location:
+    """``s3://bucket/prefix`` as given on the command line; UsageError for a malformed URI."""
     try:
-        location = parse_s3_uri(uri)
+        return parse_s3_uri(uri)
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+def parse_root(uri: str, target: AwsTarget) -> S3Source:
+    """The source for ``s3://bucket/prefix`` (a folder of images)."""
+    location = location_of(uri)
     return S3Source(location.bucket, location.list_prefix, target.profile, target.region, target.endpoint_url)
 
 

@@ -164,21 +164,23 @@ def cumulative_pairs(files: Sequence[tuple[Sequence[int], int]]) -> list[tuple[i
     return pairs
 
 
-def write_dataset_index(out_dir: str | Path, name: str, shard_files: Sequence[tuple[str, str]]) -> Path:
+def write_dataset_index(out_dir: str | Path, name: str, shard_files: Sequence[tuple[str, str]],
+                        rec_sizes: Sequence[int] | None = None) -> Path:
     """Write ``OUT_DIR/NAME.all.idx`` (atomically) over the shards ``shard_files`` — ``(rec, idx)`` file names
-    inside ``out_dir``, in shard order — from their `.idx` files and `.rec` sizes, and return its path.  A
-    dataset of one shard gets one too (the same offsets as ``NAME.idx``, keys 0..N-1), so the DALI recipe is the
-    same for every dataset.  InputError names a shard whose `.idx` is missing, unreadable or points past the
-    end of its `.rec`."""
+    inside ``out_dir``, in shard order — from their `.idx` files and `.rec` sizes (``rec_sizes``, or the files'
+    own when not given), and return its path.  A dataset of one shard gets one too (the same offsets as
+    ``NAME.idx``, keys 0..N-1), so the DALI recipe is the same for every dataset.  InputError names a shard
+    whose `.idx` is missing, unreadable or points past the end of its `.rec`."""
     out_dir = Path(out_dir)
     per_file: list[tuple[list[int], int]] = []
-    for rec_name, idx_name in shard_files:
-        rec, idx = require_file(out_dir / rec_name), require_file(out_dir / idx_name)
+    for number, (rec_name, idx_name) in enumerate(shard_files):
+        idx = require_file(out_dir / idx_name)
+        rec = out_dir / rec_name
+        size = rec_sizes[number] if rec_sizes is not None else require_file(rec).stat().st_size
         try:
             offsets = [offset for _, offset in read_idx(idx)]
         except (ValueError, UnicodeDecodeError) as error:
             raise InputError(f"{idx}: {error}") from None
-        size = rec.stat().st_size
         beyond = [offset for offset in offsets if offset >= size]
         if beyond:
             raise InputError(f"{idx}: offset {beyond[0]} lies past the end of {rec.name} ({size} bytes)")

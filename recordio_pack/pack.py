@@ -22,7 +22,7 @@ import re
 import shutil
 from array import array
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,7 @@ from recordio_pack.listing import count_by_extension, write_class_map, write_lst
 from recordio_pack.locking import dataset_lock
 from recordio_pack.manifest import MANIFEST_SUFFIX, FileRecord, Manifest, ShardRecord, manifest_path
 from recordio_pack.options import DEFAULT_SHARD_SIZE, PackOptions
+from recordio_pack.outputs import LocalFolder, Output
 from recordio_pack.pool import TaskFailed, WorkerDied
 from recordio_pack.progress import Advanced, NullProgress, Progress, Task, start_task
 from recordio_pack.shard import (
@@ -57,6 +58,7 @@ __all__ = ["PackResult", "NotEnoughSpace", "NodeShare", "CommitRefused", "commit
            "estimated_output_bytes"]
 
 JOURNAL_SUFFIX = ".pack-state.json"
+IN_PLACE = LocalFolder()  # the default output: files stay in the output folder
 SPACE_MARGIN = 64 << 20  # free bytes kept beyond the estimate (the final files, the journal, the filesystem)
 ChangeCheck = Literal["stat", "content"]
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class PackResult:
     shards_repacked_changed: int = 0  # shards packed again because their inputs changed (incremental update)
     shards_repacked_damaged: int = 0  # finished shards whose files failed their checksum, packed again
     up_to_date: bool = False  # nothing needed packing
+    published_to: str = ""  # where the files were uploaded (an S3 output), out_dir being the staging folder
     reject_samples: list[tuple[str, str]] = field(default_factory=list)  # the first few (path, reason)
 
     @property
@@ -331,20 +334,6 @@ class _Journal:
             stream.write(json.dumps(self.as_dict()).encode("utf-8"))
 
 
-def _files_intact(out_dir: Path, result: ShardResult, verify: bool) -> bool:
-    """The shard's files are there with the recorded size and, when ``verify``, the recorded SHA-256."""
-    for record in result.files:
-        path = out_dir / record.name
-        try:
-            if path.stat().st_size != record.bytes:
-                return False
-        except OSError:
-            return False
-        if verify and file_digests(path).sha256 != record.sha256:
-            return False
-    return True
-
-
 def _recover_rejects(out_dir: Path, name: str, manifest: Manifest, reusable: dict[int, ShardResult], plan: _Plan,
                      entries: EntryList) -> int:
     """Give shards reused from a finished dataset their reject rows back, from its NAME.rejects.tsv (the manifest
@@ -492,7 +481,7 @@ def pack_entries(entries: EntryList, source: ImageSource, out_dir: str | Path, n
                  rejects: Sequence[tuple[str, str]] = (), skipped: Sequence[tuple[str, str]] = (),
                  cross_class_links: int = 0, detect_changes: ChangeCheck = "stat", verify_finished: bool = True,
                  space_check: bool = True, executor: Executor | None = None,
-                 node: NodeShare | None = None) -> PackResult:
+                 node: NodeShare | None = None, output: Output | None = None) -> PackResult:
     """Pack ``entries`` (in this order) from ``source`` into ``out_dir/NAME*.rec/.idx`` (or the shards of
     ``options.format``) + manifest + rejects.  UsageError for a format, preset or name that do not go together.
 
@@ -507,6 +496,8 @@ def pack_entries(entries: EntryList, source: ImageSource, out_dir: str | Path, n
     Refuses (RefusedError) to replace outputs of other options, inputs or tools unless ``overwrite``, and
     while another process writes the same dataset.  With ``node`` (of more than one), only that node's share of
     the shards is packed, ending in its partial manifest; ``commit_dataset`` then writes the dataset's files.
+    ``output``: where finished files go (default: they stay in ``out_dir``; ``aws.s3_output.S3Output``: uploaded
+    as each shard finishes, ``out_dir`` a staging folder, the manifest last).
     """
     name = check_dataset_name(name)
     out_dir = check_output_folder(out_dir)
@@ -514,13 +505,21 @@ def pack_entries(entries: EntryList, source: ImageSource, out_dir: str | Path, n
     node = node if node is not None and node.count > 1 else None
     if node is not None and overwrite:
         raise UsageError("--overwrite is for one machine: remove the old dataset's files, then pack on the nodes")
+    output = output or LocalFolder()
+    if output.remote and node is not None:
+        raise UsageError("--num-nodes packs into one shared folder; it cannot be combined with an S3 output yet "
+                         "(pack into the shared folder, commit, then backup)")
+    if output.remote and options.format == "tfrecord" and options.preset == "tfds":
+        raise UsageError("--preset tfds makes OUTDIR a TFDS data_dir, a local folder: pack locally, then backup")
     with dataset_lock(out_dir, node.tag(name) if node is not None else name):
-        return _pack_locked(entries, source, out_dir, name, options, classes=classes,
+        result = _pack_locked(entries, source, out_dir, name, options, classes=classes,
                             label_convention=label_convention, overwrite=overwrite, write_list=write_list,
                             progress=progress or NullProgress(), origin=origin, rejects=rejects, skipped=skipped,
                             cross_class_links=cross_class_links, detect_changes=detect_changes,
                             verify_finished=verify_finished, space_check=space_check,
-                            executor=executor or LocalPool(options.worker_count), node=node)
+                            executor=executor or LocalPool(options.worker_count), node=node, output=output)
+    result.published_to = output.describe() if output.remote else ""
+    return result
 
 
 def pack_input(pack_in: PackInput, out_dir: str | Path, options: PackOptions, *, name: str | None = None,
@@ -538,7 +537,8 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
                  write_list: bool, progress: Progress, origin: str,
                  rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]], cross_class_links: int,
                  detect_changes: ChangeCheck, verify_finished: bool, space_check: bool,
-                 executor: Executor, node: NodeShare | None = None) -> PackResult:
+                 executor: Executor, node: NodeShare | None = None,
+                 output: Output = IN_PLACE) -> PackResult:
     if options.key == "lst-index":
         _check_unique_keys(entries)
     if rejects and options.on_error == "fail":
@@ -553,6 +553,7 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
         raise UsageError(problem)
     plan = _plan(entries, source, options, name, detect_changes, fmt)
     state_name = node.tag(name) if node is not None else name  # a node's journal and partial are its own
+    output.prepare(out_dir, name)
     if overwrite:  # start over: nothing is reused; every shard file of an older version goes
         try:
             replaced = _load_previous(out_dir, name)
@@ -567,15 +568,17 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
     stale_files = sorted(set(stale_files) - set(plan.outputs)) if node is None else []  # commit's job on nodes
 
     reusable: dict[int, ShardResult] = {}
+    unpublished: list[ShardResult] = []  # reused shards still only in out_dir (a run killed before it sent them)
     damaged = changed = 0
     if previous is not None and previous.shard_count == len(plan.ranges):
         candidates = {index: result for index, result in previous.done.items()
                       if index < len(plan.digests) and result.inputs == plan.digests[index]}
         changed = len(previous.done) - len(candidates)
         with ThreadPoolExecutor(8) as checkers:
-            intact = dict(zip(candidates, checkers.map(
-                lambda result: _files_intact(out_dir, result, verify_finished), candidates.values())))
-        reusable = {index: result for index, result in candidates.items() if intact[index]}
+            presence = dict(zip(candidates, checkers.map(
+                lambda result: output.presence(out_dir, result.files, verify_finished), candidates.values())))
+        reusable = {index: result for index, result in candidates.items() if presence[index] != "missing"}
+        unpublished = [reusable[index] for index in sorted(reusable) if presence[index] == "here"]
         damaged = len(candidates) - len(reusable)
         if previous.manifest is not None:
             damaged += _recover_rejects(out_dir, name, previous.manifest, reusable, plan, entries)
@@ -599,20 +602,28 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
         reusable = {index: result for index, result in reusable.items() if node.owns(index)}
     if reusable:
         log.info("%s: reusing %d finished shard(s), packing %d", name, len(reusable), len(pending))
-    if space_check:
-        _check_space(out_dir, plan.estimated_output(pending, options))
+    if space_check:  # a staging folder holds the shards being written, about two per worker
+        staged = pending[:2 * executor.chunk_workers + 2] if output.remote else pending
+        _check_space(out_dir, plan.estimated_output(staged, options))
     replaces = (previous.fingerprint or previous.replaces) if previous is not None else ""
     journal = _Journal.start(out_dir / f"{state_name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges), replaces,
                              stale_files, dict(reusable))
     journal.record()  # before the manifest goes: from here on the journal is the state
     if node is None or pending:
         manifest_path(out_dir, name).unlink(missing_ok=True)
+        if output.remote:
+            output.retract([manifest_path(out_dir, name).name])  # never a manifest of files being replaced
     _remove_files(out_dir, stale_files)  # the old version's shards that the new plan does not have
+    if output.remote and stale_files:
+        output.retract(stale_files)
+    if output.remote:
+        for finished in unpublished:
+            output.publish(out_dir, finished.files)
     tasks = [ShardTask(index, len(plan.ranges), name, str(out_dir), entries[plan.ranges[index].start:plan.ranges[index].stop],
-                       source, options, plan.digests[index], fmt) for index in pending]
+                       source, options, plan.digests[index], fmt, output) for index in pending]
     task = start_task(progress, f"pack {name}", "images", total=len(entries),
                       done=sum(len(plan.ranges[index]) for index in reusable))  # resumed: counted, not in the rate
-    _run(tasks, options, journal, task, out_dir, plan, executor)
+    _run(tasks, options, journal, task, out_dir, plan, executor, output)
     task.done()
     if node is not None:
         return _finish_node(out_dir, name, node, journal, plan, entries, classes, label_convention, write_list,
@@ -620,7 +631,7 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
 
     update = {"replaced": journal.replaces, "shards_repacked": pending} if journal.replaces else None
     result = _finish(out_dir, name, options, origin, journal, classes, label_convention, entries, write_list,
-                     rejects, skipped, cross_class_links, listing_state, update, fmt)
+                     rejects, skipped, cross_class_links, listing_state, update, fmt, output=output)
     result.shards_resumed = len(reusable)
     result.shards_repacked_changed = changed
     result.shards_repacked_damaged = damaged
@@ -628,7 +639,7 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
 
 
 def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: Task, out_dir: Path,
-         plan: _Plan, executor: Executor) -> None:
+         plan: _Plan, executor: Executor, output: Output = IN_PLACE) -> None:
     def advance(event: ShardProgress) -> None:  # images packed, with the bytes read and written
         task.progress.on_progress(Advanced(task.name, event.images, bytes_in=event.bytes_in, bytes_out=event.bytes_out))
 
@@ -641,6 +652,8 @@ def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: 
             if finished is None:
                 return
             result = finished
+            if output.remote:  # sent from here, on a thread, while the workers go on
+                publishing.append(publisher.submit(output.publish, out_dir, result.files))
         elif not executor.streams_events:  # a whole shard from an executor that sends no progress as it goes
             advance(ShardProgress(result.index, result.records + len(result.rejects), 0,
                                   sum(record.bytes for record in result.files)))
@@ -653,8 +666,12 @@ def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: 
 
     decodes = options.image.reencode != "never" or options.image.validate == "full"
     preload = ["recordio_pack.shard"] + (["recordio_pack.codec_preload"] if decodes else [])
+    publisher = ThreadPoolExecutor(2, thread_name_prefix="publish")
+    publishing: list[Future[None]] = []
     try:
         executor.run(pack_work, items, advance, on_done, task_name=item_name, preload=preload)
+        for future in publishing:
+            future.result()  # the first failure to send a shard written here propagates
     except ImageFailed as failure:  # --on-error fail, single worker
         raise RecordioPackError(f"bad image (--on-error fail): {failure}") from None
     except ShardWriteError as failure:  # single worker, or a shard this process writes
@@ -667,6 +684,7 @@ def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: 
     except WorkerDied as death:
         raise RecordioPackError(f"{death}; rerun the same command to resume") from None
     finally:
+        publisher.shutdown(wait=True, cancel_futures=True)
         for assembly in assemblies.values():
             assembly.abort()
         _remove_temporaries(out_dir, [file for task in tasks for file in task.names])  # of stopped workers' shards
@@ -730,13 +748,17 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
             classes: Sequence[str] | None, label_convention: str, entries: EntryList | None,
             write_list: bool, listed_rejects: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str]],
             cross_class_links: int, listing_state: str, update: dict[str, Any] | None,
-            fmt: RecordFormat, identity: tuple[str, str] | None = None, images: int = 0) -> PackResult:
+            fmt: RecordFormat, identity: tuple[str, str] | None = None, images: int = 0,
+            output: Output = IN_PLACE) -> PackResult:
     """Write the dataset's files beside its shards, then the manifest.  ``entries`` None: the list (when
     ``write_list``) is already written, and ``images`` counts them; ``identity``: the (options fingerprint,
     codec) the shards were packed with, when not this process's own (a commit of nodes' work)."""
     options_fingerprint, codec = identity or (options.fingerprint(), options.codec())
     _remove_files(out_dir, journal.stale)
+    if output.remote and journal.stale:
+        output.retract(journal.stale)
     results = [journal.done[index] for index in sorted(journal.done)]
+    output.localize(out_dir, [record for result in results for record in result.files[1:]])  # index files
     worker_rejects = [reject for result in results for reject in result.rejects]
     all_rejects = list(listed_rejects) + worker_rejects
     rejects_file = out_dir / f"{name}.rejects.tsv"
@@ -756,7 +778,8 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
             write_lst(out_dir / f"{name}.lst", entries)
         extra_files.append(out_dir / f"{name}.lst")
     extra_files += fmt.dataset_files(out_dir, name, [([record.name for record in result.files], result.records)
-                                                     for result in results], classes)
+                                                     for result in results], classes,
+                                     [result.files[0].bytes for result in results])
     digests = [result.inputs for result in results]
     manifest = Manifest(
         name=name, fingerprint=_fingerprint(options_fingerprint, digests, listing_state),
@@ -771,6 +794,7 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
         cross_class_links=cross_class_links, update=update)
     manifest_file = manifest_path(out_dir, name)
     manifest.save(manifest_file)
+    output.finish(out_dir, manifest.files, manifest_file)  # the dataset's files, then its manifest, last
     journal.path.unlink(missing_ok=True)
     return PackResult(
         name=name, out_dir=str(out_dir), manifest=str(manifest_file), shards=len(results), shards_resumed=0,

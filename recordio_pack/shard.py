@@ -28,6 +28,7 @@ from recordio_pack.fsutil import fsync_dir
 from recordio_pack.imaging import ImageRejected, prepare_image, single_threaded_codec
 from recordio_pack.manifest import FileRecord, HasShardFiles, ShardRecord, encode_record_crc32s
 from recordio_pack.options import PackOptions
+from recordio_pack.outputs import LocalFolder, Output
 from recordio_pack.recordio import RecordWriter
 from recordio_pack.sources import Entries, Entry, ImageSource, NotRegularFile, Read, read_ahead
 
@@ -58,6 +59,7 @@ class ShardTask:
     options: PackOptions
     inputs: str = ""  # the digest of this shard's inputs, carried into its result and the manifest
     fmt: RecordFormat | None = None  # None: what ``options`` write, without a class map
+    output: Output = LocalFolder()  # where the finished files go from ``out_dir`` (published by the writer)
 
     @property
     def record_format(self) -> RecordFormat:
@@ -183,8 +185,8 @@ class ShardWriter:
         self.reencoded = 0
         with self._writing():
             for temp in self._temps:
-                if temp.parent != out_dir:  # a layout with folders (TFDS's, the DALI index folder)
-                    temp.parent.mkdir(parents=True, exist_ok=True)
+                if temp.parent != out_dir or not out_dir.is_dir():  # a layout with folders (TFDS's, the DALI
+                    temp.parent.mkdir(parents=True, exist_ok=True)      # index folder), a Ray node's staging
             self._raw = [open(temp, "wb", buffering=0) for temp in self._temps]
         self._hashing = [DigestingWriter(raw) for raw in self._raw]
         rec_stream = io.BufferedWriter(self._hashing[0], WRITE_BUFFER)  # type: ignore[type-var]  # a RawIOBase
@@ -287,6 +289,7 @@ def pack_shard(task: ShardTask, emit: Callable[[ShardProgress], None] | None = N
     except BaseException:
         writer.abort()
         raise
+    task.output.publish(Path(task.out_dir), result.files)  # where it was written (a pool worker, a Ray node)
     meter.flush()
     return result
 

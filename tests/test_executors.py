@@ -52,8 +52,13 @@ def cluster() -> Iterator[None]:
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test module is not importable in workers
+    # Ray's workers get the offline AWS settings every test has (this module-wide cluster starts before the
+    # per-test fixture sets them): fake credentials, no profile, no metadata service
+    offline = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+               "AWS_CONFIG_FILE": "/nonexistent/aws-config", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials"}
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-             object_store_memory=100 << 20)
+             object_store_memory=100 << 20, runtime_env={"env_vars": offline})
     try:
         yield
     finally:
@@ -151,3 +156,33 @@ def test_the_cli_packs_on_ray_with_engine_ray(cluster: None, tmp_path: Path, cli
     done = cli_main("pack", str(root), str(tmp_path / "out"), "--engine", "ray", "--resize", "40", "--json", "-q")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["records"] == 8 and (tmp_path / "out" / "tree.manifest.json").exists()
+
+
+def test_s3_to_s3_on_ray_gives_the_objects_a_local_pack_gives_as_files(cluster: None, tmp_path: Path,
+                                                                       moto_server: str) -> None:
+    import uuid
+
+    import boto3
+
+    from recordio_pack.aws.s3_output import S3Output
+    from recordio_pack.aws.session import AwsTarget
+
+    root = photo_tree(tmp_path / "tree")
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    bucket = f"ray-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    for path in sorted(root.rglob("*.JPEG")):
+        s3.put_object(Bucket=bucket, Key=f"in/tree/{path.relative_to(root).as_posix()}", Body=path.read_bytes())
+    options = PackOptions(resize=40, num_shards=3, workers=2)
+    pack_in = open_input(f"s3://{bucket}/in/tree", aws=AwsTarget(endpoint_url=moto_server))
+    result = pack_input(pack_in, tmp_path / "staging", options, executor=RayExecutor(),
+                        output=S3Output(bucket, "out", endpoint_url=moto_server))
+    assert result.records == 24 and result.published_to == f"s3://{bucket}/out"
+    pack_input(open_input(root), tmp_path / "local", options)
+    sent = {}
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]:
+        sent[item["Key"][len("out/"):]] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    local = dataset_files(tmp_path / "local")
+    shard_files = [name for name in local if name.startswith("tree-")]
+    assert len(shard_files) == 6 and all(sent[name] == local[name] for name in shard_files)
+    assert sorted(sent) == sorted(local)  # the shards, index, lists and manifest, nothing else

@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "data_dir for imagenet2012), each with DALI's index in OUTDIR/dali_idx/.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("input", help="folder, .lst file or .tar archive, or s3://bucket/prefix (class folders in S3)")
-    parser.add_argument("outdir", help="output folder")
+    parser.add_argument("outdir", help="output folder, or s3://bucket/prefix (shards uploaded as they finish, "
+                                       "through a local staging folder: --staging)")
     parser.add_argument("--name", help="dataset name for output files (default: INPUT's own name, resolved)")
     parser.add_argument("--root", help="folder (or s3://bucket/prefix) the .lst paths are relative to (required "
                                        "with a .lst)")
@@ -75,6 +76,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="reuse finished shards after checking their sizes only, not their SHA-256")
     run_group.add_argument("--skip-space-check", action="store_true",
                            help="start even when the output folder seems to lack the space the shards need")
+    run_group.add_argument("--staging", metavar="DIR",
+                           help="with an s3:// OUTDIR: the local folder shards are written in before they are "
+                                "uploaded, and where the journal lives (default: "
+                                "~/.cache/recordio-pack/staging/BUCKET/PREFIX); it holds about two shards per "
+                                "worker plus the index files")
     run_group.add_argument("--engine", choices=["local", "ray"], default="local",
                            help="local: --workers processes here; ray: one Ray task per shard on the cluster at "
                                 "--address (OUTDIR must then be a folder every node sees)")
@@ -125,10 +131,18 @@ def run(args: argparse.Namespace) -> int:
     executor: Executor = (RayExecutor(address=args.address, num_cpus=args.workers) if args.engine == "ray"
                           else LocalPool(options.worker_count))
     node = _node_share(args)
+    out_dir, output = args.outdir, None
+    if args.outdir.startswith("s3://"):
+        from recordio_pack.aws.s3_output import default_staging, parse_output
+
+        output = parse_output(args.outdir, AwsTarget.from_args(args))
+        out_dir = args.staging or str(default_staging(output))
+    elif args.staging:
+        raise UsageError("--staging is for an s3:// OUTDIR")
     with ProgressBar(args) as bar:  # "pack NAME", images, resumed ones counted but not in the rates
-        result = pack_input(pack_in, args.outdir, options, name=name, overwrite=args.overwrite, progress=bar,
+        result = pack_input(pack_in, out_dir, options, name=name, overwrite=args.overwrite, progress=bar,
                             detect_changes=args.detect_changes, verify_finished=not args.trust_finished,
-                            space_check=not args.skip_space_check, executor=executor, node=node)
+                            space_check=not args.skip_space_check, executor=executor, node=node, output=output)
     emit(args, result.as_dict(), _node_summary(result, node) if node is not None else summary(result))
     return 0
 
@@ -183,6 +197,8 @@ def summary(result) -> str:  # result: recordio_pack.pack.PackResult
                  f"({result.bytes_out / 2**20:.1f} MiB; {result.reencoded} re-encoded"
                  + "".join(f"; {part}" for part in reused) + ")"]
     lines.append(f"manifest: {result.manifest}")
+    if result.published_to:
+        lines.append(f"uploaded to {result.published_to} (manifest last); staging folder: {result.out_dir}")
     lines.append(f"inputs: {result.files_accounted} = {result.records} packed + {result.rejects} rejected + "
                  f"{result.skipped} skipped")
     if result.rejects:

@@ -119,9 +119,11 @@ class RecordFormat(Protocol):
         """Why a dataset of this format cannot be called ``name`` (a layout that names files after the split)."""
 
     def dataset_files(self, out_dir: Path, name: str, shards: Sequence[tuple[Sequence[str], int]],
-                      classes: Sequence[str] | None) -> list[Path]:
+                      classes: Sequence[str] | None, data_bytes: Sequence[int] | None = None) -> list[Path]:
         """Write the files a dataset of this format has beside its shards (``shards``: each one's file names
-        and record count, in shard order); return the paths the manifest lists with their checksums."""
+        and record count, in shard order; ``data_bytes``: each one's data file size, for data files that are
+        no longer in ``out_dir`` once published elsewhere); return the paths the manifest lists with their
+        checksums."""
 
     def check_dataset(self, out_dir: Path, name: str, shards: Sequence[tuple[Sequence[str], int]]) -> list[str]:
         """Problems of the files written beside the shards that the manifest does not list by checksum."""

@@ -104,7 +104,7 @@ class RecordIOFormat:
         return []
 
     def dataset_files(self, out_dir: Path, name: str, shards: Sequence[tuple[Sequence[str], int]],
-                      classes: Sequence[str] | None) -> list[Path]:
+                      classes: Sequence[str] | None, data_bytes: Sequence[int] | None = None) -> list[Path]:
         from recordio_pack.index import write_dataset_index
 
-        return [write_dataset_index(out_dir, name, [(files[0], files[1]) for files, _ in shards])]
+        return [write_dataset_index(out_dir, name, [(files[0], files[1]) for files, _ in shards], data_bytes)]

@@ -229,7 +229,7 @@ class TFRecordFormat:
     # ------------------------------------------------------------ beside the shards
 
     def dataset_files(self, out_dir: Path, name: str, shards: Sequence[tuple[Sequence[str], int]],
-                      classes: Sequence[str] | None) -> list[Path]:
+                      classes: Sequence[str] | None, data_bytes: Sequence[int] | None = None) -> list[Path]:
         from recordio_pack.fsutil import atomic_output
 
         if self.preset == "aip" and classes is not None:
