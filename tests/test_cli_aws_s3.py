@@ -162,8 +162,7 @@ SIGNALS = [pytest.param(signal.SIGKILL, id="kill-9"), pytest.param(signal.SIGTER
 FIRST, SECOND = "ds-00000-of-00002.rec", "ds-00001-of-00002.rec"  # 3 parts of 5 MiB each (the last one tiny)
 FAULT_SIZES = {FIRST: 2 * PART + 17, "ds-00000-of-00002.idx": 64, SECOND: 2 * PART + 5, "ds-00001-of-00002.idx": 32,
                "ds.lst": 300}
-THROTTLED = ["-q", "--concurrency", "1", "--max-bandwidth", "4MiB/s", "--part-size", "5MiB",
-             "--multipart-threshold", "5MiB"]
+THROTTLED = ["-q", "--concurrency", "1", "--max-bandwidth", "4MiB/s", "--part-size", "5MiB"]
 # where each run is stopped: inside the first big file, or with the first one done and the second one begun
 POINTS = {"mid-file": (None, FIRST), "between-files": (FIRST, SECOND)}
 
@@ -237,8 +236,8 @@ def test_backup_stopped_mid_transfer_resumes_and_restores_byte_identical(cli: Ru
     client, bucket, before = fault_dataset(tmp_path, moto_server)
     done, started = POINTS[point]
     args = [str(tmp_path / "ds"), f"s3://{bucket}/ds", "--endpoint-url", moto_server]
-    process = subprocess.Popen([CLI, "backup", *args, *THROTTLED], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen([CLI, "backup", *args, *THROTTLED, "--multipart-threshold", "5MiB"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     check_stopped(stop_when(process, uploading(client, bucket, started), sig, "backup"), sig, "backup")
     assert "ds/ds.manifest.json" not in {o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
     left = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])

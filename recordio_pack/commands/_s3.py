@@ -29,7 +29,8 @@ def files_text(data_files: int, manifests: int) -> str:
             f"{manifests} manifest{'s' if manifests != 1 else ''}")
 
 
-def add_transfer_options(parser: argparse.ArgumentParser) -> None:
+def add_transfer_options(parser: argparse.ArgumentParser, *, upload: bool = False) -> None:
+    """The transfer flags; ``upload`` adds ``--multipart-threshold`` (backup only)."""
     group = parser.add_argument_group("transfer")
     group.add_argument("--concurrency", type=_common.positive_int, default=10,
                        help="parallel S3 requests (default 10)")
@@ -38,17 +39,19 @@ def add_transfer_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--part-size", type=_common.parse_size, default="16MiB", metavar="SIZE",
                        help="smallest multipart part and ranged GET (default 16MiB, at least 5MiB); grown "
                             "automatically so the largest file needs at most 10,000 parts")
-    group.add_argument("--multipart-threshold", type=_common.parse_size, default="64MiB", metavar="SIZE",
-                       help="backup: files up to this size go up in one request, bigger ones in parts "
-                            "(default 64MiB, 5MiB-5GiB)")
+    if upload:
+        group.add_argument("--multipart-threshold", type=_common.parse_size, default="64MiB", metavar="SIZE",
+                           help="files up to this size go up in one request, bigger ones in parts "
+                                "(default 64MiB, 5MiB-5GiB)")
 
 
 def transfer_options(args: argparse.Namespace) -> Any:
-    from recordio_pack.aws.s3 import TransferOptions
+    from recordio_pack.aws.s3 import DEFAULT_MULTIPART_THRESHOLD, TransferOptions
 
     try:
         return TransferOptions(part_size=args.part_size, concurrency=args.concurrency,
-                               max_bandwidth=args.max_bandwidth, multipart_threshold=args.multipart_threshold)
+                               max_bandwidth=args.max_bandwidth,
+                               multipart_threshold=getattr(args, "multipart_threshold", DEFAULT_MULTIPART_THRESHOLD))
     except ValueError as error:
         raise UsageError(str(error)) from None
 

@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Upload every file the folder's *.manifest.json vouch for to s3://BUCKET/PREFIX/, then the "
                     "manifests, only after every data object is in place and verified. What moves is decided by "
                     "content (sizes, CRC32 and SHA-256 of the manifest against the bucket's manifest and objects), "
-                    "never by modification times. Every object carries S3's full-object CRC32 and our SHA-256; an "
+                    "never by modification times. Each file sent is read once and checked against the manifest as it "
+                    "goes; files already in the bucket are not read. Every object carries S3's full-object CRC32 "
+                    "and our SHA-256; an "
                     "interrupted run resumes, continuing or aborting unfinished multipart uploads. A prefix holding "
                     "another version of the dataset is refused (exit 3) unless --overwrite; objects whose storage "
                     "class or encryption differs from what is asked are uploaded again.",
@@ -38,10 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="server-side encryption (default AES256, S3-managed keys)")
     parser.add_argument("--kms-key-id", help="KMS key id or ARN for --sse aws:kms (default: the account's aws/s3 key)")
     parser.add_argument("--no-verify-local", dest="verify_local", action="store_false",
-                        help="do not re-read local files to check them against the manifest before sending (sizes "
-                             "are still checked, and S3 still rejects sent bytes that do not match the manifest's "
-                             "CRC32)")
-    _s3.add_transfer_options(parser)
+                        help="skip the SHA-256 of the bytes sent (by default each file is read once and its SHA-256 "
+                             "and CRC32, computed as it is sent, must match the manifest before its object is "
+                             "completed; without it the CRC32 is still checked, here and by S3 on arrival)")
+    _s3.add_transfer_options(parser, upload=True)
     _common.add_output_options(parser)
     _common.add_aws_options(parser)
     parser.set_defaults(run=run)

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "restore", help="download a dataset backed up with `backup`, verifying every checksum",
         description="Download the manifests under s3://BUCKET/PREFIX/ and every file they name into DIR. Each file "
                     "goes to NAME.partial with ranged GETs, is checked for size, SHA-256 and CRC32 against the "
-                    "manifest, and only then renamed; manifests are written last. An interrupted restore resumes: "
+                    "manifest (computed as the parts are written: no second read), and only then renamed; manifests are written last. An interrupted restore resumes: "
                     "files already present with the right content are skipped, partial files continue where "
                     "they stopped (from zero if the object changed), and leftover temporaries are removed. A "
                     "present file with other content is reported and left alone unless --overwrite.",
