@@ -240,7 +240,7 @@ class TFRecordFormat:
             return [target]
         if self.preset == "tfds":
             with _metadata_lock(out_dir):
-                written = write_tfds_metadata(out_dir, name, shards, classes)
+                written = write_tfds_metadata(out_dir, name, shards, classes, data_bytes)
                 _refresh_other_manifests(out_dir, name, written)
             return written
         return []
@@ -317,9 +317,10 @@ def _tfds_features(classes: int) -> dict[str, Any]:
 
 
 def write_tfds_metadata(out_dir: Path, split: str, shards: Sequence[tuple[Sequence[str], int]],
-                        classes: Sequence[str] | None) -> list[Path]:
+                        classes: Sequence[str] | None, data_bytes: Sequence[int] | None = None) -> list[Path]:
     """``dataset_info.json`` (this split's shard lengths and bytes merged with the other splits already listed),
-    ``features.json`` and ``label.labels.txt`` in the TFDS version folder, as TFDS writes them."""
+    ``features.json`` and ``label.labels.txt`` in the TFDS version folder, as TFDS writes them.  ``data_bytes``: each
+    shard data file's size (default: read from ``out_dir``, where they may no longer be once published elsewhere)."""
     from recordio_pack.fsutil import atomic_output
 
     folder = out_dir / TFDS_NAME / TFDS_VERSION
@@ -330,7 +331,8 @@ def write_tfds_metadata(out_dir: Path, split: str, shards: Sequence[tuple[Sequen
                   if item.get("name") != split]
     except (OSError, ValueError):
         splits = []
-    payload_bytes = sum((out_dir / files[0]).stat().st_size - FRAMING * records for files, records in shards)
+    sizes = data_bytes if data_bytes is not None else [(out_dir / files[0]).stat().st_size for files, _ in shards]
+    payload_bytes = sum(size - FRAMING * records for size, (_, records) in zip(sizes, shards))
     splits.append({"filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", "name": split,
                    "numBytes": str(payload_bytes), "shardLengths": [str(records) for _, records in shards]})
     info = {"fileFormat": "tfrecord", "moduleName":
