@@ -18,9 +18,7 @@ from pathlib import Path
 import pytest
 
 from imagegen import jpeg
-from recordio_pack import tfrecord
-from recordio_pack.example import decode_example
-from recordio_pack.format import Frame
+from recordio_pack.formats.tfrecord import iter_examples
 from recordio_pack.inputs import open_input
 from recordio_pack.options import PackOptions
 from recordio_pack.pack import pack_input
@@ -73,12 +71,7 @@ def tree(root: Path, wnids: list[str], per_class: int, gray: int = -1) -> dict[s
 
 
 def our_records(paths: list[Path]) -> list[dict]:
-    out = []
-    for path in paths:
-        for item in tfrecord.scan_frames(path.read_bytes()):
-            assert isinstance(item, Frame)
-            out.append({key: values for key, (_, values) in decode_example(item.payload).items()})
-    return out
+    return [example for path in paths for example in iter_examples(path)]
 
 
 TF_READ = r"""

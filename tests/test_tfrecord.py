@@ -359,3 +359,15 @@ def test_a_damaged_tfrecord_shard_is_packed_again_to_the_same_bytes(tmp_path: Pa
 
     with pytest.raises(RefusedError, match="preset 'tpu' -> 'aip'"):
         pack_input(open_input(root), tmp_path / "out", other, name="train")
+
+
+def test_iter_examples_reads_in_order_and_names_damage(tmp_path: Path) -> None:
+    from recordio_pack.formats.tfrecord import iter_examples
+    from recordio_pack.recordio import DamagedShard
+
+    path = tmp_path / "f"
+    path.write_bytes(b"".join(tfrecord.frame(encode_example({"n": [number]})) for number in range(3)))
+    assert [example["n"] for example in iter_examples(path)] == [[0], [1], [2]]
+    path.write_bytes(path.read_bytes()[:-2])
+    with pytest.raises(DamagedShard, match="truncated record"):
+        list(iter_examples(path))

@@ -37,7 +37,7 @@ from recordio_pack.format import Buffer, Damage, Frame
 from recordio_pack.formats import IndexLine, RecordView, UnknownFormat
 from recordio_pack.sources import Entry
 
-__all__ = ["split_name", "PRESETS", "TFDS_VERSION", "TFDS_NAME", "TFDS_CLASSES", "SPLITS", "TFRecordFormat", "tfrecord_format",
+__all__ = ["iter_examples", "split_name", "PRESETS", "TFDS_VERSION", "TFDS_NAME", "TFDS_CLASSES", "SPLITS", "TFRecordFormat", "tfrecord_format",
            "default_num_shards", "INDEX_FOLDER"]
 
 PRESETS = ("tpu", "aip", "tfds")
@@ -261,6 +261,24 @@ class TFRecordFormat:
         if split.get("shardLengths") != lengths:
             return [f"{info_path.relative_to(out_dir)}: the {name} split's shard lengths differ from the manifest's"]
         return []
+
+
+def iter_examples(path: str | Path) -> Iterator[dict[str, list[Any]]]:
+    """Every tf.train.Example of a TFRecord file, in file order, as ``{key: values}`` (bytes, int or float values):
+    the reader of ours that TensorFlow's own files are checked against.  DamagedShard (naming the file and the
+    byte range) at the first record whose framing or CRCs fail; ValueError for a record that is not an Example."""
+    from recordio_pack.recordio import DamagedShard, mapped, require_file
+
+    path = require_file(path)
+    with mapped(path) as data:
+        for item in tfrecord.scan_frames(data):
+            if isinstance(item, Damage):
+                raise DamagedShard(path, [item])
+            try:
+                features = decode_example(item.payload)
+            except ExampleError as error:
+                raise ValueError(f"{path}: record at byte {item.start}: {error}") from None
+            yield {key: values for key, (_, values) in features.items()}
 
 
 @contextmanager
