@@ -276,12 +276,18 @@ ARCHIVES_SCRIPT = REPO / "bench" / "archives_vs_extract.py"
 @pytest.mark.oracle
 @pytest.mark.slow
 def test_archives_bench_runs_both_sides_to_the_same_records(tmp_path: Path, mxnet_python: str) -> None:
+    from imagegen import jpeg
+
+    photos = tmp_path / "photos"  # the suite makes its own data (../shared need not exist where it runs)
+    photos.mkdir()
+    for number in range(5):
+        (photos / f"p{number}.JPEG").write_bytes(jpeg(300 + 20 * number, 260, seed=number))
     completed = subprocess.run(
         [sys.executable, str(ARCHIVES_SCRIPT), "--classes", "3", "--train-per-class", "4", "--val-per-class", "2",
-         "--out", str(tmp_path), "--mxnet-python", mxnet_python, "--workers", "2"],
+         "--out", str(tmp_path / "bench"), "--mxnet-python", mxnet_python, "--workers", "2", "--samples", str(photos)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO / "bench")})
     assert completed.returncode == 0, completed.stderr[-3000:]
-    summary = json.loads((tmp_path / "archives-results.json").read_text())
+    summary = json.loads((tmp_path / "bench" / "archives-results.json").read_text())
     for mode in ("256", "pass"):
         row = summary["modes"][mode]
         assert row["ours_records"] == row["theirs_records"] == 18  # 12 train + 6 val, every one on both sides
