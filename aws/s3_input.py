@@ -31,6 +31,7 @@ from recordio_pack.sources import Entry, InputStat
 
 __all__ = ["S3Source", "list_s3_tree", "parse_root", "location_of", "process_client"]
 
+_MISSING = ("NoSuchKey", "404", "NotFound")
 READ_AHEAD = 16  # GETs in flight per worker: a GET's latency (tens of ms) hidden behind the codec's few ms
 
 _clients: dict[tuple[Any, int], Any] = {}  # (source settings, pid) -> client: one per process
@@ -64,18 +65,16 @@ class S3Source:
         return self.prefix + entry.path
 
     def read(self, entry: Entry) -> bytes:
-        """The object's bytes. A missing object is FileNotFoundError, a forbidden one PermissionError (rejects,
-        as for files); any other failure raises AwsError once botocore's retries are spent."""
-        from botocore.exceptions import ClientError
+        """The object's bytes. A missing object is FileNotFoundError (a reject, as a missing file is); any other
+        failure (access denied, a timeout, a dropped connection once botocore's retries are spent) raises
+        AwsError, which stops the run: it says nothing about the image."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client().get_object(Bucket=self.bucket, Key=self.key(entry))["Body"].read()
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
+        except (ClientError, BotoCoreError) as error:  # some BotoCoreErrors are OSErrors: never a reject
+            if isinstance(error, ClientError) and error.response.get("Error", {}).get("Code", "") in _MISSING:
                 raise FileNotFoundError(f"{self.describe()}{entry.path}: no such object") from None
-            if code in ("AccessDenied", "403"):
-                raise PermissionError(f"{self.describe()}{entry.path}: access denied") from None
             with aws_errors(f"reading s3://{self.bucket}/{self.key(entry)}"):
                 raise
 
@@ -83,12 +82,12 @@ class S3Source:
         """Size and LastModified: from the listing when it gave them, else one HeadObject."""
         if entry.size >= 0 and entry.mtime_ns >= 0:
             return InputStat(entry.size, entry.mtime_ns)
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             head = self.client().head_object(Bucket=self.bucket, Key=self.key(entry))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+        except (ClientError, BotoCoreError) as error:
+            if isinstance(error, ClientError) and error.response.get("Error", {}).get("Code", "") in _MISSING:
                 raise FileNotFoundError(f"{self.describe()}{entry.path}: no such object") from None
             with aws_errors(f"looking up s3://{self.bucket}/{self.key(entry)}"):
                 raise
@@ -105,7 +104,7 @@ class S3Source:
         def fetch(entry: Entry) -> bytes | OSError:
             try:
                 return self.read(entry)
-            except OSError as error:
+            except FileNotFoundError as error:  # a reject; every other failure propagates and stops the run
                 return error
 
         with ThreadPoolExecutor(ahead, thread_name_prefix="s3-read") as pool:
@@ -150,10 +149,13 @@ def list_s3_tree(source: S3Source, exts: Iterable[str] = DEFAULT_EXTS) -> TreeLi
         for page in paginator.paginate(Bucket=source.bucket, Prefix=source.prefix):
             for item in page.get("Contents", ()):
                 relative = item["Key"][len(source.prefix):]
-                if not relative or relative.endswith("/"):
+                if not relative or (relative.endswith("/") and item["Size"] == 0):
                     continue  # a "folder" marker, not a file
+                if relative.endswith("/"):
+                    listing.skipped.append((relative, "a key ending in '/' names no file"))
+                    continue
                 found.append((tuple(relative.split("/")), item["Size"], _nanoseconds(item["LastModified"])))
-    if not found:
+    if not found and not listing.skipped:
         raise UsageError(f"{source.describe()}: no objects under this prefix")
     found.sort(key=lambda item: (len(item[0]) > 1, item[0]))  # files beside the classes first, then the order a
     # sorted walk of the class folders gives (by path parts), as scan_tree reports them

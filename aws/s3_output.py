@@ -25,11 +25,12 @@ from recordio_pack.aws.s3 import (
     S3Location,
     delete_objects,
     head_object,
+    list_objects,
 )
 from recordio_pack.aws.s3_input import location_of, process_client
 from recordio_pack.aws.session import AwsTarget, aws_errors
 from recordio_pack.aws.upload import Outgoing, upload_files
-from recordio_pack.errors import RecordioPackError
+from recordio_pack.errors import RecordioPackError, RefusedError
 from recordio_pack.fsutil import atomic_output
 from recordio_pack.manifest import FileRecord, Manifest, manifest_path
 from recordio_pack.outputs import Presence, local_copy_intact
@@ -37,6 +38,7 @@ from recordio_pack.progress import NullProgress, Task
 
 __all__ = ["S3Output", "parse_output", "default_staging"]
 
+STAGING_MARKER = ".recordio-pack-output"  # in a staging folder: the output it stages
 CONCURRENCY = 8  # requests per shard upload: one worker's share of the instance's bandwidth
 
 
@@ -65,8 +67,16 @@ class S3Output:
         return self.location.uri
 
     def prepare(self, out_dir: Path, name: str) -> None:
-        """A staging folder with neither journal nor manifest of NAME gets the bucket's manifest of NAME and its
-        small files, so a rerun elsewhere updates (or refuses to replace) the dataset in the bucket."""
+        """A staging folder is tied to one output (a second output through it is refused); one with neither
+        journal nor manifest of NAME gets the bucket's manifest of NAME and its small files, so a rerun
+        elsewhere updates (or refuses to replace) the dataset in the bucket."""
+        marker = out_dir / STAGING_MARKER
+        if marker.exists() and marker.read_text(encoding="utf-8").strip() != self.describe():
+            raise RefusedError(f"{out_dir} stages {marker.read_text(encoding='utf-8').strip()}, not {self.describe()}; "
+                               "choose another --staging folder")
+        if not marker.exists():
+            with atomic_output(marker) as stream:
+                stream.write(f"{self.describe()}\n".encode())
         local = manifest_path(out_dir, name)
         if local.exists() or (out_dir / f"{name}.pack-state.json").exists():
             return
@@ -103,9 +113,20 @@ class S3Output:
         delete_objects(self.client(), self.location, names)
 
     def localize(self, out_dir: Path, files: Sequence[FileRecord]) -> None:
-        for record in files:
-            if not local_copy_intact(out_dir, [record], verify=False):
+        for record in files:  # index files: small, so checked by content (an older version's may be there)
+            if not local_copy_intact(out_dir, [record], verify=True):
                 self._download(out_dir, record)
+
+    def published(self, out_dir: Path, files: Sequence[FileRecord]) -> bool:
+        for record in files:
+            found = head_object(self.client(), self.location, record.name)
+            if found is None or found.mismatch(record) is not None:
+                return False
+        return True
+
+    def present(self, names: Sequence[str]) -> list[str]:
+        held = list_objects(self.client(), self.location)
+        return [name for name in names if name in held]
 
     def finish(self, out_dir: Path, files: Sequence[FileRecord], manifest: Path) -> None:
         from recordio_pack.digest import file_digests

@@ -56,8 +56,11 @@ class ContentDiffers(RecordioPackError):
     was completed in the bucket."""
 
     def __init__(self, name: str, problem: str) -> None:
-        super().__init__(f"{name} {problem}")
+        super().__init__(name, problem)  # both in args: it survives pickling (a worker's error reaches the parent)
         self.name, self.problem = name, problem
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.problem}"
 
 
 class ArrivedDifferently(RecordioPackError):

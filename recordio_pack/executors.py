@@ -123,6 +123,10 @@ class RayExecutor:
                             ray_errors.ObjectLostError) as death:
                         raise WorkerDied(f"{task_name(tasks[number])}: its Ray worker died {self.max_retries + 1} "
                                          f"time(s) ({type(death).__name__})") from None
+                    except ray_errors.RayError as failure:  # out of memory or disk, unschedulable, cancelled, ...
+                        first = (str(failure).strip().splitlines() or [""])[0]
+                        raise WorkerDied(f"{task_name(tasks[number])}: Ray could not run it ({type(failure).__name__}"
+                                         f"{': ' + first if first else ''})") from None
                     on_done(result)
         finally:
             for reference in pending:

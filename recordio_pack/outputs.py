@@ -43,10 +43,17 @@ class Output(Protocol):
         """Remove published files (the manifest before an update, an older version's shards)."""
 
     def localize(self, out_dir: Path, files: Sequence[FileRecord]) -> None:
-        """Make sure ``files`` are in ``out_dir`` (written on another machine, or removed once published)."""
+        """Make sure ``files`` are in ``out_dir`` as recorded (written on another machine, removed once published,
+        or left there by an older version)."""
 
     def finish(self, out_dir: Path, files: Sequence[FileRecord], manifest: Path) -> None:
         """The dataset's own files (rejects, class map, list, indexes), then the manifest, last."""
+
+    def published(self, out_dir: Path, files: Sequence[FileRecord]) -> bool:
+        """Whether ``files`` are at the output as recorded (a finished dataset's own files and its manifest)."""
+
+    def present(self, names: Sequence[str]) -> list[str]:
+        """Those of ``names`` the output already holds (beside what ``out_dir`` holds)."""
 
 
 def local_copy_intact(out_dir: Path, files: Sequence[FileRecord], verify: bool) -> bool:
@@ -89,3 +96,9 @@ class LocalFolder:
 
     def finish(self, out_dir: Path, files: Sequence[FileRecord], manifest: Path) -> None:
         return None
+
+    def published(self, out_dir: Path, files: Sequence[FileRecord]) -> bool:
+        return True
+
+    def present(self, names: Sequence[str]) -> list[str]:
+        return []

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from array import array
@@ -51,7 +52,7 @@ from recordio_pack.shard import (
     pack_work,
     split_shards,
 )
-from recordio_pack.sources import Entry, EntryList, ImageSource
+from recordio_pack.sources import Entries, Entry, EntryList, ImageSource
 
 __all__ = ["PackResult", "NotEnoughSpace", "NodeShare", "CommitRefused", "commit_dataset", "plan_shards", "pack_entries",
            "pack_input",
@@ -122,6 +123,7 @@ class NodeShare:
 
 
 PARTIAL_SUFFIX = ".partial.json"
+REPLACED_SUFFIX = ".manifest.replaced.json"  # nodes' update: the version being replaced, until commit
 
 
 def plan_shards(count: int, sizes: Iterable[int] = (), num_shards: int | None = None,
@@ -266,6 +268,8 @@ def _load_previous(out_dir: Path, name: str, state_name: str | None = None) -> _
                          state.shard_count, state.done, _shard_files(state.done.values()), state.replaces,
                          list(state.stale))
     manifest_file = manifest_path(out_dir, name)
+    if not manifest_file.exists() and state_name != name:
+        manifest_file = out_dir / f"{name}{REPLACED_SUFFIX}"  # another node has started the update
     if manifest_file.exists():
         try:
             manifest = Manifest.load(manifest_file)
@@ -452,11 +456,12 @@ def _owned_outputs(plan: _Plan, node: NodeShare | None) -> list[str]:
 
 
 def _refuse_if_foreign(out_dir: Path, name: str, previous: _Previous | None, plan: _Plan, options: PackOptions,
-                       origin: str, outputs: Sequence[str] | None = None) -> None:
+                       origin: str, outputs: Sequence[str] | None = None, destination: Output = IN_PLACE) -> None:
     """Refuse (RefusedError) to touch outputs that another job made: other options, another input, or files
     that no run of ours recorded (of ``outputs``: the files this run may write, by default the plan's)."""
     if previous is None:
-        clashes = [output for output in (plan.outputs if outputs is None else outputs) if (out_dir / output).exists()]
+        candidates = plan.outputs if outputs is None else list(outputs)
+        clashes = [output for output in candidates if (out_dir / output).exists()] + destination.present(candidates)
         if clashes:
             shown = ", ".join(clashes[:3]) + (" ..." if len(clashes) > 3 else "")
             raise RefusedError(f"{out_dir} already has {shown}, which no pack run of {name} recorded; "
@@ -563,7 +568,7 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
         previous = None
     else:
         previous = _load_previous(out_dir, name, state_name)
-        _refuse_if_foreign(out_dir, name, previous, plan, options, origin, _owned_outputs(plan, node))
+        _refuse_if_foreign(out_dir, name, previous, plan, options, origin, _owned_outputs(plan, node), output)
         stale_files = previous.files + previous.stale if previous is not None else []
     stale_files = sorted(set(stale_files) - set(plan.outputs)) if node is None else []  # commit's job on nodes
 
@@ -578,7 +583,8 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
             presence = dict(zip(candidates, checkers.map(
                 lambda result: output.presence(out_dir, result.files, verify_finished), candidates.values())))
         reusable = {index: result for index, result in candidates.items() if presence[index] != "missing"}
-        unpublished = [reusable[index] for index in sorted(reusable) if presence[index] == "here"]
+        if output.remote:
+            unpublished = [reusable[index] for index in sorted(reusable) if presence[index] == "here"]
         damaged = len(candidates) - len(reusable)
         if previous.manifest is not None:
             damaged += _recover_rejects(out_dir, name, previous.manifest, reusable, plan, entries)
@@ -592,6 +598,9 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
     if (node is None and previous is not None and previous.manifest is not None and len(reusable) == len(plan.ranges)
             and not stale_files):
         up_to_date = _finished_result(out_dir, name, previous.path, previous.manifest, plan, listing_state)
+        if up_to_date is not None and output.remote and (unpublished or not output.published(
+                out_dir, [*previous.manifest.files, FileRecord.of(previous.path.name, file_digests(previous.path))])):
+            up_to_date = None  # current here, not (all) at the output: finished again below, which sends it
         if up_to_date is not None:
             log.info("%s in %s is up to date: nothing to pack", name, out_dir)
             return up_to_date
@@ -609,7 +618,11 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
     journal = _Journal.start(out_dir / f"{state_name}{JOURNAL_SUFFIX}", options, origin, len(plan.ranges), replaces,
                              stale_files, dict(reusable))
     journal.record()  # before the manifest goes: from here on the journal is the state
-    if node is None or pending:
+    if node is not None:
+        (out_dir / f"{state_name}{PARTIAL_SUFFIX}").unlink(missing_ok=True)  # commit waits for this node again
+        if pending and manifest_path(out_dir, name).exists():  # kept aside: the nodes that start later find it
+            os.replace(manifest_path(out_dir, name), out_dir / f"{name}{REPLACED_SUFFIX}")
+    else:
         manifest_path(out_dir, name).unlink(missing_ok=True)
         if output.remote:
             output.retract([manifest_path(out_dir, name).name])  # never a manifest of files being replaced
@@ -623,13 +636,17 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
                        source, options, plan.digests[index], fmt, output) for index in pending]
     task = start_task(progress, f"pack {name}", "images", total=len(entries),
                       done=sum(len(plan.ranges[index]) for index in reusable))  # resumed: counted, not in the rate
-    _run(tasks, options, journal, task, out_dir, plan, executor, output)
+    _run(tasks, options, journal, task, out_dir, plan, executor, output, entries)
     task.done()
+    unfinished = [shard.index for shard in tasks if shard.index not in journal.done]
+    if unfinished:  # every executor hands back every shard; this guards the manifest against one that did not
+        raise RecordioPackError(f"shard(s) {unfinished[:5]} of {name} were never finished; rerun to resume")
     if node is not None:
         return _finish_node(out_dir, name, node, journal, plan, entries, classes, label_convention, write_list,
                             rejects, skipped, cross_class_links, listing_state, len(reusable))
 
-    update = {"replaced": journal.replaces, "shards_repacked": pending} if journal.replaces else None
+    unchanged = journal.replaces == _fingerprint(options.fingerprint(), plan.digests, listing_state)
+    update = {"replaced": journal.replaces, "shards_repacked": pending} if journal.replaces and not unchanged else None
     result = _finish(out_dir, name, options, origin, journal, classes, label_convention, entries, write_list,
                      rejects, skipped, cross_class_links, listing_state, update, fmt, output=output)
     result.shards_resumed = len(reusable)
@@ -639,11 +656,16 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
 
 
 def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: Task, out_dir: Path,
-         plan: _Plan, executor: Executor, output: Output = IN_PLACE) -> None:
+         plan: _Plan, executor: Executor, output: Output = IN_PLACE, entries: EntryList | None = None) -> None:
     def advance(event: ShardProgress) -> None:  # images packed, with the bytes read and written
         task.progress.on_progress(Advanced(task.name, event.images, bytes_in=event.bytes_in, bytes_out=event.bytes_out))
 
-    items, assemblies = split_shards(tasks, executor.chunk_workers)
+    def cut(shard: ShardTask, first: int, stop: int) -> Entries:  # a slice of the list: a byte range of a .lst
+        assert entries is not None
+        start = plan.ranges[shard.index].start
+        return entries[start + first:start + min(stop, len(plan.ranges[shard.index]))]
+
+    items, assemblies = split_shards(tasks, executor.chunk_workers, cut if entries is not None else None)
 
     def on_done(result: ShardResult | ChunkResult) -> None:
         if isinstance(result, ChunkResult):  # a chunk of a shard this process writes
@@ -679,7 +701,7 @@ def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: 
     except TaskFailed as failure:
         if isinstance(failure.error, ShardWriteError):
             raise _write_failure(failure.error, out_dir, tasks, journal, options, plan) from None
-        detail = failure.detail.strip().splitlines()[-1] if failure.error is not None else failure.detail.strip()
+        detail = failure.detail.strip().splitlines()[-1] if failure.detail.strip() else "no detail"
         raise RecordioPackError(f"{failure.task_name} failed: {detail}") from None
     except WorkerDied as death:
         raise RecordioPackError(f"{death}; rerun the same command to resume") from None
@@ -759,6 +781,12 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
         output.retract(journal.stale)
     results = [journal.done[index] for index in sorted(journal.done)]
     output.localize(out_dir, [record for result in results for record in result.files[1:]])  # index files
+    if not output.remote:  # the manifest vouches only for files that are here
+        absent = [record.name for result in results for record in result.files
+                  if not (out_dir / record.name).is_file() or (out_dir / record.name).stat().st_size != record.bytes]
+        if absent:
+            raise RecordioPackError(f"{absent[0]} is not in {out_dir} as it was written (with --engine ray on "
+                                    "several machines, OUTDIR must be a folder every node sees, or s3://)")
     worker_rejects = [reject for result in results for reject in result.rejects]
     all_rejects = list(listed_rejects) + worker_rejects
     rejects_file = out_dir / f"{name}.rejects.tsv"
@@ -862,7 +890,20 @@ def commit_dataset(out_dir: str | Path, name: str | None = None) -> PackResult:
     mine = [(path, rank, count) for path, (base, rank, count) in found if base == name]
     if not mine:
         raise CommitRefused(f"{out_dir}: no partial manifest of {name} (NAME.node-K-of-N.partial.json)")
-    with dataset_lock(out_dir, name):
+    journals = sorted(out_dir.glob(f"{name}.node-*-of-*{JOURNAL_SUFFIX}"))
+    if journals:
+        raise CommitRefused(f"{journals[0].name}: that node is packing, or was stopped; let it finish (or rerun it), "
+                            "then commit")
+    from contextlib import ExitStack
+
+    from recordio_pack.locking import DatasetLocked
+
+    with dataset_lock(out_dir, name), ExitStack() as nodes:
+        for _, rank, count in mine:  # no node may start while its partial is being merged
+            try:
+                nodes.enter_context(dataset_lock(out_dir, NodeShare(rank, count).tag(name)))
+            except DatasetLocked as error:
+                raise CommitRefused(f"{error}; commit when it has finished") from None
         return _commit_locked(out_dir, name, mine)
 
 
@@ -919,6 +960,15 @@ def _commit_locked(out_dir: Path, name: str, partials: list[tuple[Path, int, int
                         first.get("label_convention", "lst"), None, first.get("write_list", False), rejects, skipped,
                         first.get("cross_class_links", 0), first["listing_state"], None, fmt,
                         identity=(first["options_fingerprint"], first["codec"]), images=first.get("images", 0))
+    replaced = out_dir / f"{name}{REPLACED_SUFFIX}"
+    if replaced.exists():  # an update: the old version's shard files that the new one does not have go
+        try:
+            old_files = _shard_files(Manifest.load(replaced).shards)
+        except ValueError:
+            old_files = []
+        kept = {record.name for result in done.values() for record in result.files}
+        _remove_files(out_dir, [file for file in old_files if file not in kept])
+        replaced.unlink()
     for path, _, _ in partials:
         path.unlink(missing_ok=True)
     return committed

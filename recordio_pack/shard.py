@@ -372,11 +372,15 @@ class ShardAssembly:
             self._writer = None
 
 
-def split_shards(tasks: list[ShardTask], workers: int) -> tuple[list[ShardTask | ChunkTask], dict[int, ShardAssembly]]:
+def split_shards(tasks: list[ShardTask], workers: int,
+                 cut: Callable[[ShardTask, int, int], Entries] | None = None,
+                 ) -> tuple[list[ShardTask | ChunkTask], dict[int, ShardAssembly]]:
     """The work for ``workers`` processes, in the order to hand it out: whole shards while they outnumber the
     workers, then the last ``workers`` shards as chunks (of at most CHUNK_IMAGES images, and enough of them to
     give every worker two), so no core idles while the last shards are packed; and the assemblies that write
-    the chunked shards, by shard index.  One worker packs every shard whole."""
+    the chunked shards, by shard index.  One worker packs every shard whole.  ``cut(task, a, b)``: entries
+    ``a..b`` of a task's shard (pack slices its list, so a `.lst` chunk is a byte range of the file, read by the
+    worker); by default the task's own entries, read here when they are not a list."""
     if workers <= 1:
         return list(tasks), {}
     whole = max(0, len(tasks) - workers)
@@ -384,11 +388,15 @@ def split_shards(tasks: list[ShardTask], workers: int) -> tuple[list[ShardTask |
     assemblies: dict[int, ShardAssembly] = {}
     for task in tasks[whole:]:
         count = len(task.entries)
+        if count == 0:  # nothing to share: written whole (an empty .rec/.idx), as with one worker
+            items.append(task)
+            continue
         size = max(1, min(CHUNK_IMAGES, -(-count // (2 * workers))))
         starts = range(0, count, size)
-        task_entries = task.entries if isinstance(task.entries, list) else list(task.entries)  # an LstSlice: read here
+        listed = (task.entries if isinstance(task.entries, list) else list(task.entries)) if cut is None else []
         for number, first in enumerate(starts):
-            items.append(ChunkTask(task.index, number, task.names[0], first, task_entries[first:first + size],
-                                   task.source, task.options, task.fmt))
+            part = listed[first:first + size] if cut is None else cut(task, first, first + size)
+            items.append(ChunkTask(task.index, number, task.names[0], first, part, task.source, task.options,
+                                   task.fmt))
         assemblies[task.index] = ShardAssembly(task, len(starts))
     return items, assemblies

@@ -105,13 +105,15 @@ def test_aws_batch_array_variables_name_the_node_and_a_rerun_keeps_its_shards(tm
                               env={**batch, "AWS_BATCH_JOB_ARRAY_INDEX": "1"}))
     assert again[0] == 0 and json.loads(again[1])["shards_resumed"] == 2  # shards 1 and 3: kept, not repacked
     assert cli_main("commit", str(tmp_path / "out"), "-q").returncode == 0
-    bad = finished(node_run(root, tmp_path / "other", -1, env={"AWS_BATCH_JOB_ARRAY_INDEX": "1"}))
-    assert bad[0] == 2 and "needs --num-nodes" in bad[2]
+    # Batch sets the index in every array child: without the size (or --num-nodes) a pack is a whole pack
+    plain = finished(node_run(root, tmp_path / "other", -1, 2, "--json", env={"AWS_BATCH_JOB_ARRAY_INDEX": "1"}))
+    assert plain[0] == 0 and json.loads(plain[1])["records"] == 18 and (tmp_path / "other" / "tree.manifest.json").exists()
 
 
 @pytest.mark.parametrize("arguments, message", [
     (["--num-nodes", "2", "--node-rank", "2"], "--node-rank must be 0..1"),
     (["--num-nodes", "2"], "needs --node-rank 0..1"),
+    (["--node-rank", "1"], "--node-rank needs --num-nodes"),
 ])
 def test_a_node_rank_out_of_range_is_a_usage_error(tmp_path: Path, cli_main: Any, arguments: list[str],
                                                    message: str) -> None:
@@ -147,3 +149,57 @@ def test_the_shipped_batch_job_definitions_run_our_commands(tmp_path: Path, monk
             assert share is not None and (share.rank, share.count) == (5, int(node_job["parameters"]["numNodes"]))
         else:
             assert command[1] == "commit" and args.outdir == node_job["parameters"]["outdir"]
+
+
+def test_commit_refuses_while_a_node_packs_again_and_takes_it_once_it_finished(
+        tmp_path: Path, cli_main: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recordio_pack.inputs import open_input
+    from recordio_pack.options import PackOptions
+    from recordio_pack.pack import NodeShare, pack_input
+
+    root = tree(tmp_path / "tree")
+    for rank in (0, 1):
+        assert finished(node_run(root, tmp_path / "out", rank))[0] == 0
+    (root / "n00000000" / "0.JPEG").write_bytes(jpeg(50, 40, seed=999))  # one shard changes
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise Killed()
+
+    options = PackOptions(resize=40, num_shards=5, workers=1)
+    with monkeypatch.context() as patch:
+        patch.setattr("recordio_pack.pack._run", killed)  # node 0 started again and was killed mid-way
+        with pytest.raises(Killed):
+            pack_input(open_input(root), tmp_path / "out", options, node=NodeShare(0, 2))
+    refused = cli_main("commit", str(tmp_path / "out"))
+    assert refused.returncode == 3 and "node-00000-of-00002" in refused.stderr, refused.stderr
+    assert finished(node_run(root, tmp_path / "out", 0))[0] == 0
+    stale = cli_main("commit", str(tmp_path / "out"))  # node 1's partial is of the inputs before the change
+    assert stale.returncode == 3 and "disagree on digests" in stale.stderr
+    again = finished(node_run(root, tmp_path / "out", 1, 2, "--json"))
+    assert again[0] == 0 and json.loads(again[1])["shards_resumed"] >= 1  # what had not changed is kept
+    assert cli_main("commit", str(tmp_path / "out"), "-q").returncode == 0
+    assert cli_main("verify", str(tmp_path / "out"), "-q").returncode == 0
+
+
+def test_an_update_on_nodes_that_start_at_different_times_equals_one_machine(tmp_path: Path, cli_main: Any) -> None:
+    root = tree(tmp_path / "tree")
+    for rank in (0, 1):
+        assert finished(node_run(root, tmp_path / "out", rank))[0] == 0
+    assert cli_main("commit", str(tmp_path / "out"), "-q").returncode == 0
+    for label in range(3):  # more images: every shard changes
+        (root / f"n{label:08d}" / "extra.JPEG").write_bytes(jpeg(70, 50, seed=500 + label))
+    for rank in (1, 0):  # node 1 starts the update (the manifest is set aside), node 0 comes later
+        code, _, err = finished(node_run(root, tmp_path / "out", rank))
+        assert code == 0, err
+    assert cli_main("commit", str(tmp_path / "out"), "-q").returncode == 0
+    assert finished(node_run(root, tmp_path / "single", -1))[0] == 0
+    updated = files_of(tmp_path / "out")
+    manifest = json.loads(updated.pop("tree.manifest.json"))
+    single = files_of(tmp_path / "single")
+    expected = json.loads(single.pop("tree.manifest.json"))
+    assert updated == single  # no old shard, partial or set-aside manifest left
+    manifest.pop("update"), expected.pop("update")
+    assert manifest == expected

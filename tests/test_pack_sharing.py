@@ -204,3 +204,15 @@ def test_bytes_read_ahead_by_the_source_are_packed_and_its_read_errors_rejected(
     ahead = b"".join((tmp_path / "ahead" / f"data-0000{n}-of-00002.rec").read_bytes() for n in (0, 1))
     direct = b"".join((tmp_path / "plain" / f"data-0000{n}-of-00002.rec").read_bytes() for n in (0, 1))
     assert ahead == direct  # shard boundaries differ by one image, the records do not
+
+
+def test_a_list_with_nothing_to_pack_gives_the_same_empty_dataset_for_any_worker_count(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "n00000000").mkdir(parents=True)
+    (root / "n00000000" / "anim.gif").write_bytes(b"GIF89a")
+    (root / "stray.JPEG").write_bytes(jpeg(40, 40, seed=1))
+    for workers in (1, 2):
+        result = pack_input(open_input(root), tmp_path / f"w{workers}", PackOptions(workers=workers))
+        assert result.shards == 1 and result.records == 0 and result.files_accounted == 2
+    assert files_of(tmp_path / "w2") == files_of(tmp_path / "w1")
+    assert "tree.rec" in files_of(tmp_path / "w2")

@@ -167,3 +167,29 @@ def test_the_shipped_policy_allows_every_call_a_pack_from_s3_makes(s3_tree: tupl
                ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])}
     needed = {"ListObjectsV2": "s3:ListBucket", "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject"}
     assert {needed[operation] for operation in operations} == allowed
+
+
+@pytest.mark.parametrize("failure", ["AccessDenied", "timeout"])
+def test_a_read_that_fails_for_another_reason_than_a_missing_object_stops_the_run(
+        s3_tree: tuple[str, Path, AwsTarget], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    from botocore.exceptions import ClientError, ReadTimeoutError
+
+    from recordio_pack.aws.session import AwsError
+
+    uri, _, target = s3_tree
+    found = open_input(uri, aws=target)
+    client = found.source.client()  # type: ignore[attr-defined]
+    real_get = client.get_object
+    victim = found.entries[3].path
+
+    def get_object(**kwargs: Any) -> Any:
+        if kwargs["Key"].endswith(victim):
+            if failure == "timeout":
+                raise ReadTimeoutError(endpoint_url="http://127.0.0.1")
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no kms:Decrypt"}}, "GetObject")
+        return real_get(**kwargs)
+
+    monkeypatch.setattr(client, "get_object", get_object)
+    with pytest.raises(AwsError):
+        pack_input(found, tmp_path / "out", PackOptions(resize=48, workers=1))
+    assert not (tmp_path / "out" / "train.manifest.json").exists()

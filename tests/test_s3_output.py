@@ -145,3 +145,32 @@ def test_shards_written_but_not_sent_when_a_run_stopped_are_sent_by_the_rerun(
     assert resumed.shards_resumed == 3  # nothing packed again: 1 and 2 were whole in the staging folder, now sent
     pack_input(open_input(root), tmp_path / "local", OPTIONS)
     assert objects(moto_server, bucket, "ds") == files_of(tmp_path / "local")
+
+
+def test_a_staging_folder_current_here_is_still_sent_and_a_lost_bucket_manifest_sent_again(
+        tmp_path: Path, moto_server: str, bucket: str) -> None:
+    root = tree(tmp_path / "tree")
+    pack_input(open_input(root), tmp_path / "folder", OPTIONS)  # a local pack first ...
+    output = S3Output(bucket, "ds", endpoint_url=moto_server)
+    sent = pack_input(open_input(root), tmp_path / "folder", OPTIONS, output=output)  # ... then staged from it
+    assert not sent.up_to_date and sent.shards_resumed == 3  # nothing packed again, everything sent
+    pack_input(open_input(root), tmp_path / "local", OPTIONS)
+    assert objects(moto_server, bucket, "ds") == files_of(tmp_path / "local")
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.delete_object(Bucket=bucket, Key="ds/tree.manifest.json")  # e.g. an update started elsewhere, then stopped
+    again = pack_input(open_input(root), tmp_path / "folder", OPTIONS, output=output)
+    assert not again.up_to_date and again.shards_resumed == 3
+    assert objects(moto_server, bucket, "ds") == files_of(tmp_path / "local")
+
+
+def test_objects_no_run_recorded_are_not_replaced_and_a_staging_folder_serves_one_output(
+        tmp_path: Path, moto_server: str, bucket: str) -> None:
+    root = tree(tmp_path / "tree")
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.put_object(Bucket=bucket, Key="theirs/tree-00001-of-00003.rec", Body=b"someone else's")
+    with pytest.raises(RefusedError, match="tree-00001-of-00003.rec"):
+        pack_input(open_input(root), tmp_path / "s1", OPTIONS, output=S3Output(bucket, "theirs", endpoint_url=moto_server))
+    assert s3.get_object(Bucket=bucket, Key="theirs/tree-00001-of-00003.rec")["Body"].read() == b"someone else's"
+    pack_input(open_input(root), tmp_path / "s2", OPTIONS, output=S3Output(bucket, "a", endpoint_url=moto_server))
+    with pytest.raises(RefusedError, match="choose another --staging"):
+        pack_input(open_input(root), tmp_path / "s2", OPTIONS, output=S3Output(bucket, "b", endpoint_url=moto_server))

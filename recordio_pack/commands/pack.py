@@ -163,12 +163,16 @@ def _node_share(args: argparse.Namespace):  # -> recordio_pack.pack.NodeShare | 
         except ValueError:
             raise UsageError(f"${variable} is {text!r}, not a number") from None
 
+    # Batch sets the index in every array child; the size only when a job definition asks for node shares
     count = args.num_nodes if args.num_nodes is not None else from_environment("AWS_BATCH_JOB_ARRAY_SIZE")
+    if count is None:
+        if args.node_rank is not None:
+            raise UsageError("--node-rank needs --num-nodes (or $AWS_BATCH_JOB_ARRAY_SIZE)")
+        return None
     rank = args.node_rank if args.node_rank is not None else from_environment("AWS_BATCH_JOB_ARRAY_INDEX")
-    if count is None or count == 1:
+    if count == 1:
         if rank not in (None, 0):
-            raise UsageError("--node-rank (or $AWS_BATCH_JOB_ARRAY_INDEX) needs --num-nodes (or "
-                             "$AWS_BATCH_JOB_ARRAY_SIZE)")
+            raise UsageError(f"--node-rank {rank} with one node: give --num-nodes N")
         return None
     if rank is None:
         raise UsageError(f"--num-nodes {count} needs --node-rank 0..{count - 1} (or $AWS_BATCH_JOB_ARRAY_INDEX)")
