@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from recordio_pack.errors import RefusedError
-from recordio_pack.format import Damage
+from recordio_pack.format import Damage, format_idx_line
 from recordio_pack.formats import RecordFormat, detect, make_format
 from recordio_pack.fsutil import atomic_output
 from recordio_pack.recordio import DamagedShard, InputError, mapped, read_idx, require_file, write_idx_atomic
@@ -170,21 +170,28 @@ def write_dataset_index(out_dir: str | Path, name: str, shard_files: Sequence[tu
     inside ``out_dir``, in shard order — from their `.idx` files and `.rec` sizes (``rec_sizes``, or the files'
     own when not given), and return its path.  A dataset of one shard gets one too (the same offsets as
     ``NAME.idx``, keys 0..N-1), so the DALI recipe is the same for every dataset.  InputError names a shard
-    whose `.idx` is missing, unreadable or points past the end of its `.rec`."""
+    whose `.idx` is missing, unreadable or points past the end of its `.rec`.  Written shard by shard: memory
+    holds one shard's offsets (8 bytes each), whatever the dataset's size."""
+    from array import array
+
     out_dir = Path(out_dir)
-    per_file: list[tuple[list[int], int]] = []
-    for number, (rec_name, idx_name) in enumerate(shard_files):
-        idx = require_file(out_dir / idx_name)
-        rec = out_dir / rec_name
-        size = rec_sizes[number] if rec_sizes is not None else require_file(rec).stat().st_size
-        try:
-            offsets = [offset for _, offset in read_idx(idx)]
-        except (ValueError, UnicodeDecodeError) as error:
-            raise InputError(f"{idx}: {error}") from None
-        beyond = [offset for offset in offsets if offset >= size]
-        if beyond:
-            raise InputError(f"{idx}: offset {beyond[0]} lies past the end of {rec.name} ({size} bytes)")
-        per_file.append((offsets, size))
     target = out_dir / dataset_index_name(name)
-    write_idx_atomic(target, cumulative_pairs(per_file))
+    key = base = 0
+    with atomic_output(target) as stream:
+        for number, (rec_name, idx_name) in enumerate(shard_files):
+            idx = require_file(out_dir / idx_name)
+            rec = out_dir / rec_name
+            size = rec_sizes[number] if rec_sizes is not None else require_file(rec).stat().st_size
+            try:
+                offsets = array("q", sorted(offset for _, offset in read_idx(idx)))
+            except (ValueError, UnicodeDecodeError) as error:
+                raise InputError(f"{idx}: {error}") from None
+            if offsets and offsets[-1] >= size:
+                raise InputError(f"{idx}: offset {offsets[-1]} lies past the end of {rec.name} ({size} bytes)")
+            for start in range(0, len(offsets), 65536):
+                part = offsets[start:start + 65536]
+                stream.write("".join(format_idx_line(key + position, base + offset)
+                                     for position, offset in enumerate(part, start)).encode("ascii"))
+            key += len(offsets)
+            base += size
     return target
