@@ -581,8 +581,14 @@ def _verify_manifest(target: Target, decode: bool, classes: Sequence[str] | None
     assert manifest is not None
     folder = target.path.parent
     fmt = target.record_format
-    checks = [_check_listed_shard(folder, shard, classes or manifest.classes, decode, records, target.path.name, fmt)
-              for shard in manifest.shards]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recordio_pack.options import default_workers
+
+    # shards on threads: hashing, CRC32 and the magic scans run outside the GIL, so cores share the work
+    with ThreadPoolExecutor(max(1, min(8, default_workers(), len(manifest.shards)))) as pool:
+        checks = list(pool.map(lambda shard: _check_listed_shard(folder, shard, classes or manifest.classes, decode,
+                                                                 records, target.path.name, fmt), manifest.shards))
     for check in checks:
         report.add(check)
     for text in fmt.check_dataset(folder, manifest.name, [([record.name for record in shard.files], shard.records)

@@ -490,6 +490,19 @@ def test_long_payloads_scanned_as_words_find_the_same_magics_as_find() -> None:
         expected = [offset for offset in range(fmt.padded(start), limit - 3, 4)
                     if payload[offset:offset + 4] == fmt.MAGIC_BYTES]
         assert list(fmt._aligned_magics(payload, start, stop)) == expected, trial
+        if trial % 25 == 0:  # an mmap of the same bytes: the same offsets, and it closes mid-scan
+            import mmap
+            import tempfile
+
+            with tempfile.TemporaryFile() as file:
+                file.write(payload)
+                file.flush()
+                mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+                scan = fmt._aligned_magics(mapped, start, stop)
+                assert list(scan) == expected, trial
+                first = next(fmt._aligned_magics(mapped, start, stop), None)
+                assert first == (expected[0] if expected else None)
+                mapped.close()  # no numpy view of it is alive between two offsets
         if stop is None and start == 0:
             framed = fmt.frame(payload)
             assert fmt.read_record(framed, 0) == (payload, len(framed))
