@@ -51,6 +51,7 @@ def _worker_main(function: Callable[..., Any], connection: Any) -> None:
     so the task removes its temporaries; the worker then exits without a word, since nobody is left to read it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by worker_signals until now: discarded
     terminated = False
     busy = False
 
@@ -138,7 +139,7 @@ def run_tasks(function: Callable[..., Any], tasks: Sequence[Any], workers: int,
             on_done(function(task, on_event, None))
         return
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload))
+    context.set_forkserver_preload(["recordio_pack.worker_signals", *preload])
     pending = list(enumerate(tasks))[::-1]  # popped from the end: task order
     connections, processes = [], []
     for worker in range(workers):
