@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recordio_pack.aws import multipart
 from recordio_pack.aws.s3 import (
     DEFAULT_PART_SIZE,
     SHA256_METADATA,
@@ -67,7 +68,8 @@ class S3Output:
         return self.location.uri
 
     def prepare(self, out_dir: Path, name: str) -> None:
-        """A staging folder is tied to one output (a second output through it is refused); one with neither
+        """A staging folder is tied to one output (a second output through it is refused); multipart uploads of
+        NAME's files that a killed run left open are aborted (this run sends them again); a staging folder with neither
         journal nor manifest of NAME gets the bucket's manifest of NAME and its small files, so a rerun
         elsewhere updates (or refuses to replace) the dataset in the bucket."""
         marker = out_dir / STAGING_MARKER
@@ -77,6 +79,10 @@ class S3Output:
         if not marker.exists():
             with atomic_output(marker) as stream:
                 stream.write(f"{self.describe()}\n".encode())
+        for upload in multipart.list_unfinished(self.client(), self.location):  # a killed run's: S3 keeps them
+            relative = upload.key[len(self.location.list_prefix):]
+            if relative.startswith((f"{name}-", f"{name}.")):
+                multipart.abort(self.client(), self.bucket, upload)
         local = manifest_path(out_dir, name)
         if local.exists() or (out_dir / f"{name}.pack-state.json").exists():
             return

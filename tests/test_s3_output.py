@@ -174,3 +174,16 @@ def test_objects_no_run_recorded_are_not_replaced_and_a_staging_folder_serves_on
     pack_input(open_input(root), tmp_path / "s2", OPTIONS, output=S3Output(bucket, "a", endpoint_url=moto_server))
     with pytest.raises(RefusedError, match="choose another --staging"):
         pack_input(open_input(root), tmp_path / "s2", OPTIONS, output=S3Output(bucket, "b", endpoint_url=moto_server))
+
+
+def test_uploads_a_killed_run_left_open_are_aborted_by_the_rerun(tmp_path: Path, moto_server: str, bucket: str) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    left = s3.create_multipart_upload(Bucket=bucket, Key="ds/tree-00002-of-00003.rec")
+    s3.upload_part(Bucket=bucket, Key="ds/tree-00002-of-00003.rec", UploadId=left["UploadId"], PartNumber=1,
+                   Body=b"x" * (5 << 20))
+    other = s3.create_multipart_upload(Bucket=bucket, Key="ds/someone-else.bin")  # not this dataset's: kept
+    pack_input(open_input(tree(tmp_path / "tree")), tmp_path / "staging", OPTIONS,
+               output=S3Output(bucket, "ds", endpoint_url=moto_server))
+    still_open = [(upload["Key"], upload["UploadId"]) for upload in
+                  s3.list_multipart_uploads(Bucket=bucket, Prefix="ds/").get("Uploads", [])]
+    assert still_open == [("ds/someone-else.bin", other["UploadId"])]
