@@ -680,6 +680,9 @@ def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: 
             advance(ShardProgress(result.index, result.records + len(result.rejects), 0,
                                   sum(record.bytes for record in result.files)))
         journal.record(result)
+        for sent in publishing:  # a failed upload stops the run now, not after every other shard
+            if sent.done() and sent.exception() is not None:
+                sent.result()
 
     def item_name(item: ShardTask | ChunkTask) -> str:
         if isinstance(item, ChunkTask):
