@@ -801,6 +801,8 @@ def _finish(out_dir: Path, name: str, options: PackOptions, origin: str, journal
         extra_files.append(skipped_file)
     else:
         skipped_file.unlink(missing_ok=True)
+        if output.remote:  # an older version's list, no longer part of the dataset
+            output.retract([skipped_file.name])
     if classes is not None:
         write_class_map(out_dir / f"{name}.synsets.txt", classes)
         extra_files.append(out_dir / f"{name}.synsets.txt")

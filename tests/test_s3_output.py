@@ -190,3 +190,20 @@ def test_uploads_a_killed_run_left_open_are_aborted_by_the_rerun(tmp_path: Path,
     still_open = [(upload["Key"], upload["UploadId"]) for upload in
                   s3.list_multipart_uploads(Bucket=bucket, Prefix="ds/").get("Uploads", [])]
     assert still_open == [("ds/someone-else.bin", other["UploadId"])]
+
+
+def test_a_file_the_new_version_no_longer_has_leaves_the_bucket(tmp_path: Path, moto_server: str, bucket: str) -> None:
+    root = tree(tmp_path / "tree")
+    (root / "n00000000" / "notes.txt").write_text("not an image")
+    output = S3Output(bucket, "ds", endpoint_url=moto_server)
+    pack_input(open_input(root), tmp_path / "staging", OPTIONS, output=output)
+    assert "tree.skipped.tsv" in objects(moto_server, bucket, "ds")
+    (root / "n00000000" / "notes.txt").unlink()
+    pack_input(open_input(root), tmp_path / "staging", OPTIONS, output=output)
+    pack_input(open_input(root), tmp_path / "local", OPTIONS)
+    sent, local = objects(moto_server, bucket, "ds"), files_of(tmp_path / "local")
+    manifests = [json.loads(files.pop("tree.manifest.json")) for files in (sent, local)]
+    assert sent == local and "tree.skipped.tsv" not in sent  # the shards and lists, nothing older
+    assert manifests[0]["update"] is not None and manifests[1]["update"] is None  # an update, and says so
+    manifests[0].pop("update"), manifests[1].pop("update")
+    assert manifests[0] == manifests[1]
