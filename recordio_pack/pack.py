@@ -656,16 +656,15 @@ def _pack_locked(entries: EntryList, source: ImageSource, out_dir: Path, name: s
 
 
 def _run(tasks: list[ShardTask], options: PackOptions, journal: _Journal, task: Task, out_dir: Path,
-         plan: _Plan, executor: Executor, output: Output = IN_PLACE, entries: EntryList | None = None) -> None:
+         plan: _Plan, executor: Executor, output: Output, entries: EntryList) -> None:
     def advance(event: ShardProgress) -> None:  # images packed, with the bytes read and written
         task.progress.on_progress(Advanced(task.name, event.images, bytes_in=event.bytes_in, bytes_out=event.bytes_out))
 
     def cut(shard: ShardTask, first: int, stop: int) -> Entries:  # a slice of the list: a byte range of a .lst
-        assert entries is not None
         start = plan.ranges[shard.index].start
         return entries[start + first:start + min(stop, len(plan.ranges[shard.index]))]
 
-    items, assemblies = split_shards(tasks, executor.chunk_workers, cut if entries is not None else None)
+    items, assemblies = split_shards(tasks, executor.chunk_workers, cut)
 
     def on_done(result: ShardResult | ChunkResult) -> None:
         if isinstance(result, ChunkResult):  # a chunk of a shard this process writes
