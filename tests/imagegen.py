@@ -28,6 +28,17 @@ def jpeg(width: int, height: int, seed: int = 0, quality: int = 90, gray: bool =
     return data.tobytes()
 
 
+def class_tree(root: Path, classes: int, per_class: int, width: int, height: int, seed_stride: int = 100) -> Path:
+    """``root/n0000000L/N.JPEG``: ``per_class`` photos in each of ``classes`` class folders, photo N of class L
+    ``width + N`` by ``height`` pixels with seed ``L * seed_stride + N``; returns ``root``."""
+    for label in range(classes):
+        folder = root / f"n{label:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range(per_class):
+            (folder / f"{number}.JPEG").write_bytes(jpeg(width + number, height, seed=label * seed_stride + number))
+    return root
+
+
 def png(image: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", image)
     assert ok

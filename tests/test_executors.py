@@ -102,13 +102,9 @@ def test_no_ray_is_a_usage_error_naming_the_extra(monkeypatch: pytest.MonkeyPatc
 
 
 def photo_tree(root: Path, classes: int = 2, per_class: int = 12) -> Path:
-    from imagegen import jpeg
+    from imagegen import class_tree
 
-    for label in range(classes):
-        (root / f"n{label:08d}").mkdir(parents=True, exist_ok=True)
-        for number in range(per_class):
-            (root / f"n{label:08d}" / f"{number}.JPEG").write_bytes(jpeg(60 + number, 48, seed=label * 50 + number))
-    return root
+    return class_tree(root, classes, per_class, 60, 48, seed_stride=50)
 
 
 def dataset_files(folder: Path) -> dict[str, bytes]:

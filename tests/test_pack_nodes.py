@@ -12,17 +12,14 @@ from typing import Any
 
 import pytest
 
-from imagegen import jpeg
+from imagegen import class_tree, jpeg
 
 CLI = [sys.executable, "-m", "recordio_pack"]
 PACK = ["--resize", "40", "--num-shards", "5", "--workers", "1", "-q"]
 
 
 def tree(root: Path) -> Path:
-    for label in range(3):
-        (root / f"n{label:08d}").mkdir(parents=True, exist_ok=True)
-        for number in range(6):
-            (root / f"n{label:08d}" / f"{number}.JPEG").write_bytes(jpeg(50 + number, 40, seed=label * 10 + number))
+    class_tree(root, 3, 6, 50, 40, seed_stride=10)
     (root / "n00000001" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     (root / "n00000002" / "notes.txt").write_text("skipped")
     return root

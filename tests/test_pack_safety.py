@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from imagegen import jpeg
+from imagegen import class_tree, jpeg
 from recordio_pack import cli
 from recordio_pack.errors import RefusedError
 from recordio_pack.inputs import open_input
@@ -30,12 +30,7 @@ CLI = [sys.executable, "-m", "recordio_pack"]
 
 
 def tree(root: Path, classes: int = 3, per_class: int = 8, side: int = 64) -> Path:
-    for label in range(classes):
-        folder = root / f"n{label:08d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for number in range(per_class):
-            (folder / f"{number}.JPEG").write_bytes(jpeg(side + number, side, seed=label * 100 + number))
-    return root
+    return class_tree(root, classes, per_class, side, side)
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegen import awkward_tree, jpeg
+from imagegen import awkward_tree, class_tree, jpeg
 from recordio_pack import cli
 from recordio_pack.errors import RecordioPackError
 from recordio_pack.inputs import open_input
@@ -29,12 +29,7 @@ from recordio_pack.sources import Entry, FolderSource
 
 
 def photo_tree(root: Path, classes: int = 2, per_class: int = 20) -> Path:
-    for label in range(classes):
-        folder = root / f"n{label:08d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for number in range(per_class):
-            (folder / f"{number}.JPEG").write_bytes(jpeg(96 + number, 80, seed=label * 100 + number))
-    return root
+    return class_tree(root, classes, per_class, 96, 80)
 
 
 def files_of(folder: Path) -> dict[str, bytes]:

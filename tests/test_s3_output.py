@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from imagegen import jpeg
+from imagegen import class_tree
 from recordio_pack.aws.s3_output import S3Output
 from recordio_pack.errors import RefusedError
 from recordio_pack.inputs import open_input
@@ -22,10 +22,7 @@ from recordio_pack.pack import pack_input
 
 
 def tree(root: Path) -> Path:
-    for label in range(3):
-        (root / f"n{label:08d}").mkdir(parents=True, exist_ok=True)
-        for number in range(8):
-            (root / f"n{label:08d}" / f"{number}.JPEG").write_bytes(jpeg(60 + number, 44, seed=label * 20 + number))
+    class_tree(root, 3, 8, 60, 44, seed_stride=20)
     (root / "n00000002" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     return root
 
