@@ -15,6 +15,7 @@ from unittest import mock
 
 import pytest
 
+from environments import interpreter
 from waiting import wait_until
 
 if TYPE_CHECKING:
@@ -79,12 +80,7 @@ def moto_server() -> Iterator[str]:
 def mxnet_python() -> str:
     """The oracle interpreter (python3.11 with mxnet 1.9.1). `make test` sets RECORDIO_PACK_MXNET_PYTHON and
     RECORDIO_PACK_REQUIRE_ORACLE=1, so a missing oracle fails there; elsewhere the oracle tests skip."""
-    candidate = os.environ.get(ORACLE_ENV) or str(REPO / ".venv-mxnet" / "bin" / "python")
-    if not Path(candidate).exists():
-        if os.environ.get("RECORDIO_PACK_REQUIRE_ORACLE"):
-            pytest.fail(f"mxnet oracle interpreter not found at {candidate}")
-        pytest.skip("mxnet oracle virtualenv not built (run make test)")
-    return candidate
+    return interpreter(ORACLE_ENV, ".venv-mxnet", "mxnet oracle")
 
 
 def run_oracle(mxnet_python: str, script: str, *args: str, cwd: Path | None = None) -> str:

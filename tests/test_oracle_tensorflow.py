@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from environments import interpreter
 from imagegen import jpeg
 from recordio_pack.formats.tfrecord import iter_examples
 from recordio_pack.inputs import open_input
@@ -26,15 +27,6 @@ from recordio_pack.verify import verify_paths
 
 pytestmark = pytest.mark.oracle
 REPO = Path(__file__).resolve().parents[1]
-
-
-def interpreter(variable: str, venv: str, what: str) -> str:
-    candidate = os.environ.get(variable) or str(REPO / venv / "bin" / "python")
-    if not Path(candidate).exists():
-        if os.environ.get("RECORDIO_PACK_REQUIRE_ORACLE"):
-            pytest.fail(f"{what} interpreter not found at {candidate}")
-        pytest.skip(f"{venv} not built (run make test)")
-    return candidate
 
 
 @pytest.fixture(scope="module")

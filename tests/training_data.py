@@ -7,6 +7,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from environments import interpreter
 from imagegen import jpeg
 from recordio_pack.format import MAGIC_BYTES, frame, unpack_payload
 from recordio_pack.listing import ordered_entries, scan_tree
@@ -84,16 +85,7 @@ def find_train_python() -> str:
     """The interpreter of the training environment (torch and NVIDIA DALI, built by `make test` as .venv-train).
     `make test` sets RECORDIO_PACK_TRAIN_PYTHON and RECORDIO_PACK_REQUIRE_ORACLE=1, so a missing one fails
     there, as the mxnet oracle does; elsewhere these tests skip."""
-    import os
-
-    import pytest
-
-    candidate = os.environ.get(TRAIN_ENV) or str(REPO / ".venv-train" / "bin" / "python")
-    if not Path(candidate).exists():
-        if os.environ.get("RECORDIO_PACK_REQUIRE_ORACLE"):
-            pytest.fail(f"training environment interpreter (torch, DALI) not found at {candidate}")
-        pytest.skip("training virtualenv not built (run make test)")
-    return candidate
+    return interpreter(TRAIN_ENV, ".venv-train", "training environment (torch, DALI)")
 
 
 def run_train(python: str, script: str | Path, *args: str, cwd: Path | None = None, timeout: float = 600) -> str:
