@@ -21,38 +21,38 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 MXPINS := mxnet==1.9.1 numpy==1.23.5 opencv-python-headless==4.11.0.86
 empty :=
 space := $(empty) $(empty)
-MXSTAMP := $(MXVENV)/.installed-$(subst $(space),-,$(subst ==,,$(MXPINS)))
+# $(call stamp_of,VENV,PINS): the stamp of VENV built with exactly PINS.
+stamp_of = $(1)/.installed-$(subst $(space),-,$(subst ==,,$(2)))
+# $(call pinned_venv,VENV,PINS): the recipe of every stamp: VENV from scratch, with PINS only.
+define pinned_venv
+rm -rf $(1)
+$(PYTHON) -m venv $(1)
+$(1)/bin/pip install $(PIP_QUIET) $(2)
+touch $@
+endef
+MXSTAMP := $(call stamp_of,$(MXVENV),$(MXPINS))
 
 $(MXSTAMP):
-	rm -rf $(MXVENV)
-	$(PYTHON) -m venv $(MXVENV)
-	$(MXVENV)/bin/pip install $(PIP_QUIET) $(MXPINS)
-	touch $@
+	$(call pinned_venv,$(MXVENV),$(MXPINS))
 
 # The readers training runs feed from our shards, for the suite's tests and the read benchmark: PyTorch (the CPU
 # build; other versions pull CUDA builds of several GB) and NVIDIA DALI (fn.readers.mxnet in a CPU-only pipeline),
 # with the oracle's OpenCV, in their own Python 3.11 environment; recordio_pack is imported from the checkout.
 TRAINVENV := .venv-train
 TRAINPINS := torch==2.13.0 nvidia-dali-cuda120==2.4.0 numpy==2.4.6 opencv-python-headless==4.11.0.86
-TRAINSTAMP := $(TRAINVENV)/.installed-$(subst $(space),-,$(subst ==,,$(TRAINPINS)))
+TRAINSTAMP := $(call stamp_of,$(TRAINVENV),$(TRAINPINS))
 
 $(TRAINSTAMP):
-	rm -rf $(TRAINVENV)
-	$(PYTHON) -m venv $(TRAINVENV)
-	$(TRAINVENV)/bin/pip install $(PIP_QUIET) $(TRAINPINS)
-	touch $@
+	$(call pinned_venv,$(TRAINVENV),$(TRAINPINS))
 
 # The TFRecord oracle (issue 14): TensorFlow's own reader, parser and JPEG decoder, and TFDS's imagenet2012 builder,
 # read what `pack --format tfrecord` wrote; imagenet_to_gcs.py's conversion loop runs here for the bench.
 TFVENV := .venv-tf
 TFPINS := tensorflow-cpu==2.21.0 tensorflow-datasets==4.9.10
-TFSTAMP := $(TFVENV)/.installed-$(subst $(space),-,$(subst ==,,$(TFPINS)))
+TFSTAMP := $(call stamp_of,$(TFVENV),$(TFPINS))
 
 $(TFSTAMP):
-	rm -rf $(TFVENV)
-	$(PYTHON) -m venv $(TFVENV)
-	$(TFVENV)/bin/pip install $(PIP_QUIET) $(TFPINS)
-	touch $@
+	$(call pinned_venv,$(TFVENV),$(TFPINS))
 
 install: $(VENV)/.installed
 
