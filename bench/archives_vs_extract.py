@@ -48,6 +48,7 @@ from pack_vs_im2rec import (
     find_im2rec,
     recordio_pack_command,
     run_measured,
+    save_summary,
 )
 
 MIB = 1 << 20
@@ -287,8 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         run_theirs(mode, fake["fake"], work, args.workers, args.mxnet_python, im2rec))
                 results[mode][name].append(side)
     summary = summarize(args, fake, results, sum(path.stat().st_size for path in archives))
-    summary["command"] = " ".join(["python", "bench/archives_vs_extract.py", *(argv if argv is not None else sys.argv[1:])])
-    (out / "archives-results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    save_summary(summary, out / "archives-results.json", "bench/archives_vs_extract.py", argv)
     print(render(summary))
     return 0
 

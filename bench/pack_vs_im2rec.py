@@ -793,6 +793,12 @@ def _memory_entry(case: Case, result: CaseResult, run: Run, base: int, images: i
     return entry
 
 
+def save_summary(summary: dict[str, Any], path: Path, script: str, argv: Sequence[str] | None) -> None:
+    """``summary`` with the command that made it (``script`` and its arguments) as JSON at ``path``."""
+    summary["command"] = " ".join(["python", script, *(argv if argv is not None else sys.argv[1:])])
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.loadavg_start = os.getloadavg()
@@ -820,8 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     startup = startup_s()
     mx_import = mxnet_import_s(args.mxnet_python, args.repeats)
     summary = summarize(args, results, codec, psnr, startup, mx_import, memory, description)
-    summary["command"] = " ".join(["python", "bench/pack_vs_im2rec.py", *(argv if argv is not None else sys.argv[1:])])
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    save_summary(summary, out / "results.json", "bench/pack_vs_im2rec.py", argv)
     print(render(summary))
     return 0
 
